@@ -1,0 +1,23 @@
+"""Settings of the worker, built once per process and handed down."""
+
+from __future__ import annotations
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+__all__ = ["WorkerSettings"]
+
+
+class WorkerSettings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="WORKER_", extra="ignore")
+
+    worker_id: str = "worker-1"
+    redis_url: str = "redis://127.0.0.1:6379/0"
+    concurrency: int = Field(default=50, ge=1)
+    run_timeout_s: float = Field(default=120.0, gt=0)
+    tool_timeout_s: float = Field(default=10.0, gt=0)
+    max_steps: int = Field(default=12, ge=1)
+    shutdown_grace_s: float = Field(default=10.0, ge=0)
+    history_maxlen: int = 10_000
+    history_ttl_s: int = 86_400
+    log_level: str = "info"

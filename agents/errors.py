@@ -1,0 +1,31 @@
+"""Exceptions of the agents package.
+
+    AgentError          base
+    ├── ToolError       a tool failed; the run is told (tool_completed ok=false) and goes on
+    │   └── ToolArgumentsError   the arguments did not validate against the tool's model
+    └── PlannerError    the planner (model) produced something unusable; the run fails
+"""
+
+__all__ = ["AgentError", "PlannerError", "ToolArgumentsError", "ToolError"]
+
+
+class AgentError(Exception):
+    """Base class of every error raised by :mod:`agents`."""
+
+
+class ToolError(AgentError):
+    """A tool could not produce a result. ``code`` is stable, ``message`` is for people."""
+
+    def __init__(self, code: str, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+        self.message = message
+
+
+class ToolArgumentsError(ToolError):
+    def __init__(self, message: str) -> None:
+        super().__init__("invalid_arguments", message)
+
+
+class PlannerError(AgentError):
+    """The planner could not decide a next step."""

@@ -1,0 +1,131 @@
+"""The agent runtime: the step loop of one run, ending with exactly one terminal event.
+
+planner → ``tool_executing`` → validated call with a timeout → ``tool_completed`` →
+planner … → ``agent_completed``. A tool error is reported to the planner and the
+run goes on; a deadline, a cancellation or an unexpected error end the run with
+the matching terminal event, whatever step it was in.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from dataclasses import dataclass
+from typing import Any
+
+from ulid import ULID
+
+from agents.context import RunContext
+from agents.errors import AgentError, ToolError
+from agents.planner import Final, Planner, ToolCall, ToolOutcome, Transcript
+from agents.tools import ToolRegistry
+from bridge.errors import BridgeError
+
+__all__ = ["Agent", "Runtime"]
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Agent:
+    name: str
+    description: str
+    planner: Planner
+    tools: ToolRegistry
+
+    def describe(self) -> dict[str, Any]:
+        return {"name": self.name, "description": self.description,
+                "tools": [tool.schema() for tool in self.tools]}
+
+
+class Runtime:
+    def __init__(self, *, max_steps: int, tool_timeout_s: float) -> None:
+        self._max_steps = max_steps
+        self._tool_timeout_s = tool_timeout_s
+
+    async def run(self, ctx: RunContext, agent: Agent) -> str:
+        """Execute the run; returns the terminal event type it emitted."""
+        started = time.monotonic()
+        emit = ctx.emitter.emit
+        try:
+            await emit("agent_started", {"input": ctx.input})
+            async with asyncio.timeout_at(ctx.deadline):
+                answer = await self._steps(ctx, agent)
+            await emit("agent_completed", {"result": answer,
+                                           "duration_ms": _ms_since(started),
+                                           "tool_calls": ctx.tool_calls})
+            return "agent_completed"
+        except TimeoutError:
+            await self._fail(ctx, "run_timeout", "the run exceeded its deadline", "timeout")
+            return "agent_failed"
+        except asyncio.CancelledError:
+            reason = ctx.stop_reason
+            if reason is None:
+                raise
+            task = asyncio.current_task()
+            if task is not None:
+                task.uncancel()
+            if reason == "worker_lost":
+                await self._fail(ctx, "worker_lost", "the worker stopped during the run",
+                                 "worker_lost")
+                return "agent_failed"
+            await self._ensure_started(ctx)
+            await emit("agent_cancelled", {"by": reason})
+            return "agent_cancelled"
+        except BridgeError:
+            raise  # events cannot be delivered: nothing more can be told to the user
+        except Exception as exc:
+            log.exception("run %s failed", ctx.run_id)
+            code = "agent_error" if isinstance(exc, AgentError) else "internal_error"
+            await self._fail(ctx, code, str(exc) or type(exc).__name__, "error")
+            return "agent_failed"
+
+    async def _ensure_started(self, ctx: RunContext) -> None:
+        if not ctx.emitter.started:
+            await ctx.emitter.emit("agent_started", {"input": ctx.input})
+
+    async def _fail(self, ctx: RunContext, code: str, message: str, cause: str) -> None:
+        await self._ensure_started(ctx)
+        await ctx.emitter.emit("agent_failed", {"error": {"code": code, "message": message},
+                                                "cause": cause})
+
+    async def _steps(self, ctx: RunContext, agent: Agent) -> str:
+        transcript = Transcript(input=ctx.input)
+        for step in range(1, self._max_steps + 1):
+            decision = await agent.planner.next_step(transcript)
+            if decision.thought:
+                await ctx.emitter.emit("agent_thinking", {"text": decision.thought,
+                                                          "step": step})
+            if isinstance(decision, Final):
+                return decision.answer
+            transcript.outcomes.append(await self._call(ctx, agent, decision))
+        raise AgentError(f"no answer within {self._max_steps} steps")
+
+    async def _call(self, ctx: RunContext, agent: Agent, call: ToolCall) -> ToolOutcome:
+        call_id = f"tcl_{ULID()}"
+        await ctx.emitter.emit("tool_executing", {"call_id": call_id, "tool": call.tool,
+                                                  "arguments": call.arguments})
+        ctx.tool_calls += 1
+        started = time.monotonic()
+        payload: dict[str, Any] = {"call_id": call_id, "tool": call.tool}
+        try:
+            tool = agent.tools.get(call.tool)
+            arguments = tool.validate(call.arguments)
+            timeout = tool.timeout_s or self._tool_timeout_s
+            try:
+                result = await asyncio.wait_for(tool.function(ctx, arguments), timeout)
+            except TimeoutError:
+                raise ToolError("tool_timeout", f"{call.tool} took longer than {timeout}s"
+                                ) from None
+            payload.update(ok=True, result=result)
+        except ToolError as exc:
+            payload.update(ok=False, error={"code": exc.code, "message": exc.message})
+        payload["duration_ms"] = _ms_since(started)
+        await ctx.emitter.emit("tool_completed", payload)
+        ok = payload["ok"]
+        return ToolOutcome(call=call, ok=ok, result=payload["result"] if ok else payload["error"])
+
+
+def _ms_since(started: float) -> int:
+    return int((time.monotonic() - started) * 1000)

@@ -1,0 +1,205 @@
+"""``python -m agents.worker``: take runs from the queue and execute them.
+
+Runs come from the ``runs:queue`` stream through the ``workers`` consumer group,
+so each run goes to one worker. Up to ``concurrency`` runs execute at once, each
+as its own task with its own :class:`RunContext`. On SIGTERM the worker stops
+taking runs, lets running ones finish within the grace period, then ends the rest
+with ``agent_failed`` (cause ``worker_lost``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import signal
+
+from redis.asyncio import Redis
+from redis.exceptions import RedisError
+
+from agents.builtin import builtin_agents
+from agents.config import WorkerSettings
+from agents.context import RunContext, StopReason
+from agents.runtime import Agent, Runtime
+from bridge.cancel import CANCEL_CHANNEL, cancel_key
+from bridge.emitter import EventEmitter, RunEmitter
+from bridge.groups import ensure_group, read_group
+from bridge.queue import RUN_QUEUE, WORKER_GROUP, RunRequest
+from servicekit.logs import configure_logging
+from servicekit.startup import retry_until
+
+__all__ = ["Worker", "alive_key", "main"]
+
+log = logging.getLogger(__name__)
+
+
+def alive_key(worker_id: str) -> str:
+    return f"worker:alive:{worker_id}"
+
+
+class Worker:
+    def __init__(self, settings: WorkerSettings, redis: Redis, agents: dict[str, Agent]) -> None:
+        self._settings = settings
+        self._redis = redis
+        self._agents = agents
+        self._emitter = EventEmitter(redis, history_maxlen=settings.history_maxlen,
+                                     history_ttl_s=settings.history_ttl_s)
+        self._runtime = Runtime(max_steps=settings.max_steps,
+                                tool_timeout_s=settings.tool_timeout_s)
+        self._running: dict[str, tuple[RunContext, asyncio.Task[None]]] = {}
+        self._slots = asyncio.Semaphore(settings.concurrency)
+        self._stopping = asyncio.Event()
+        self.completed = 0
+
+    def stop(self) -> None:
+        self._stopping.set()
+
+    async def run(self) -> None:
+        await retry_until(self._prepare, what="joining the run queue", timeout=60.0)
+        helpers = [asyncio.create_task(self._listen_for_cancels(), name="cancel-listener"),
+                   asyncio.create_task(self._heartbeat(), name="heartbeat")]
+        try:
+            await self._consume()
+        finally:
+            await self._drain()
+            for task in helpers:
+                task.cancel()
+            for task in helpers:
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
+            with contextlib.suppress(RedisError, OSError):
+                await self._redis.delete(alive_key(self._settings.worker_id))
+
+    async def _heartbeat(self) -> None:
+        """Keeps ``worker:alive:<id>`` set while the worker takes runs (its readiness)."""
+        while True:
+            with contextlib.suppress(RedisError, OSError):
+                await self._redis.set(alive_key(self._settings.worker_id),
+                                      len(self._running), ex=10)
+            await asyncio.sleep(3.0)
+
+    async def _prepare(self) -> None:
+        await ensure_group(self._redis, RUN_QUEUE, WORKER_GROUP)
+        await self._redis.hset("agents:catalog", mapping={
+            name: json.dumps(agent.describe()) for name, agent in self._agents.items()})
+        log.info("worker %s taking runs (concurrency %d)", self._settings.worker_id,
+                 self._settings.concurrency)
+
+    async def _consume(self) -> None:
+        backoff = 0.1
+        while not self._stopping.is_set():
+            await self._slots.acquire()
+            self._slots.release()
+            free = self._settings.concurrency - len(self._running)
+            try:
+                entries = await read_group(self._redis, RUN_QUEUE, WORKER_GROUP,
+                                           self._settings.worker_id, count=max(free, 1),
+                                           block_ms=500)
+                backoff = 0.1
+            except (RedisError, OSError) as exc:
+                log.warning("queue unavailable: %s", exc)
+                await asyncio.sleep(backoff)
+                backoff = min(backoff * 2, 2.0)
+                continue
+            for entry_id, fields in entries:
+                await self._start(entry_id, RunRequest.from_fields(fields))
+
+    async def _start(self, entry_id: bytes, request: RunRequest) -> None:
+        await self._slots.acquire()
+        agent = self._agents.get(request.agent)
+        emitter = RunEmitter(self._emitter, user_id=request.user_id, run_id=request.run_id,
+                             thread_id=request.thread_id, agent=request.agent)
+        ctx = RunContext(run_id=request.run_id, user_id=request.user_id,
+                         thread_id=request.thread_id, agent=request.agent, input=request.input,
+                         emitter=emitter,
+                         deadline=asyncio.get_running_loop().time() + self._settings.run_timeout_s)
+        task = asyncio.create_task(self._execute(entry_id, ctx, agent), name=request.run_id)
+        self._running[request.run_id] = (ctx, task)
+
+    async def _execute(self, entry_id: bytes, ctx: RunContext, agent: Agent | None) -> None:
+        try:
+            cancelled_by = await self._redis.get(cancel_key(ctx.run_id))
+            if cancelled_by is not None:
+                await ctx.emitter.emit("agent_started", {"input": ctx.input})
+                await ctx.emitter.emit("agent_cancelled", {"by": _text(cancelled_by)})
+            elif agent is None:
+                await ctx.emitter.emit("agent_started", {"input": ctx.input})
+                await ctx.emitter.emit("agent_failed", {
+                    "error": {"code": "unknown_agent", "message": f"no agent {ctx.agent!r}"},
+                    "cause": "error"})
+            else:
+                await self._runtime.run(ctx, agent)
+            await self._redis.xack(RUN_QUEUE, WORKER_GROUP, entry_id)
+            self.completed += 1
+        except Exception:
+            log.exception("run %s could not be completed", ctx.run_id)
+        finally:
+            self._running.pop(ctx.run_id, None)
+            self._slots.release()
+
+    def cancel(self, run_id: str, reason: StopReason) -> bool:
+        entry = self._running.get(run_id)
+        if entry is None:
+            return False
+        ctx, task = entry
+        if ctx.stop_reason is None:
+            ctx.stop_reason = reason
+            task.cancel()
+        return True
+
+    async def _listen_for_cancels(self) -> None:
+        while True:
+            pubsub = self._redis.pubsub()
+            try:
+                await pubsub.subscribe(CANCEL_CHANNEL)
+                async for message in pubsub.listen():
+                    if message["type"] != "message":
+                        continue
+                    run_id, _, by = message["data"].decode().partition(" ")
+                    self.cancel(run_id, "interrupt" if by == "interrupt" else "user")
+            except (RedisError, OSError) as exc:
+                log.warning("cancel channel lost: %s", exc)
+                await asyncio.sleep(1.0)
+            finally:
+                with contextlib.suppress(RedisError, OSError):
+                    await pubsub.aclose()
+
+    async def _drain(self) -> None:
+        tasks = [task for _, task in self._running.values()]
+        if not tasks:
+            return
+        log.info("waiting up to %.0fs for %d running runs", self._settings.shutdown_grace_s,
+                 len(tasks))
+        _, pending = await asyncio.wait(tasks, timeout=self._settings.shutdown_grace_s)
+        for task in pending:
+            self.cancel(task.get_name(), "worker_lost")
+        if pending:
+            await asyncio.wait(pending, timeout=5.0)
+
+
+def _text(value: bytes | str) -> str:
+    return value.decode() if isinstance(value, bytes) else value
+
+
+async def serve(settings: WorkerSettings) -> None:
+    redis = Redis.from_url(settings.redis_url, socket_timeout=5.0, socket_connect_timeout=2.0)
+    worker = Worker(settings, redis, builtin_agents())
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, worker.stop)
+    try:
+        await worker.run()
+    finally:
+        await redis.aclose()
+        log.info("worker %s stopped", settings.worker_id)
+
+
+def main() -> None:
+    settings = WorkerSettings()
+    configure_logging(settings.worker_id, settings.log_level)
+    asyncio.run(serve(settings))
+
+
+if __name__ == "__main__":
+    main()

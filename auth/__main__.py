@@ -1,0 +1,17 @@
+"""``python -m auth``: run the auth service."""
+
+from auth.app import create_app
+from auth.config import AuthSettings
+from servicekit import configure_logging
+from servicekit.server import serve
+
+
+def main() -> None:
+    settings = AuthSettings()
+    configure_logging("auth", settings.log_level)
+    serve(create_app(settings), host=settings.host, port=settings.port,
+          log_level=settings.log_level)
+
+
+if __name__ == "__main__":
+    main()

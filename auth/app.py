@@ -1,0 +1,76 @@
+"""The auth service's ASGI app."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator, Mapping
+from contextlib import asynccontextmanager
+from pathlib import Path
+
+import asyncpg
+from fastapi import FastAPI
+from fastapi.middleware.cors import CORSMiddleware
+from redis.asyncio import Redis
+
+from auth.config import AuthSettings
+from auth.keys import KeyStore
+from auth.passwords import Passwords
+from auth.routes import router
+from auth.state import AuthState
+from auth.store import Store
+from auth.tokens import TokenIssuer
+from servicekit import (
+    Check,
+    install_health_routes,
+    install_metrics,
+    install_problem_handlers,
+    migrate,
+)
+from servicekit.migrations import MIGRATION_MISTAKES
+from servicekit.startup import retry_until
+
+__all__ = ["create_app"]
+
+log = logging.getLogger(__name__)
+MIGRATIONS = Path(__file__).parent / "migrations"
+
+
+def create_app(settings: AuthSettings) -> FastAPI:
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        await retry_until(lambda: migrate(settings.database_url, MIGRATIONS, "auth"),
+                          what="postgres migrations", give_up_on=MIGRATION_MISTAKES,
+                          timeout=settings.startup_timeout_s)
+        pool = await asyncpg.create_pool(
+            settings.database_url, min_size=1, max_size=10,
+            timeout=settings.dependency_timeout_s,
+            command_timeout=settings.dependency_timeout_s * 5)
+        redis = Redis.from_url(settings.redis_url,
+                               socket_timeout=settings.dependency_timeout_s,
+                               socket_connect_timeout=settings.dependency_timeout_s)
+        keys = KeyStore.load_or_create(Path(settings.keys_dir))
+        app.state.auth = AuthState(
+            settings=settings, pool=pool, redis=redis, keys=keys,
+            passwords=Passwords(settings), store=Store(pool),
+            tokens=TokenIssuer(settings, keys))
+        log.info("auth ready on %s:%s (key %s)", settings.host, settings.port, keys.current.kid)
+        try:
+            yield
+        finally:
+            await redis.aclose()
+            await pool.close()
+
+    app = FastAPI(title="agentchat auth", version="0.1.0", lifespan=lifespan)
+    app.add_middleware(CORSMiddleware, allow_origins=settings.cors_origins,
+                       allow_credentials=True, allow_methods=["*"], allow_headers=["*"])
+    install_problem_handlers(app)
+    install_metrics(app, "auth")
+
+    def checks() -> Mapping[str, Check]:
+        state: AuthState = app.state.auth
+        return {"postgres": lambda: state.pool.fetchval("SELECT 1"),
+                "redis": state.redis.ping}
+
+    install_health_routes(app, checks, timeout=settings.dependency_timeout_s)
+    app.include_router(router)
+    return app

@@ -1,0 +1,41 @@
+"""Settings of the auth service, built once per process and handed down."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+__all__ = ["AuthSettings"]
+
+
+class AuthSettings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="AUTH_", extra="ignore")
+
+    environment: Literal["development", "test", "production"] = "development"
+    host: str = "127.0.0.1"
+    port: int = 8001
+    database_url: str = "postgresql://postgres@127.0.0.1:5432/agentchat"
+    redis_url: str = "redis://127.0.0.1:6379/0"
+    keys_dir: Path = Path(".local-stack/keys")
+    issuer: str = "agentchat-auth"
+    audience: str = "agentchat"
+    access_token_ttl_s: int = Field(default=900, ge=60, le=900)
+    refresh_token_ttl_s: int = Field(default=30 * 86_400, ge=3600)
+    ws_ticket_ttl_s: int = Field(default=60, ge=5, le=60)
+    # Argon2id, OWASP's minimum: 19 MiB, t=2, p=1
+    argon2_memory_kib: int = Field(default=19_456, ge=19_456)
+    argon2_time_cost: int = Field(default=2, ge=2)
+    argon2_parallelism: int = Field(default=1, ge=1)
+    cors_origins: list[str] = ["http://127.0.0.1:8000", "http://localhost:8000"]
+    dependency_timeout_s: float = 2.0
+    startup_timeout_s: float = 60.0
+    log_level: str = "info"
+
+    @model_validator(mode="after")
+    def _no_placeholder_in_production(self) -> AuthSettings:
+        if self.environment == "production" and "@127.0.0.1" in self.database_url:
+            raise ValueError("AUTH_DATABASE_URL must be set in production")
+        return self

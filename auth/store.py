@@ -1,0 +1,132 @@
+"""Queries of the auth schema: users, sessions and refresh tokens."""
+
+from __future__ import annotations
+
+import hashlib
+import secrets
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+import asyncpg
+from ulid import ULID
+
+__all__ = ["SessionRecord", "Store", "User", "hash_refresh_token", "new_refresh_token"]
+
+
+@dataclass(frozen=True)
+class User:
+    id: str
+    email: str
+    display_name: str
+    created_at: datetime
+
+    def public(self) -> dict[str, str]:
+        return {"id": self.id, "email": self.email, "display_name": self.display_name,
+                "created_at": self.created_at.isoformat()}
+
+
+@dataclass(frozen=True)
+class SessionRecord:
+    id: str
+    user_id: str
+    revoked: bool
+    expired: bool
+
+
+def new_refresh_token() -> str:
+    return secrets.token_urlsafe(32)
+
+
+def hash_refresh_token(token: str) -> bytes:
+    return hashlib.sha256(token.encode()).digest()
+
+
+class EmailTaken(Exception):
+    pass
+
+
+class Store:
+    def __init__(self, pool: asyncpg.Pool) -> None:
+        self._pool = pool
+
+    async def create_user(self, email: str, password_hash: str, display_name: str) -> User:
+        user_id = f"usr_{ULID()}"
+        try:
+            row = await self._pool.fetchrow(
+                "INSERT INTO auth.users (id, email, password_hash, display_name) "
+                "VALUES ($1, $2, $3, $4) RETURNING id, email, display_name, created_at",
+                user_id, email, password_hash, display_name)
+        except asyncpg.UniqueViolationError:
+            raise EmailTaken(email) from None
+        return User(**dict(row))
+
+    async def user_by_email(self, email: str) -> tuple[User, str] | None:
+        row = await self._pool.fetchrow(
+            "SELECT id, email, display_name, created_at, password_hash FROM auth.users "
+            "WHERE email = $1", email)
+        if row is None:
+            return None
+        data = dict(row)
+        password_hash = data.pop("password_hash")
+        return User(**data), password_hash
+
+    async def user_by_id(self, user_id: str) -> User | None:
+        row = await self._pool.fetchrow(
+            "SELECT id, email, display_name, created_at FROM auth.users WHERE id = $1", user_id)
+        return User(**dict(row)) if row else None
+
+    async def update_password_hash(self, user_id: str, password_hash: str) -> None:
+        await self._pool.execute("UPDATE auth.users SET password_hash = $2 WHERE id = $1",
+                                 user_id, password_hash)
+
+    async def create_session(self, user_id: str, user_agent: str, ttl: timedelta,
+                             refresh_token: str) -> str:
+        session_id = f"ses_{ULID()}"
+        async with self._pool.acquire() as conn, conn.transaction():
+            await conn.execute(
+                "INSERT INTO auth.sessions (id, user_id, user_agent, expires_at) "
+                "VALUES ($1, $2, $3, now() + $4::interval)",
+                session_id, user_id, user_agent[:512], ttl)
+            await conn.execute(
+                "INSERT INTO auth.refresh_tokens (token_hash, session_id) VALUES ($1, $2)",
+                hash_refresh_token(refresh_token), session_id)
+        return session_id
+
+    async def session(self, session_id: str) -> SessionRecord | None:
+        row = await self._pool.fetchrow(
+            "SELECT id, user_id, revoked_at IS NOT NULL AS revoked, expires_at < now() AS expired "
+            "FROM auth.sessions WHERE id = $1", session_id)
+        return SessionRecord(**dict(row)) if row else None
+
+    async def rotate_refresh_token(self, token: str, new_token: str) -> tuple[str, str] | str:
+        """Spend ``token`` and issue ``new_token`` for its session.
+
+        Returns ``(session_id, user_id)``, or an error code: ``invalid`` (unknown,
+        expired or revoked) or ``reused`` (already spent: the session is revoked).
+        """
+        async with self._pool.acquire() as conn, conn.transaction():
+            row = await conn.fetchrow(
+                "SELECT t.session_id, t.spent_at IS NOT NULL AS spent, s.user_id, "
+                "s.revoked_at IS NOT NULL OR s.expires_at < now() AS dead "
+                "FROM auth.refresh_tokens t JOIN auth.sessions s ON s.id = t.session_id "
+                "WHERE t.token_hash = $1 FOR UPDATE OF t, s", hash_refresh_token(token))
+            if row is None or row["dead"]:
+                return "invalid"
+            if row["spent"]:
+                await conn.execute(
+                    "UPDATE auth.sessions SET revoked_at = now() WHERE id = $1 "
+                    "AND revoked_at IS NULL", row["session_id"])
+                return "reused"
+            await conn.execute("UPDATE auth.refresh_tokens SET spent_at = now() "
+                               "WHERE token_hash = $1", hash_refresh_token(token))
+            await conn.execute(
+                "INSERT INTO auth.refresh_tokens (token_hash, session_id) VALUES ($1, $2)",
+                hash_refresh_token(new_token), row["session_id"])
+            await conn.execute("UPDATE auth.sessions SET last_used_at = now() WHERE id = $1",
+                               row["session_id"])
+            return row["session_id"], row["user_id"]
+
+    async def revoke_session(self, session_id: str) -> None:
+        await self._pool.execute(
+            "UPDATE auth.sessions SET revoked_at = now() WHERE id = $1 AND revoked_at IS NULL",
+            session_id)

@@ -1,0 +1,101 @@
+"""The REST API of the contract (``/api/*``)."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+from typing import Annotated, Any, Literal
+
+from fastapi import APIRouter, Query
+from pydantic import BaseModel, Field
+
+from backend.deps import CurrentUser, State
+from servicekit import ProblemError
+
+__all__ = ["router"]
+
+router = APIRouter(prefix="/api")
+Limit = Annotated[int, Query(ge=1, le=200)]
+Cursor = Annotated[str | None, Query(max_length=64)]
+
+
+class ThreadBody(BaseModel):
+    title: str = Field(default="", max_length=200)
+
+
+class RunBody(BaseModel):
+    input: str = Field(min_length=1, max_length=32_000)
+    agent: str | None = Field(default=None, max_length=64)
+    multitask: Literal["reject", "enqueue", "interrupt"] = "reject"
+
+
+def _not_found(what: str) -> ProblemError:
+    return ProblemError(404, "not_found", f"no such {what}")
+
+
+@router.post("/threads", status_code=201)
+async def create_thread(body: ThreadBody, user: CurrentUser, state: State) -> dict[str, Any]:
+    return await state.store.create_thread(user.user_id, body.title)
+
+
+@router.get("/threads")
+async def list_threads(user: CurrentUser, state: State, limit: Limit = 50,
+                       cursor: Cursor = None) -> dict[str, Any]:
+    items, next_cursor = await state.store.threads(user.user_id, limit, cursor)
+    return {"items": items, "next_cursor": next_cursor}
+
+
+@router.get("/threads/{thread_id}")
+async def get_thread(thread_id: str, user: CurrentUser, state: State) -> dict[str, Any]:
+    thread = await state.store.thread(user.user_id, thread_id)
+    if thread is None:
+        raise _not_found("thread")
+    return thread
+
+
+@router.get("/threads/{thread_id}/messages")
+async def list_messages(thread_id: str, user: CurrentUser, state: State, limit: Limit = 50,
+                        cursor: Cursor = None) -> dict[str, Any]:
+    if await state.store.thread(user.user_id, thread_id) is None:
+        raise _not_found("thread")
+    items, next_cursor = await state.store.messages(user.user_id, thread_id, limit, cursor)
+    return {"items": items, "next_cursor": next_cursor}
+
+
+@router.post("/threads/{thread_id}/runs", status_code=202)
+async def create_run(thread_id: str, body: RunBody, user: CurrentUser,
+                     state: State) -> dict[str, Any]:
+    return await state.runs.create(user.user_id, thread_id, body.input, body.agent,
+                                   body.multitask)
+
+
+@router.get("/runs/{run_id}")
+async def get_run(run_id: str, user: CurrentUser, state: State) -> dict[str, Any]:
+    run = await state.store.run(user.user_id, run_id)
+    if run is None:
+        raise _not_found("run")
+    return run
+
+
+@router.get("/analytics/runs")
+async def analytics_runs(
+    user: CurrentUser, state: State,
+    start: Annotated[datetime | None, Query(alias="from")] = None,
+    end: Annotated[datetime | None, Query(alias="to")] = None,
+) -> dict[str, Any]:
+    if state.analytics is None:
+        raise ProblemError(503, "analytics_unavailable", "this replica does not serve analytics")
+    end = _aware(end) or datetime.now(UTC) + timedelta(minutes=1)
+    start = _aware(start) or end - timedelta(days=7)
+    return {"items": await state.analytics.runs(user.user_id, start, end)}
+
+
+def _aware(value: datetime | None) -> datetime | None:
+    if value is not None and value.tzinfo is None:
+        return value.replace(tzinfo=UTC)
+    return value
+
+
+@router.post("/runs/{run_id}/cancel", status_code=202)
+async def cancel_run(run_id: str, user: CurrentUser, state: State) -> dict[str, Any]:
+    await state.runs.cancel(user.user_id, run_id)
+    return {"run_id": run_id, "status": "cancelling"}

@@ -1,0 +1,127 @@
+"""The backend's ASGI app: wiring of settings, dependencies, tasks and routes."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import AsyncIterator, Mapping
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Any
+
+import asyncpg
+import httpx
+from fastapi import FastAPI, WebSocket
+from redis.asyncio import Redis
+
+from backend.analytics import AnalyticsStore, Ingester
+from backend.api import router
+from backend.config import BackendSettings
+from backend.lifecycle import LifecycleApplier
+from backend.runs import RunService
+from backend.state import BackendState
+from backend.store import Store
+from backend.tokens import TokenVerifier
+from backend.ws import Gateway
+from bridge.fanout import UserEventHub
+from bridge.streams import UserStreams
+from servicekit import (
+    Check,
+    install_health_routes,
+    install_metrics,
+    install_problem_handlers,
+    migrate,
+)
+from servicekit.migrations import MIGRATION_MISTAKES
+from servicekit.startup import retry_until
+
+__all__ = ["create_app"]
+
+log = logging.getLogger(__name__)
+MIGRATIONS = Path(__file__).parent / "migrations"
+
+
+def create_app(settings: BackendSettings) -> FastAPI:
+    gateway = Gateway()
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        timeout = settings.startup_timeout_s
+        await retry_until(lambda: migrate(settings.database_url, MIGRATIONS, "app"),
+                          what="postgres migrations", give_up_on=MIGRATION_MISTAKES,
+                          timeout=timeout)
+        pool = await asyncpg.create_pool(
+            settings.database_url, min_size=1, max_size=20,
+            timeout=settings.dependency_timeout_s,
+            command_timeout=settings.dependency_timeout_s * 5)
+        redis = Redis.from_url(settings.redis_url, socket_timeout=settings.dependency_timeout_s,
+                               socket_connect_timeout=settings.dependency_timeout_s)
+        http = httpx.AsyncClient(timeout=settings.dependency_timeout_s)
+        verifier = TokenVerifier(
+            http=http, redis=redis, jwks_url=f"{settings.auth_url}/.well-known/jwks.json",
+            issuer=settings.token_issuer, audience=settings.token_audience)
+        await retry_until(verifier.refresh_keys, what="fetching the JWKS", timeout=timeout)
+        analytics = None
+        if settings.analytics_ingest:
+            analytics = AnalyticsStore(settings.clickhouse_url, settings.clickhouse_database)
+            await retry_until(analytics.setup, what="clickhouse setup", timeout=timeout)
+            log.info("clickhouse ready at %s", settings.clickhouse_url)
+        hub = UserEventHub(redis)
+        await hub.start()
+        log.info("event hub subscribed")
+        store = Store(pool)
+        app.state.backend = BackendState(
+            settings=settings, pool=pool, redis=redis, verifier=verifier, store=store,
+            runs=RunService(store, redis), analytics=analytics, hub=hub,
+            streams=UserStreams(redis, history_ttl_s=settings.history_ttl_s))
+        tasks = [asyncio.create_task(LifecycleApplier(
+            pool, redis, consumer=settings.replica_id).run(), name="lifecycle")]
+        if analytics is not None:
+            tasks.append(asyncio.create_task(Ingester(
+                redis, analytics, consumer=settings.replica_id,
+                batch_size=settings.ingest_batch_size,
+                interval_s=settings.ingest_interval_s).run(), name="ingester"))
+        log.info("backend %s ready on %s:%s", settings.replica_id, settings.host, settings.port)
+        try:
+            yield
+        finally:
+            await gateway.close_all()
+            for task in tasks:
+                task.cancel()
+            for task in tasks:
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
+            await hub.stop()
+            await http.aclose()
+            await redis.aclose()
+            await pool.close()
+            if analytics is not None:
+                analytics.close()
+
+    app = FastAPI(title="agentchat backend", version="0.1.0", lifespan=lifespan)
+    app.state.gateway = gateway
+    install_problem_handlers(app)
+    install_metrics(app, "backend")
+
+    def checks() -> Mapping[str, Check]:
+        state: BackendState = app.state.backend
+        probes: dict[str, Check] = {"postgres": lambda: state.pool.fetchval("SELECT 1"),
+                                    "redis": state.redis.ping}
+        if state.analytics is not None:
+            probes["clickhouse"] = state.analytics.ping
+        return probes
+
+    def extra() -> Mapping[str, Any]:
+        state: BackendState = app.state.backend
+        return {"bridge": "ACTIVE" if state.hub.connected else "DEGRADED",
+                "connections": gateway.connections}
+
+    install_health_routes(app, checks, timeout=settings.dependency_timeout_s, extra=extra)
+    app.include_router(router)
+
+    @app.websocket("/ws")
+    async def websocket(ws: WebSocket) -> None:
+        await gateway.serve(ws, app.state.backend)
+
+    return app

@@ -1,0 +1,44 @@
+"""Settings of the backend, built once per process and handed down."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+__all__ = ["BackendSettings"]
+
+
+class BackendSettings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="BACKEND_", extra="ignore")
+
+    environment: Literal["development", "test", "production"] = "development"
+    replica_id: str = "backend-1"
+    host: str = "127.0.0.1"
+    port: int = 8000
+    database_url: str = "postgresql://postgres@127.0.0.1:5432/agentchat"
+    redis_url: str = "redis://127.0.0.1:6379/0"
+    auth_url: str = "http://127.0.0.1:8001"
+    token_issuer: str = "agentchat-auth"
+    token_audience: str = "agentchat"
+    # "chdb:///path" (embedded, one owning process) or "http://user:pass@host:8123"
+    clickhouse_url: str = "chdb:///.local-stack/clickhouse"
+    clickhouse_database: str = "agentchat"
+    # whether this replica inserts the ingest stream into ClickHouse
+    analytics_ingest: bool = True
+    ingest_batch_size: int = Field(default=1000, ge=1)
+    ingest_interval_s: float = 0.5
+    # WebSocket gateway
+    ws_allowed_origins: list[str] = ["http://127.0.0.1:8000", "http://localhost:8000"]
+    ws_auth_timeout_s: float = 5.0
+    ws_max_frame_bytes: int = 64 * 1024
+    ws_max_connections_per_user: int = 10
+    ws_send_queue: int = 1000
+    ws_heartbeat_s: int = 20
+    history_maxlen: int = 10_000
+    history_ttl_s: int = 86_400
+    max_run_input_chars: int = 32_000
+    dependency_timeout_s: float = 2.0
+    startup_timeout_s: float = 60.0
+    log_level: str = "info"

@@ -1,0 +1,31 @@
+"""What the backend's handlers share: built once at start, handed down."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import asyncpg
+from redis.asyncio import Redis
+
+from backend.analytics import AnalyticsStore
+from backend.config import BackendSettings
+from backend.runs import RunService
+from backend.store import Store
+from backend.tokens import TokenVerifier
+from bridge.fanout import UserEventHub
+from bridge.streams import UserStreams
+
+__all__ = ["BackendState"]
+
+
+@dataclass(frozen=True)
+class BackendState:
+    settings: BackendSettings
+    pool: asyncpg.Pool
+    redis: Redis
+    verifier: TokenVerifier
+    store: Store
+    runs: RunService
+    analytics: AnalyticsStore | None  # None on a replica that does not own ClickHouse
+    hub: UserEventHub
+    streams: UserStreams

@@ -1,0 +1,109 @@
+"""Offline verification of access tokens against the auth service's JWKS.
+
+Keys are fetched once and cached; an unknown ``kid`` triggers a refetch at most
+every ``refetch_interval_s``. The algorithm list is pinned to EdDSA, and ``iss``,
+``aud`` and ``exp`` are checked. A session revoked at the auth service carries a
+mark in Redis that is checked on every verification.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import time
+from dataclasses import dataclass
+
+import httpx
+import jwt
+from redis.asyncio import Redis
+
+__all__ = ["InvalidToken", "Principal", "TokenVerifier", "redeem_ws_ticket"]
+
+log = logging.getLogger(__name__)
+_ALGORITHMS = ["EdDSA"]
+
+
+class InvalidToken(Exception):
+    """The token is missing, malformed, forged, expired or revoked."""
+
+
+@dataclass(frozen=True, slots=True)
+class Principal:
+    user_id: str
+    session_id: str
+
+
+class TokenVerifier:
+    def __init__(self, *, http: httpx.AsyncClient, redis: Redis, jwks_url: str, issuer: str,
+                 audience: str, refetch_interval_s: float = 10.0) -> None:
+        self._http = http
+        self._redis = redis
+        self._jwks_url = jwks_url
+        self._issuer = issuer
+        self._audience = audience
+        self._refetch_interval_s = refetch_interval_s
+        self._keys: dict[str, jwt.PyJWK] = {}
+        self._last_fetch = 0.0
+        self._fetch_lock = asyncio.Lock()
+
+    @property
+    def has_keys(self) -> bool:
+        return bool(self._keys)
+
+    async def refresh_keys(self) -> None:
+        async with self._fetch_lock:
+            self._last_fetch = time.monotonic()
+            response = await self._http.get(self._jwks_url)
+            response.raise_for_status()
+            keys = {}
+            for data in response.json().get("keys", []):
+                if data.get("kid"):
+                    try:
+                        keys[data["kid"]] = jwt.PyJWK(data)
+                    except jwt.PyJWTError:
+                        log.warning("ignoring an unusable JWK %s", data.get("kid"))
+            self._keys = keys
+
+    async def _key(self, kid: str) -> jwt.PyJWK:
+        key = self._keys.get(kid)
+        if key is None and time.monotonic() - self._last_fetch >= self._refetch_interval_s:
+            try:
+                await self.refresh_keys()
+            except (httpx.HTTPError, ValueError) as exc:
+                log.warning("JWKS refetch failed: %s", exc)
+            key = self._keys.get(kid)
+        if key is None:
+            raise InvalidToken("unknown signing key")
+        return key
+
+    async def verify(self, token: str) -> Principal:
+        try:
+            header = jwt.get_unverified_header(token)
+        except jwt.PyJWTError:
+            raise InvalidToken("malformed token") from None
+        if header.get("alg") not in _ALGORITHMS or not isinstance(header.get("kid"), str):
+            raise InvalidToken("unacceptable token header")
+        key = await self._key(header["kid"])
+        try:
+            claims = jwt.decode(token, key.key, algorithms=_ALGORITHMS, issuer=self._issuer,
+                                audience=self._audience,
+                                options={"require": ["exp", "iat", "sub", "sid", "jti"]})
+        except jwt.PyJWTError as exc:
+            raise InvalidToken(str(exc)) from None
+        principal = Principal(user_id=claims["sub"], session_id=claims["sid"])
+        if await self._redis.exists(f"revoked:sid:{principal.session_id}"):
+            raise InvalidToken("session revoked")
+        return principal
+
+
+async def redeem_ws_ticket(redis: Redis, ticket: str) -> Principal:
+    """Spend a single-use WebSocket ticket issued by the auth service."""
+    raw = await redis.getdel(f"wsticket:{ticket}")
+    if raw is None:
+        raise InvalidToken("unknown, expired or spent ticket")
+    data = json.loads(raw)
+    principal = Principal(user_id=data["user_id"], session_id=data["sid"])
+    if await redis.exists(f"revoked:sid:{principal.session_id}"):
+        raise InvalidToken("session revoked")
+    return principal

@@ -1,0 +1,286 @@
+"""The WebSocket gateway: ``/ws`` of the contract, a thin adapter over bridge.protocol.
+
+Each connection has one bounded outbound queue and one sender task, so every
+frame (live event, replayed event, answer) leaves in one order. The sender asks
+:class:`bridge.protocol.DeliveryCursor` what to do with each event: send it,
+drop a duplicate, or fill a gap from the user's history first.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+from collections import Counter
+from dataclasses import dataclass, field
+from typing import Any
+
+from fastapi import WebSocket, WebSocketDisconnect
+from redis.exceptions import RedisError
+from ulid import ULID
+
+from backend.state import BackendState
+from backend.tokens import InvalidToken, Principal, TokenVerifier, redeem_ws_ticket
+from bridge.fanout import Subscription
+from bridge.protocol import (
+    AuthMessage,
+    CancelRunMessage,
+    DeliveryCursor,
+    PingMessage,
+    ProtocolError,
+    ResumeMessage,
+    StartRunMessage,
+    parse_client_message,
+    resume_needs_resync,
+)
+from servicekit import ProblemError
+
+__all__ = ["Gateway"]
+
+log = logging.getLogger(__name__)
+
+CLOSE_GOING_AWAY = 1001
+CLOSE_POLICY = 1008
+CLOSE_TRY_AGAIN = 1013
+CLOSE_UNAUTHORIZED = 4401
+CLOSE_ORIGIN = 4403
+CLOSE_AUTH_TIMEOUT = 4408
+CLOSE_TOO_MANY = 4409
+MAX_ERRORS = 20
+
+
+@dataclass
+class _Outbound:
+    kind: str  # "event" | "frame" | "resume"
+    seq: int = 0
+    raw: str = ""
+    frame: dict[str, Any] = field(default_factory=dict)
+
+
+class _SlowConsumer(Exception):
+    pass
+
+
+class Connection:
+    def __init__(self, ws: WebSocket, principal: Principal, state: BackendState) -> None:
+        self.id = f"con_{ULID()}"
+        self.ws = ws
+        self.principal = principal
+        self.state = state
+        self.queue: asyncio.Queue[_Outbound] = asyncio.Queue(state.settings.ws_send_queue)
+        self.cursor = DeliveryCursor(0)
+        self.epoch = ""
+        self.overflowed = False
+
+    def push(self, item: _Outbound) -> None:
+        try:
+            self.queue.put_nowait(item)
+        except asyncio.QueueFull:
+            self.overflowed = True
+
+    def on_event(self, seq: int, raw: str) -> None:
+        self.push(_Outbound("event", seq=seq, raw=raw))
+
+    async def sender(self) -> None:
+        while True:
+            if self.overflowed:
+                raise _SlowConsumer
+            item = await self.queue.get()
+            if item.kind == "event":
+                await self._deliver(item.seq, item.raw)
+            elif item.kind == "resume":
+                await self._resume(item.frame)
+            else:
+                await self.ws.send_text(json.dumps(item.frame))
+
+    async def _deliver(self, seq: int, raw: str) -> None:
+        verdict = self.cursor.classify(seq)
+        if verdict == "duplicate":
+            return
+        if verdict == "gap":
+            await self._replay(until=seq - 1)
+        await self.ws.send_text(raw)
+        self.cursor.sent(seq)
+
+    async def _replay(self, until: int | None = None) -> None:
+        """Send history events after the cursor (up to ``until``) in order."""
+        while until is None or self.cursor.last_sent < until:
+            page = await self.state.streams.read_after(self.principal.user_id,
+                                                       self.cursor.last_sent, limit=500)
+            events = [(s, r) for s, r in page.events if until is None or s <= until]
+            if not events:
+                return
+            for seq, raw in events:
+                if self.cursor.classify(seq) != "duplicate":
+                    await self.ws.send_text(raw)
+                    self.cursor.sent(seq)
+
+    async def _resume(self, request: dict[str, Any]) -> None:
+        user_id = self.principal.user_id
+        position = await self.state.streams.position(user_id)
+        page = await self.state.streams.read_after(user_id, request["after"], limit=1)
+        if resume_needs_resync(client_epoch=request.get("epoch"), after=request["after"],
+                               epoch=position.epoch, last_seq=position.last_seq,
+                               oldest_seq=page.oldest_seq):
+            self.cursor.last_sent = position.last_seq
+            frame = {"type": "resync_required", "epoch": position.epoch,
+                     "last_seq": position.last_seq}
+        else:
+            self.cursor.last_sent = request["after"]
+            await self._replay(until=position.last_seq)
+            frame = {"type": "resumed", "epoch": position.epoch, "last_seq": position.last_seq}
+        if request.get("request_id") is not None:
+            frame["request_id"] = request["request_id"]
+        await self.ws.send_text(json.dumps(frame))
+
+
+class Gateway:
+    """Accepts sockets, authenticates them and serves them until they close."""
+
+    def __init__(self) -> None:
+        self._per_user: Counter[str] = Counter()
+        self._connections: set[Connection] = set()
+
+    @property
+    def connections(self) -> int:
+        return len(self._connections)
+
+    async def close_all(self) -> None:
+        for connection in list(self._connections):
+            with contextlib.suppress(Exception):
+                await connection.ws.close(CLOSE_GOING_AWAY, "server shutting down")
+
+    async def serve(self, ws: WebSocket, state: BackendState) -> None:
+        settings = state.settings
+        await ws.accept()
+        origin = ws.headers.get("origin")
+        if origin is not None and origin not in settings.ws_allowed_origins:
+            await ws.close(CLOSE_ORIGIN, "origin not allowed")
+            return
+        principal = await self._authenticate(ws, state)
+        if principal is None:
+            return
+        if self._per_user[principal.user_id] >= settings.ws_max_connections_per_user:
+            await ws.close(CLOSE_TOO_MANY, "too many connections for this user")
+            return
+        connection = Connection(ws, principal, state)
+        self._per_user[principal.user_id] += 1
+        self._connections.add(connection)
+        try:
+            await self._run(connection)
+        finally:
+            self._connections.discard(connection)
+            self._per_user[principal.user_id] -= 1
+            if self._per_user[principal.user_id] <= 0:
+                del self._per_user[principal.user_id]
+
+    async def _authenticate(self, ws: WebSocket, state: BackendState) -> Principal | None:
+        try:
+            text = await asyncio.wait_for(ws.receive_text(), state.settings.ws_auth_timeout_s)
+        except TimeoutError:
+            await ws.close(CLOSE_AUTH_TIMEOUT, "no auth message in time")
+            return None
+        except (WebSocketDisconnect, RuntimeError, KeyError):
+            return None
+        try:
+            message = parse_client_message(text)
+            if not isinstance(message, AuthMessage) or not (message.ticket or message.token):
+                raise InvalidToken("the first message must be auth with a ticket or token")
+            return await _principal(message, state.verifier, state)
+        except (ProtocolError, InvalidToken) as exc:
+            await ws.close(CLOSE_UNAUTHORIZED, f"unauthorized: {exc}"[:120])
+        except (RedisError, OSError):
+            await ws.close(CLOSE_TRY_AGAIN, "authentication unavailable, retry")
+        return None
+
+    async def _run(self, connection: Connection) -> None:
+        state, ws = connection.state, connection.ws
+        subscription = Subscription(connection.principal.user_id, connection.on_event)
+        await state.hub.subscribe(subscription)
+        try:
+            position = await state.streams.position(connection.principal.user_id)
+            connection.cursor.last_sent = position.last_seq
+            await ws.send_text(json.dumps({
+                "type": "welcome", "connection_id": connection.id,
+                "user_id": connection.principal.user_id, "epoch": position.epoch,
+                "last_seq": position.last_seq, "heartbeat_s": state.settings.ws_heartbeat_s}))
+            sender = asyncio.create_task(connection.sender())
+            receiver = asyncio.create_task(self._receive(connection))
+            done, pending = await asyncio.wait({sender, receiver},
+                                               return_when=asyncio.FIRST_COMPLETED)
+            for task in pending:
+                task.cancel()
+            for task in done:
+                exc = task.exception()
+                if isinstance(exc, _SlowConsumer):
+                    await ws.close(CLOSE_TRY_AGAIN, f"slow consumer; resume after "
+                                   f"{connection.cursor.last_sent}")
+                elif exc is not None and not isinstance(exc, WebSocketDisconnect | RuntimeError):
+                    log.warning("connection %s ended: %r", connection.id, exc)
+        finally:
+            await state.hub.unsubscribe(subscription)
+
+    async def _receive(self, connection: Connection) -> None:
+        errors = 0
+        while True:
+            message = await connection.ws.receive()
+            if message["type"] == "websocket.disconnect":
+                return
+            text = message.get("text")
+            try:
+                if text is None:
+                    raise ProtocolError("invalid_message", "binary frames are not accepted")
+                await self._handle(connection, parse_client_message(text))
+            except ProtocolError as exc:
+                errors += 1
+                connection.push(_Outbound("frame", frame=exc.frame()))
+                if errors >= MAX_ERRORS:
+                    await connection.ws.close(CLOSE_POLICY, "too many invalid messages")
+                    return
+
+    async def _handle(self, connection: Connection, message: Any) -> None:
+        rid = message.request_id
+        if isinstance(message, PingMessage):
+            connection.push(_Outbound("frame", frame=_with_rid({"type": "pong"}, rid)))
+        elif isinstance(message, ResumeMessage):
+            connection.push(_Outbound("resume", frame=message.model_dump()))
+        elif isinstance(message, StartRunMessage):
+            run = await _call(connection.state.runs.create(
+                connection.principal.user_id, message.thread_id, message.input, message.agent,
+                message.multitask), rid)
+            connection.push(_Outbound("frame", frame=_with_rid(
+                {"type": "run_accepted", "run_id": run["id"]}, rid)))
+        elif isinstance(message, CancelRunMessage):
+            await _call(connection.state.runs.cancel(connection.principal.user_id,
+                                                     message.run_id), rid)
+            connection.push(_Outbound("frame", frame=_with_rid(
+                {"type": "cancel_accepted", "run_id": message.run_id}, rid)))
+        elif isinstance(message, AuthMessage):
+            raise ProtocolError("already_authenticated", "this connection is authenticated", rid)
+
+
+async def _principal(message: AuthMessage, verifier: TokenVerifier,
+                     state: BackendState) -> Principal:
+    if message.ticket:
+        return await redeem_ws_ticket(state.redis, message.ticket)
+    assert message.token is not None
+    return await verifier.verify(message.token)
+
+
+async def _call(awaitable: Any, request_id: str | None) -> Any:
+    """Run a service call; its problem becomes an error frame for this request."""
+    try:
+        return await awaitable
+    except ProblemError as exc:
+        raise ProtocolError(exc.code, exc.detail, request_id) from None
+    except (RedisError, OSError) as exc:
+        raise ProtocolError("dependency_unavailable", f"retry later: {exc}", request_id) from None
+
+
+def _with_rid(frame: dict[str, Any], request_id: str | None) -> dict[str, Any]:
+    if request_id is not None:
+        frame["request_id"] = request_id
+    return frame
+
+

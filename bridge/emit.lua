@@ -1,0 +1,19 @@
+-- Append one event to a user's history and publish it, atomically.
+-- KEYS[1] meta hash (seq, epoch)   KEYS[2] history stream
+-- ARGV[1] event body: a JSON object without its opening brace
+-- ARGV[2] epoch to use if the user has none yet   ARGV[3] history max length
+-- ARGV[4] ttl of the user's keys in seconds        ARGV[5] live channel
+local epoch = redis.call('HGET', KEYS[1], 'epoch')
+if not epoch then
+  epoch = ARGV[2]
+  redis.call('HSET', KEYS[1], 'epoch', epoch)
+  -- a new epoch means the numbering restarts: no older entry may survive it
+  redis.call('DEL', KEYS[2])
+end
+local seq = redis.call('HINCRBY', KEYS[1], 'seq', 1)
+local event = '{"seq":' .. seq .. ',"epoch":"' .. epoch .. '",' .. ARGV[1]
+redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[3], seq .. '-0', 'e', event)
+redis.call('EXPIRE', KEYS[1], ARGV[4])
+redis.call('EXPIRE', KEYS[2], ARGV[4])
+redis.call('PUBLISH', ARGV[5], event)
+return {seq, epoch}

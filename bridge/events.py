@@ -1,0 +1,150 @@
+"""The one event schema of the contract.
+
+Every agent event a user receives, live or replayed, is an :class:`Event`. Its
+``payload`` has the shape of the model registered for its ``type`` in
+:data:`PAYLOADS`. ``seq`` and ``epoch`` are assigned by the emit script in Redis,
+never by the caller.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+__all__ = [
+    "PAYLOADS",
+    "TERMINAL_TYPES",
+    "AgentCancelled",
+    "AgentCompleted",
+    "AgentFailed",
+    "AgentStarted",
+    "AgentThinking",
+    "ErrorInfo",
+    "Event",
+    "EventType",
+    "PartialResult",
+    "ToolCompleted",
+    "ToolExecuting",
+    "utc_timestamp",
+    "validate_event",
+]
+
+EventType = Literal[
+    "agent_started",
+    "agent_thinking",
+    "tool_executing",
+    "tool_completed",
+    "partial_result",
+    "agent_completed",
+    "agent_failed",
+    "agent_cancelled",
+]
+
+TERMINAL_TYPES: frozenset[str] = frozenset({"agent_completed", "agent_failed", "agent_cancelled"})
+
+
+class _Payload(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class ErrorInfo(_Payload):
+    code: str
+    message: str
+
+
+class AgentStarted(_Payload):
+    input: str
+
+
+class AgentThinking(_Payload):
+    text: str
+    step: int
+
+
+class ToolExecuting(_Payload):
+    call_id: str
+    tool: str
+    arguments: dict[str, Any]
+
+
+class ToolCompleted(_Payload):
+    call_id: str
+    tool: str
+    ok: bool
+    result: Any = None
+    error: ErrorInfo | None = None
+    duration_ms: int
+
+    @model_validator(mode="after")
+    def _result_or_error(self) -> ToolCompleted:
+        if not self.ok and self.error is None:
+            raise ValueError("a failed tool call carries an error")
+        return self
+
+
+class PartialResult(_Payload):
+    delta: str
+
+
+class AgentCompleted(_Payload):
+    result: str
+    duration_ms: int
+    tool_calls: int
+
+
+class AgentFailed(_Payload):
+    error: ErrorInfo
+    cause: Literal["error", "timeout", "worker_lost"]
+
+
+class AgentCancelled(_Payload):
+    by: Literal["user", "interrupt"]
+
+
+PAYLOADS: dict[str, type[_Payload]] = {
+    "agent_started": AgentStarted,
+    "agent_thinking": AgentThinking,
+    "tool_executing": ToolExecuting,
+    "tool_completed": ToolCompleted,
+    "partial_result": PartialResult,
+    "agent_completed": AgentCompleted,
+    "agent_failed": AgentFailed,
+    "agent_cancelled": AgentCancelled,
+}
+
+
+class Event(BaseModel):
+    """One event as a client receives it."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    type: EventType
+    seq: int = Field(ge=1)
+    epoch: str = Field(min_length=1)
+    run_id: str
+    thread_id: str
+    agent: str
+    ts: str
+    payload: dict[str, Any]
+
+    @model_validator(mode="after")
+    def _payload_matches_type(self) -> Event:
+        PAYLOADS[self.type].model_validate(self.payload)
+        return self
+
+    @property
+    def terminal(self) -> bool:
+        return self.type in TERMINAL_TYPES
+
+
+def validate_event(data: dict[str, Any]) -> Event:
+    """Parse and check an event (envelope and payload); raises ``ValidationError``."""
+    return Event.model_validate(data)
+
+
+def utc_timestamp(now: datetime | None = None) -> str:
+    """The contract's timestamp: ISO 8601, UTC, milliseconds, ``Z`` suffix."""
+    now = now or datetime.now(UTC)
+    return now.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.") + f"{now.microsecond // 1000:03d}Z"

@@ -1,0 +1,150 @@
+"""Fan-out: one pub/sub connection per backend replica, routing to local sockets.
+
+A replica subscribes to a user's live channel while it holds at least one socket
+of that user. ``subscribe`` returns only once Redis confirmed the subscription,
+so a caller that reads history afterwards cannot miss an event in between.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from redis.asyncio import Redis
+from redis.asyncio.client import PubSub
+from redis.exceptions import RedisError
+
+from bridge.keys import UserKeys
+
+__all__ = ["EventSink", "Subscription", "UserEventHub", "seq_of_raw"]
+
+log = logging.getLogger(__name__)
+
+#: Called with (seq, raw event JSON) for each live event of the user.
+EventSink = Callable[[int, str], None]
+
+
+@dataclass(eq=False)
+class Subscription:
+    user_id: str
+    sink: EventSink
+    on_reconnect: Callable[[], None] | None = None
+
+
+@dataclass
+class _Channel:
+    subscriptions: set[Subscription] = field(default_factory=set)
+    confirmed: asyncio.Event = field(default_factory=asyncio.Event)
+
+
+def seq_of_raw(raw: str) -> int:
+    """The seq of an event as the emit script writes it (``{"seq":N,...``)."""
+    if not raw.startswith('{"seq":'):
+        raise ValueError("not an event of the emit script")
+    return int(raw[7 : raw.index(",", 7)])
+
+
+class UserEventHub:
+    """Routes live events of users to the local sinks that asked for them."""
+
+    def __init__(self, redis: Redis, *, control_channel: str = "hub:control") -> None:
+        self._redis = redis
+        self._pubsub: PubSub | None = None
+        self._channels: dict[str, _Channel] = {}
+        self._lock = asyncio.Lock()
+        self._reader: asyncio.Task[None] | None = None
+        self._control = control_channel
+        self.connected = False
+
+    async def start(self) -> None:
+        self._pubsub = self._redis.pubsub()
+        await self._pubsub.subscribe(self._control)
+        self.connected = True
+        self._reader = asyncio.create_task(self._read_loop(), name="user-event-hub")
+
+    async def stop(self) -> None:
+        if self._reader is not None:
+            self._reader.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._reader
+        if self._pubsub is not None:
+            with contextlib.suppress(RedisError, OSError):
+                await self._pubsub.aclose()
+
+    @property
+    def users(self) -> int:
+        return len(self._channels)
+
+    async def subscribe(self, subscription: Subscription, *, timeout: float = 5.0) -> None:
+        """Deliver the user's live events to ``subscription`` from now on."""
+        assert self._pubsub is not None, "hub not started"
+        name = UserKeys(subscription.user_id).channel
+        async with self._lock:
+            channel = self._channels.get(name)
+            if channel is None:
+                channel = self._channels[name] = _Channel()
+                await self._pubsub.subscribe(name)
+            channel.subscriptions.add(subscription)
+        await asyncio.wait_for(channel.confirmed.wait(), timeout)
+
+    async def unsubscribe(self, subscription: Subscription) -> None:
+        assert self._pubsub is not None, "hub not started"
+        name = UserKeys(subscription.user_id).channel
+        async with self._lock:
+            channel = self._channels.get(name)
+            if channel is None:
+                return
+            channel.subscriptions.discard(subscription)
+            if not channel.subscriptions:
+                del self._channels[name]
+                with contextlib.suppress(RedisError, OSError):
+                    await self._pubsub.unsubscribe(name)
+
+    async def _read_loop(self) -> None:
+        assert self._pubsub is not None
+        backoff = 0.05
+        while True:
+            try:
+                message = await self._pubsub.get_message(timeout=1.0)
+                if not self.connected:
+                    self.connected = True
+                    self._notify_reconnect()
+                backoff = 0.05
+            except (RedisError, OSError) as exc:
+                if self.connected:
+                    log.warning("pub/sub link lost: %s", exc)
+                self.connected = False
+                await asyncio.sleep(backoff)
+                backoff = min(backoff * 2, 2.0)
+                continue
+            if message is not None:
+                self._route(message)
+
+    def _route(self, message: dict[str, object]) -> None:
+        raw_channel = message.get("channel")
+        name = raw_channel.decode() if isinstance(raw_channel, bytes) else str(raw_channel)
+        channel = self._channels.get(name)
+        if channel is None:
+            return
+        kind = message.get("type")
+        if kind == "subscribe":
+            channel.confirmed.set()
+        elif kind == "message":
+            data = message["data"]
+            raw = data.decode() if isinstance(data, bytes) else str(data)
+            try:
+                seq = seq_of_raw(raw)
+            except ValueError:
+                log.error("dropping a malformed message on %s", name)
+                return
+            for subscription in list(channel.subscriptions):
+                subscription.sink(seq, raw)
+
+    def _notify_reconnect(self) -> None:
+        for channel in self._channels.values():
+            for subscription in list(channel.subscriptions):
+                if subscription.on_reconnect is not None:
+                    subscription.on_reconnect()

@@ -1,0 +1,41 @@
+"""Typed helpers for Redis Streams consumer groups (run queue, lifecycle, ingest)."""
+
+from __future__ import annotations
+
+from typing import Any, cast
+
+from redis.asyncio import Redis
+from redis.exceptions import ResponseError
+
+__all__ = ["Entry", "autoclaim", "ensure_group", "read_group"]
+
+#: (entry id, fields) as Redis returns them
+Entry = tuple[bytes, dict[bytes, bytes]]
+
+
+async def ensure_group(redis: Redis, stream: str, group: str) -> None:
+    """Create ``group`` on ``stream`` (and the stream) unless it exists."""
+    try:
+        await redis.xgroup_create(stream, group, id="0", mkstream=True)
+    except ResponseError as exc:
+        if "BUSYGROUP" not in str(exc):
+            raise
+
+
+async def read_group(redis: Redis, stream: str, group: str, consumer: str, *,
+                     start: str = ">", count: int = 100, block_ms: int | None = None
+                     ) -> list[Entry]:
+    """Entries for ``consumer``: new ones (``start=">"``) or its pending ones (``"0"``)."""
+    reply = cast(Any, await redis.xreadgroup(group, consumer, {stream: start}, count=count,
+                                             block=block_ms))
+    if not reply:
+        return []
+    return [(entry_id, fields) for entry_id, fields in reply[0][1] if fields is not None]
+
+
+async def autoclaim(redis: Redis, stream: str, group: str, consumer: str, *,
+                    min_idle_ms: int, count: int = 100) -> list[Entry]:
+    """Take over entries another consumer left pending for ``min_idle_ms``."""
+    reply = cast(Any, await redis.xautoclaim(stream, group, consumer, min_idle_ms, "0-0",
+                                             count=count))
+    return [(entry_id, fields) for entry_id, fields in reply[1] if fields is not None]

@@ -1,0 +1,146 @@
+"""The WebSocket protocol core: parsing client frames and ordering delivery.
+
+No I/O here: the backend's gateway feeds frames and sequence numbers in and acts
+on what comes out, so every rule is tested without a socket.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
+
+__all__ = [
+    "AuthMessage",
+    "CancelRunMessage",
+    "ClientMessage",
+    "DeliveryCursor",
+    "PingMessage",
+    "ProtocolError",
+    "ResumeMessage",
+    "StartRunMessage",
+    "error_frame",
+    "parse_client_message",
+    "resume_needs_resync",
+]
+
+_MAX_ID = 64
+
+
+class _Message(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    request_id: str | None = Field(default=None, max_length=128)
+
+
+class AuthMessage(_Message):
+    type: Literal["auth"]
+    ticket: str | None = Field(default=None, max_length=512)
+    token: str | None = Field(default=None, max_length=8192)
+
+
+class ResumeMessage(_Message):
+    type: Literal["resume"]
+    after: int = Field(ge=0)
+    epoch: str | None = Field(default=None, max_length=64)
+
+
+class StartRunMessage(_Message):
+    type: Literal["start_run"]
+    thread_id: str = Field(min_length=1, max_length=_MAX_ID)
+    input: str = Field(min_length=1, max_length=32_000)
+    agent: str | None = Field(default=None, max_length=_MAX_ID)
+    multitask: Literal["reject", "enqueue", "interrupt"] = "reject"
+
+
+class CancelRunMessage(_Message):
+    type: Literal["cancel_run"]
+    run_id: str = Field(min_length=1, max_length=_MAX_ID)
+
+
+class PingMessage(_Message):
+    type: Literal["ping"]
+
+
+ClientMessage = Annotated[
+    AuthMessage | ResumeMessage | StartRunMessage | CancelRunMessage | PingMessage,
+    Field(discriminator="type"),
+]
+_ADAPTER: TypeAdapter[ClientMessage] = TypeAdapter(ClientMessage)
+_TYPES = frozenset({"auth", "resume", "start_run", "cancel_run", "ping"})
+
+
+class ProtocolError(Exception):
+    """A client frame that the server answers with an error frame."""
+
+    def __init__(self, code: str, message: str, request_id: str | None = None) -> None:
+        super().__init__(message)
+        self.code = code
+        self.message = message
+        self.request_id = request_id
+
+    def frame(self) -> dict[str, Any]:
+        return error_frame(self.code, self.message, self.request_id)
+
+
+def error_frame(code: str, message: str, request_id: str | None = None) -> dict[str, Any]:
+    frame: dict[str, Any] = {"type": "error", "code": code, "message": message}
+    if request_id is not None:
+        frame["request_id"] = request_id
+    return frame
+
+
+def parse_client_message(text: str) -> ClientMessage:
+    """Parse one client frame; raises :class:`ProtocolError` with a precise code."""
+    try:
+        data = json.loads(text)
+    except ValueError as exc:
+        raise ProtocolError("invalid_json", f"frame is not JSON: {exc.args[0]}") from None
+    if not isinstance(data, dict):
+        raise ProtocolError("invalid_message", "a frame is a JSON object")
+    request_id = data.get("request_id") if isinstance(data.get("request_id"), str) else None
+    kind = data.get("type")
+    if kind not in _TYPES:
+        raise ProtocolError("unknown_type", f"unknown message type {kind!r}", request_id)
+    try:
+        return _ADAPTER.validate_python(data)
+    except ValidationError as exc:
+        fields = ", ".join(
+            ".".join(str(p) for p in err["loc"][1:]) + f": {err['msg']}" for err in exc.errors()
+        )
+        raise ProtocolError("invalid_message", f"invalid {kind}: {fields}", request_id) from None
+
+
+def resume_needs_resync(
+    *, client_epoch: str | None, after: int, epoch: str, last_seq: int, oldest_seq: int | None
+) -> bool:
+    """Whether a ``resume`` must be answered with ``resync_required``.
+
+    True when the history was lost (epoch changed), the client claims events the
+    server never numbered, or the history no longer reaches back to ``after + 1``.
+    """
+    if client_epoch is not None and client_epoch != epoch:
+        return True
+    if after > last_seq:
+        return True
+    if after == last_seq:
+        return False
+    return oldest_seq is None or oldest_seq > after + 1
+
+
+@dataclass
+class DeliveryCursor:
+    """The last seq sent on one socket; decides what to do with the next event."""
+
+    last_sent: int
+
+    def classify(self, seq: int) -> Literal["send", "duplicate", "gap"]:
+        if seq <= self.last_sent:
+            return "duplicate"
+        if seq == self.last_sent + 1:
+            return "send"
+        return "gap"
+
+    def sent(self, seq: int) -> None:
+        self.last_sent = max(self.last_sent, seq)

@@ -1,0 +1,33 @@
+"""The run queue: a Redis stream the backend appends to and workers consume.
+
+One entry per run to execute; a consumer group (``workers``) hands each entry to
+exactly one worker, which acknowledges it when the run has ended.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from typing import Any
+
+__all__ = ["RUN_QUEUE", "WORKER_GROUP", "RunRequest"]
+
+RUN_QUEUE = "runs:queue"
+WORKER_GROUP = "workers"
+
+
+@dataclass(frozen=True, slots=True)
+class RunRequest:
+    run_id: str
+    user_id: str
+    thread_id: str
+    agent: str
+    input: str
+
+    def fields(self) -> dict[Any, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_fields(cls, fields: dict[bytes, bytes] | dict[str, str]) -> RunRequest:
+        data = {(k.decode() if isinstance(k, bytes) else k): (v.decode() if isinstance(v, bytes)
+                else v) for k, v in fields.items()}
+        return cls(**{name: data[name] for name in cls.__dataclass_fields__})
