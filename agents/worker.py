@@ -27,6 +27,7 @@ from bridge.emitter import EventEmitter, RunEmitter
 from bridge.groups import ensure_group, read_group
 from bridge.queue import RUN_QUEUE, WORKER_GROUP, RunRequest
 from servicekit.logs import configure_logging
+from servicekit.redisclient import make_redis
 from servicekit.startup import retry_until
 
 __all__ = ["Worker", "alive_key", "main"]
@@ -183,7 +184,7 @@ def _text(value: bytes | str) -> str:
 
 
 async def serve(settings: WorkerSettings) -> None:
-    redis = Redis.from_url(settings.redis_url, socket_timeout=5.0, socket_connect_timeout=2.0)
+    redis = make_redis(settings.redis_url, timeout=5.0, max_connections=settings.concurrency + 8)
     worker = Worker(settings, redis, builtin_agents())
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):

@@ -10,7 +10,6 @@ from pathlib import Path
 import asyncpg
 from fastapi import FastAPI
 from fastapi.middleware.cors import CORSMiddleware
-from redis.asyncio import Redis
 
 from auth.config import AuthSettings
 from auth.keys import KeyStore
@@ -27,6 +26,7 @@ from servicekit import (
     migrate,
 )
 from servicekit.migrations import MIGRATION_MISTAKES
+from servicekit.redisclient import make_redis
 from servicekit.startup import retry_until
 
 __all__ = ["create_app"]
@@ -45,9 +45,7 @@ def create_app(settings: AuthSettings) -> FastAPI:
             settings.database_url, min_size=1, max_size=10,
             timeout=settings.dependency_timeout_s,
             command_timeout=settings.dependency_timeout_s * 5)
-        redis = Redis.from_url(settings.redis_url,
-                               socket_timeout=settings.dependency_timeout_s,
-                               socket_connect_timeout=settings.dependency_timeout_s)
+        redis = make_redis(settings.redis_url, timeout=settings.dependency_timeout_s)
         keys = KeyStore.load_or_create(Path(settings.keys_dir))
         app.state.auth = AuthState(
             settings=settings, pool=pool, redis=redis, keys=keys,

@@ -13,7 +13,6 @@ from typing import Any
 import asyncpg
 import httpx
 from fastapi import FastAPI, WebSocket
-from redis.asyncio import Redis
 
 from backend.analytics import AnalyticsStore, Ingester
 from backend.api import router
@@ -34,6 +33,7 @@ from servicekit import (
     migrate,
 )
 from servicekit.migrations import MIGRATION_MISTAKES
+from servicekit.redisclient import make_redis
 from servicekit.startup import retry_until
 
 __all__ = ["create_app"]
@@ -55,8 +55,8 @@ def create_app(settings: BackendSettings) -> FastAPI:
             settings.database_url, min_size=1, max_size=20,
             timeout=settings.dependency_timeout_s,
             command_timeout=settings.dependency_timeout_s * 5)
-        redis = Redis.from_url(settings.redis_url, socket_timeout=settings.dependency_timeout_s,
-                               socket_connect_timeout=settings.dependency_timeout_s)
+        redis = make_redis(settings.redis_url, timeout=settings.dependency_timeout_s,
+                           max_connections=settings.redis_max_connections)
         http = httpx.AsyncClient(timeout=settings.dependency_timeout_s)
         verifier = TokenVerifier(
             http=http, redis=redis, jwks_url=f"{settings.auth_url}/.well-known/jwks.json",

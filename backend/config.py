@@ -40,5 +40,6 @@ class BackendSettings(BaseSettings):
     history_ttl_s: int = 86_400
     max_run_input_chars: int = 32_000
     dependency_timeout_s: float = 2.0
+    redis_max_connections: int = 128
     startup_timeout_s: float = 60.0
     log_level: str = "info"

@@ -336,21 +336,24 @@ class LocalStack:
                  tb: TracebackType | None) -> None:
         self.stop()
 
-    def start(self) -> None:
+    def start(self, only: tuple[str, ...] | None = None) -> None:
+        """Start every service in order (or just those named in ``only``)."""
         self.root.mkdir(parents=True, exist_ok=True)
         reaped = reap_recorded(self.pidfile, self.root)
         if reaped:
             self._progress(f"reaped {len(reaped)} processes left by an earlier run")
-        self._check_ports()
+        names = [n for n in self.services if only is None or n in only]
+        self._check_ports(names)
         try:
-            for name in self.services:
+            for name in names:
                 self.start_service(name)
         except BaseException:
             self.stop()
             raise
 
-    def _check_ports(self) -> None:
-        for name, service in self.services.items():
+    def _check_ports(self, names: list[str]) -> None:
+        for name in names:
+            service = self.services[name]
             if service.port is not None and not port_is_free(service.port):
                 raise StackError(
                     f"{name}: port {service.port} on 127.0.0.1 is already in use. Stop what "

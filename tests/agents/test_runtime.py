@@ -1,0 +1,131 @@
+"""The runtime's endings, each with its terminal event, against a real redis-server."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from typing import Any
+
+from pydantic import BaseModel
+from redis.asyncio import Redis
+
+from agents.context import RunContext
+from agents.errors import ToolError
+from agents.planner import Final, ToolCall, Transcript
+from agents.runtime import Agent, Runtime
+from agents.tools import CALCULATOR, Tool, ToolRegistry
+from bridge.emitter import EventEmitter, RunEmitter
+from bridge.streams import UserStreams
+from e2e.checks import check_run_invariants, check_schema
+
+
+class NoArgs(BaseModel):
+    pass
+
+
+async def _slow(_: RunContext, __: NoArgs) -> str:
+    await asyncio.sleep(30)
+    return "late"
+
+
+async def _broken(_: RunContext, __: NoArgs) -> str:
+    raise ToolError("broken", "this tool always fails")
+
+
+TOOLS = ToolRegistry([CALCULATOR, Tool("slow", "sleeps", NoArgs, _slow, timeout_s=0.2),
+                      Tool("sleepy", "sleeps long", NoArgs, _slow, timeout_s=60),
+                      Tool("broken", "fails", NoArgs, _broken)])
+
+
+class ScriptedPlanner:
+    """A planner that plays a fixed list of steps (the runtime's test model)."""
+
+    def __init__(self, *steps: ToolCall | Final) -> None:
+        self._steps = list(steps)
+
+    async def next_step(self, transcript: Transcript) -> ToolCall | Final:
+        return self._steps[len(transcript.outcomes)]
+
+
+def _context(redis: Redis, run_id: str, timeout: float = 10.0) -> RunContext:
+    emitter = RunEmitter(EventEmitter(redis), user_id="usr_rt", run_id=run_id,
+                         thread_id="thr_rt", agent="test")
+    return RunContext(run_id=run_id, user_id="usr_rt", thread_id="thr_rt", agent="test",
+                      input="go", emitter=emitter,
+                      deadline=asyncio.get_running_loop().time() + timeout)
+
+
+async def _events(redis: Redis, run_id: str) -> list[dict[str, Any]]:
+    page = await UserStreams(redis).read_after("usr_rt", 0)
+    return [e for e in (json.loads(raw) for _, raw in page.events) if e["run_id"] == run_id]
+
+
+async def _run(redis: Redis, run_id: str, *steps: ToolCall | Final,
+               timeout: float = 10.0) -> tuple[str, list[dict[str, Any]]]:
+    agent = Agent("test", "test", ScriptedPlanner(*steps), TOOLS)
+    ending = await Runtime(max_steps=5, tool_timeout_s=5).run(_context(redis, run_id, timeout),
+                                                              agent)
+    events = await _events(redis, run_id)
+    assert check_schema(events) == []
+    assert check_run_invariants(events, [run_id]) == []
+    return ending, events
+
+
+def _tool_result(events: list[dict[str, Any]]) -> dict[str, Any]:
+    return next(e["payload"] for e in events if e["type"] == "tool_completed")
+
+
+async def test_a_failing_tool_is_reported_and_the_run_goes_on(redis: Redis) -> None:
+    ending, events = await _run(redis, "run_fail", ToolCall("broken", {}, "try"),
+                                Final("done anyway"))
+    assert ending == "agent_completed"
+    assert _tool_result(events)["error"] == {"code": "broken", "message": "this tool always fails"}
+
+
+async def test_a_slow_tool_times_out(redis: Redis) -> None:
+    ending, events = await _run(redis, "run_slow", ToolCall("slow", {}, "wait"), Final("ok"))
+    assert ending == "agent_completed"
+    assert _tool_result(events)["error"]["code"] == "tool_timeout"
+
+
+async def test_invalid_arguments_never_reach_the_tool(redis: Redis) -> None:
+    ending, events = await _run(redis, "run_args", ToolCall("calculator", {"expr": 1}, "x"),
+                                Final("ok"))
+    assert ending == "agent_completed"
+    assert _tool_result(events)["error"]["code"] == "invalid_arguments"
+
+
+async def test_an_unknown_tool_is_a_tool_error(redis: Redis) -> None:
+    _, events = await _run(redis, "run_unknown", ToolCall("nope", {}, "x"), Final("ok"))
+    assert _tool_result(events)["error"]["code"] == "unknown_tool"
+
+
+async def test_the_deadline_ends_the_run_as_timeout(redis: Redis) -> None:
+    ending, events = await _run(redis, "run_deadline", ToolCall("sleepy", {}, "wait"),
+                                Final("never"), timeout=0.3)
+    assert ending == "agent_failed"
+    assert events[-1]["payload"]["cause"] == "timeout"
+
+
+async def test_cancel_during_a_tool_ends_within_a_second(redis: Redis) -> None:
+    ctx = _context(redis, "run_cancel")
+    agent = Agent("test", "test", ScriptedPlanner(ToolCall("sleepy", {}, "wait"), Final("x")),
+                  TOOLS)
+    task = asyncio.create_task(Runtime(max_steps=5, tool_timeout_s=5).run(ctx, agent))
+    await asyncio.sleep(0.2)
+    loop = asyncio.get_running_loop()
+    cancelled_at = loop.time()
+    ctx.stop_reason = "user"
+    task.cancel()
+    assert await task == "agent_cancelled"
+    assert loop.time() - cancelled_at < 1.0
+    events = await _events(redis, "run_cancel")
+    assert [e["type"] for e in events][-2:] == ["tool_completed", "agent_cancelled"]
+    assert events[-1]["payload"] == {"by": "user"}
+
+
+async def test_too_many_steps_fail_cleanly(redis: Redis) -> None:
+    steps = [ToolCall("calculator", {"expression": "1+1"}, "again")] * 6
+    ending, events = await _run(redis, "run_steps", *steps)
+    assert ending == "agent_failed"
+    assert events[-1]["payload"]["error"]["code"] == "agent_error"

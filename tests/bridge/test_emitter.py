@@ -1,0 +1,108 @@
+"""The emit script and history reads, against a real redis-server."""
+
+import asyncio
+import json
+
+import pytest
+from redis.asyncio import Redis
+
+from bridge.emitter import EventEmitter, RunEmitter
+from bridge.errors import InvariantError
+from bridge.fanout import Subscription, UserEventHub, seq_of_raw
+from bridge.keys import LIFECYCLE_STREAM
+from bridge.streams import UserStreams
+
+
+async def _emit(emitter: EventEmitter, user: str, run: str, kind: str = "agent_thinking"
+                ) -> dict[str, object]:
+    return await emitter.emit(user_id=user, run_id=run, thread_id="thr_1", agent="a",
+                              type=kind, payload={"text": "t", "step": 1})  # type: ignore[arg-type]
+
+
+async def test_seq_is_per_user_and_contiguous(redis: Redis) -> None:
+    emitter = EventEmitter(redis)
+    seqs_a = [(await _emit(emitter, "usr_a", f"run_{i}"))["seq"] for i in range(5)]
+    seqs_b = [(await _emit(emitter, "usr_b", "run_x"))["seq"] for _ in range(3)]
+    assert seqs_a == [1, 2, 3, 4, 5]
+    assert seqs_b == [1, 2, 3]
+
+
+async def test_concurrent_emits_never_share_a_seq(redis: Redis) -> None:
+    emitter = EventEmitter(redis)
+    events = await asyncio.gather(*(_emit(emitter, "usr_c", f"run_{i}") for i in range(200)))
+    assert sorted(e["seq"] for e in events) == list(range(1, 201))
+    page = await UserStreams(redis).read_after("usr_c", 0, limit=1000)
+    assert [s for s, _ in page.events] == list(range(1, 201))
+    assert all(seq_of_raw(raw) == s for s, raw in page.events)
+
+
+async def test_history_read_after_and_epoch(redis: Redis) -> None:
+    emitter = EventEmitter(redis)
+    first = await _emit(emitter, "usr_d", "run_1")
+    for _ in range(4):
+        await _emit(emitter, "usr_d", "run_1")
+    streams = UserStreams(redis)
+    position = await streams.position("usr_d")
+    assert position.last_seq == 5 and position.epoch == first["epoch"]
+    page = await streams.read_after("usr_d", 3)
+    assert [s for s, _ in page.events] == [4, 5] and page.oldest_seq == 1
+    assert json.loads(page.events[0][1])["epoch"] == first["epoch"]
+
+
+async def test_lost_history_starts_a_new_epoch(redis: Redis) -> None:
+    emitter = EventEmitter(redis)
+    before = await _emit(emitter, "usr_e", "run_1")
+    await redis.flushdb()
+    after = await _emit(emitter, "usr_e", "run_2")
+    assert after["seq"] == 1 and after["epoch"] != before["epoch"]
+
+
+async def test_lifecycle_events_reach_the_lifecycle_stream(redis: Redis) -> None:
+    run = RunEmitter(EventEmitter(redis), user_id="usr_f", run_id="run_f", thread_id="thr",
+                     agent="a")
+    await run.emit("agent_started", {"input": "x"})
+    await run.emit("agent_thinking", {"text": "t", "step": 1})
+    await run.emit("agent_completed", {"result": "r", "duration_ms": 1, "tool_calls": 0})
+    entries = await redis.xrange(LIFECYCLE_STREAM)
+    assert [e[1][b"type"] for e in entries] == [b"agent_started", b"agent_completed"]
+
+
+async def test_run_emitter_keeps_the_invariants(redis: Redis) -> None:
+    run = RunEmitter(EventEmitter(redis), user_id="usr_g", run_id="run_g", thread_id="thr",
+                     agent="a")
+    with pytest.raises(InvariantError):
+        await run.emit("agent_thinking", {"text": "t", "step": 1})
+    await run.emit("agent_started", {"input": "x"})
+    with pytest.raises(InvariantError):
+        await run.emit("agent_started", {"input": "x"})
+    await run.emit("tool_executing", {"call_id": "tcl_1", "tool": "t", "arguments": {}})
+    await run.emit("agent_cancelled", {"by": "user"})
+    with pytest.raises(InvariantError):
+        await run.emit("agent_thinking", {"text": "late", "step": 2})
+    page = await UserStreams(redis).read_after("usr_g", 0)
+    types = [json.loads(raw)["type"] for _, raw in page.events]
+    # the open tool call was closed before the terminal event
+    assert types == ["agent_started", "tool_executing", "tool_completed", "agent_cancelled"]
+
+
+async def test_hub_routes_live_events_only_to_their_user(redis: Redis) -> None:
+    hub = UserEventHub(redis)
+    await hub.start()
+    got: dict[str, list[int]] = {"usr_h": [], "usr_i": []}
+    subs = [Subscription(u, lambda seq, _raw, u=u: got[u].append(seq)) for u in got]
+    try:
+        for sub in subs:
+            await hub.subscribe(sub)
+        emitter = EventEmitter(redis)
+        for _ in range(3):
+            await _emit(emitter, "usr_h", "run_h")
+        await _emit(emitter, "usr_i", "run_i")
+        for _ in range(50):
+            if len(got["usr_h"]) == 3 and len(got["usr_i"]) == 1:
+                break
+            await asyncio.sleep(0.02)
+        assert got == {"usr_h": [1, 2, 3], "usr_i": [1]}
+    finally:
+        for sub in subs:
+            await hub.unsubscribe(sub)
+        await hub.stop()

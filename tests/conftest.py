@@ -1,0 +1,60 @@
+"""Shared fixtures: real servers, started once per session (or module) on free ports."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+
+import pytest
+from redis.asyncio import Redis
+
+from e2e.scenarios import Target
+from e2e.stack import LocalStack, StackConfig
+from servicekit.redisclient import make_redis
+
+
+@pytest.fixture(scope="session")
+def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalStack]:
+    """A real redis-server, alone (for the bridge's and runtime's tests)."""
+    stack = LocalStack(StackConfig.for_tests(tmp_path_factory.mktemp("redis")))
+    stack.start(only=("redis",))
+    try:
+        yield stack
+    finally:
+        stack.stop()
+
+
+@pytest.fixture
+async def redis(redis_server: LocalStack) -> AsyncIterator[Redis]:
+    client = make_redis(redis_server.redis_url)
+    await client.flushdb()
+    try:
+        yield client
+    finally:
+        await client.aclose()
+
+
+@pytest.fixture(scope="session")
+def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalStack]:
+    """The whole local stack, shared by the tests that do not break it."""
+    with LocalStack(StackConfig.for_tests(tmp_path_factory.mktemp("stack"))) as running:
+        yield running
+
+
+@pytest.fixture(scope="session")
+def target(stack: LocalStack) -> Target:
+    return Target(stack.auth_url, stack.backend_url(), stack.ws_url())
+
+
+def processes_under(root: Path) -> list[str]:
+    """Processes whose working directory is under ``root`` (children of a stack)."""
+    found = []
+    for proc in Path("/proc").iterdir():
+        if not proc.name.isdigit():
+            continue
+        try:
+            if str(proc.joinpath("cwd").readlink()).startswith(str(root)):
+                found.append(f"{proc.name}: {proc.joinpath('cmdline').read_bytes()[:80]!r}")
+        except OSError:
+            continue
+    return found
