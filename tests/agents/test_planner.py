@@ -4,7 +4,8 @@ from agents.planner import BuiltinPlanner, Final, ToolCall, ToolOutcome, Transcr
 
 
 @pytest.mark.parametrize(("text", "expression"), [
-    ("what is 17 * 23", "17 * 23"), ("What's 17*23?", "17*23"), ("compute (2 + 3) * 4", "(2 + 3) * 4"),
+    ("what is 17 * 23", "17 * 23"), ("What's 17*23?", "17*23"),
+    ("compute (2 + 3) * 4", "(2 + 3) * 4"),
     ("12 x 12 please", "12 * 12"), ("hello there", None), ("I have 3 cats", None),
 ])
 def test_finds_the_expression(text: str, expression: str | None) -> None:

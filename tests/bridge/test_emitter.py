@@ -2,19 +2,20 @@
 
 import asyncio
 import json
+from typing import Any
 
 import pytest
 from redis.asyncio import Redis
 
 from bridge.emitter import EventEmitter, RunEmitter
 from bridge.errors import InvariantError
-from bridge.fanout import Subscription, UserEventHub, seq_of_raw
+from bridge.fanout import EventSink, Subscription, UserEventHub, seq_of_raw
 from bridge.keys import LIFECYCLE_STREAM
 from bridge.streams import UserStreams
 
 
 async def _emit(emitter: EventEmitter, user: str, run: str, kind: str = "agent_thinking"
-                ) -> dict[str, object]:
+                ) -> dict[str, Any]:
     return await emitter.emit(user_id=user, run_id=run, thread_id="thr_1", agent="a",
                               type=kind, payload={"text": "t", "step": 1})  # type: ignore[arg-type]
 
@@ -63,7 +64,7 @@ async def test_lifecycle_events_reach_the_lifecycle_stream(redis: Redis) -> None
     await run.emit("agent_started", {"input": "x"})
     await run.emit("agent_thinking", {"text": "t", "step": 1})
     await run.emit("agent_completed", {"result": "r", "duration_ms": 1, "tool_calls": 0})
-    entries = await redis.xrange(LIFECYCLE_STREAM)
+    entries: Any = await redis.xrange(LIFECYCLE_STREAM)
     assert [e[1][b"type"] for e in entries] == [b"agent_started", b"agent_completed"]
 
 
@@ -85,11 +86,17 @@ async def test_run_emitter_keeps_the_invariants(redis: Redis) -> None:
     assert types == ["agent_started", "tool_executing", "tool_completed", "agent_cancelled"]
 
 
+def _collect(into: list[int]) -> EventSink:
+    def sink(seq: int, _raw: str) -> None:
+        into.append(seq)
+    return sink
+
+
 async def test_hub_routes_live_events_only_to_their_user(redis: Redis) -> None:
     hub = UserEventHub(redis)
     await hub.start()
     got: dict[str, list[int]] = {"usr_h": [], "usr_i": []}
-    subs = [Subscription(u, lambda seq, _raw, u=u: got[u].append(seq)) for u in got]
+    subs = [Subscription(user, _collect(got[user])) for user in got]
     try:
         for sub in subs:
             await hub.subscribe(sub)

@@ -3,6 +3,7 @@ and the stack recovers by itself when it returns."""
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import Iterator
 from typing import Any
@@ -33,7 +34,7 @@ def _wait_readyz(url: str, status: int, timeout: float = 20.0) -> dict[str, Any]
 
 
 @pytest.mark.parametrize("dependency", ["redis", "postgres"])
-async def test_readyz_names_a_killed_dependency_and_recovers(
+def test_readyz_names_a_killed_dependency_and_recovers(
         fault_stack: LocalStack, dependency: str) -> None:
     urls = [fault_stack.backend_url(), fault_stack.auth_url]
     for url in urls:
@@ -49,7 +50,7 @@ async def test_readyz_names_a_killed_dependency_and_recovers(
     for url in urls:
         assert _wait_readyz(url, 200)["status"] == "ok"
     target = Target(fault_stack.auth_url, fault_stack.backend_url(), fault_stack.ws_url())
-    result = await agent_flow(target)
+    result = asyncio.run(agent_flow(target))
     assert result.failures == []
 
 
