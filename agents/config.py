@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import socket
+
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
@@ -11,7 +13,8 @@ __all__ = ["WorkerSettings"]
 class WorkerSettings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="WORKER_", extra="ignore")
 
-    worker_id: str = "worker-1"
+    # unique per worker process: the queue's consumer name and the liveness key
+    worker_id: str = Field(default_factory=lambda: f"worker-{socket.gethostname()}")
     redis_url: str = "redis://127.0.0.1:6379/0"
     concurrency: int = Field(default=50, ge=1)
     run_timeout_s: float = Field(default=120.0, gt=0)

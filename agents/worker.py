@@ -14,6 +14,7 @@ import contextlib
 import json
 import logging
 import signal
+import sys
 
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
@@ -196,8 +197,19 @@ async def serve(settings: WorkerSettings) -> None:
         log.info("worker %s stopped", settings.worker_id)
 
 
+async def check(settings: WorkerSettings) -> bool:
+    """Whether this worker announces itself in Redis (the container healthcheck)."""
+    redis = make_redis(settings.redis_url, timeout=2.0, max_connections=2)
+    try:
+        return bool(await redis.exists(alive_key(settings.worker_id)))
+    finally:
+        await redis.aclose()
+
+
 def main() -> None:
     settings = WorkerSettings()
+    if "--check" in sys.argv[1:]:
+        sys.exit(0 if asyncio.run(check(settings)) else 1)
     configure_logging(settings.worker_id, settings.log_level)
     asyncio.run(serve(settings))
 

@@ -1,0 +1,54 @@
+# The two commands: `make up` runs the whole stack, `make test` proves it.
+# Everything installs into .venv on first use; nothing needs Docker or root.
+
+PYTHON ?= $(shell command -v python3.11 || command -v python3)
+VENV   := .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed
+
+.PHONY: help install up demo test lint typecheck unit e2e compose-config clean
+
+help:
+	@echo "make up         install if needed and run the whole local stack (Ctrl-C stops it)"
+	@echo "make demo       with 'make up' running: ask a question, watch the events arrive"
+	@echo "make test       install if needed, then lint, type-check and run every test"
+	@echo "make e2e        run the end-to-end scenarios on a fresh local stack, with a report"
+	@echo "make clean      remove the virtual environment, caches and local stack data"
+
+$(STAMP): pyproject.toml
+	@$(PYTHON) -c 'import sys; assert sys.version_info >= (3, 11), "Python 3.11+ is needed, found " + sys.version' \
+		|| { echo "error: set PYTHON=/path/to/python3.11"; exit 1; }
+	@echo "==> installing into $(VENV) (first run takes a minute)"
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	@$(BIN)/python -m pip install --quiet --disable-pip-version-check --upgrade pip
+	@$(BIN)/python -m pip install --quiet --disable-pip-version-check -e ".[local,dev]"
+	@touch $(STAMP)
+
+install: $(STAMP)
+
+up: $(STAMP)
+	@$(BIN)/python -m e2e up
+
+demo: $(STAMP)
+	@$(BIN)/python -m e2e demo
+
+lint: $(STAMP)
+	@echo "==> ruff"
+	@$(BIN)/ruff check .
+
+typecheck: $(STAMP)
+	@echo "==> mypy"
+	@$(BIN)/mypy auth backend agents bridge servicekit e2e tests
+
+unit: $(STAMP)
+	@$(BIN)/pytest -q tests --ignore=tests/e2e
+
+test: lint typecheck
+	@echo "==> pytest (unit, integration and end-to-end tests on real servers)"
+	@$(BIN)/pytest tests
+
+e2e: $(STAMP)
+	@$(BIN)/python -m e2e run --report-dir reports/latest
+
+clean:
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache reports .local-stack *.egg-info
