@@ -173,8 +173,11 @@ class EventSocket:
                 self._changed.notify_all()
 
     async def send(self, frame: dict[str, Any]) -> None:
+        await self.send_raw(json.dumps(frame))
+
+    async def send_raw(self, text: str) -> None:
         assert self._conn is not None
-        await self._conn.send(json.dumps(frame))
+        await self._conn.send(text)
 
     async def request(self, frame: dict[str, Any], *, timeout: float = 10.0) -> dict[str, Any]:
         """Send a frame with a fresh request_id and return the answer that echoes it."""
