@@ -20,8 +20,9 @@ $(STAMP): pyproject.toml
 		|| { echo "error: set PYTHON=/path/to/python3.11"; exit 1; }
 	@echo "==> installing into $(VENV) (first run takes a minute)"
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	@$(BIN)/python -m pip install --quiet --disable-pip-version-check --upgrade pip
-	@$(BIN)/python -m pip install --quiet --disable-pip-version-check -e ".[local,dev]"
+	@$(BIN)/python -m pip install --disable-pip-version-check --upgrade pip > $(VENV)/install.log 2>&1 \
+		&& $(BIN)/python -m pip install --disable-pip-version-check -e ".[local,dev]" >> $(VENV)/install.log 2>&1 \
+		|| { tail -40 $(VENV)/install.log; echo "error: install failed (full log: $(VENV)/install.log)"; exit 1; }
 	@touch $(STAMP)
 
 install: $(STAMP)

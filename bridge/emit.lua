@@ -1,8 +1,10 @@
 -- Append one event to a user's history and publish it, atomically.
--- KEYS[1] meta hash (seq, epoch)   KEYS[2] history stream
+-- KEYS[1] meta hash (seq, epoch)   KEYS[2] history stream   KEYS[3] lifecycle stream
 -- ARGV[1] event body: a JSON object without its opening brace
 -- ARGV[2] epoch to use if the user has none yet   ARGV[3] history max length
 -- ARGV[4] ttl of the user's keys in seconds        ARGV[5] live channel
+-- ARGV[6] "1" when the event changes the run's status (also goes to KEYS[3])
+-- ARGV[7..] the lifecycle entry's fields and values
 local epoch = redis.call('HGET', KEYS[1], 'epoch')
 if not epoch then
   epoch = ARGV[2]
@@ -15,5 +17,10 @@ local event = '{"seq":' .. seq .. ',"epoch":"' .. epoch .. '",' .. ARGV[1]
 redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[3], seq .. '-0', 'e', event)
 redis.call('EXPIRE', KEYS[1], ARGV[4])
 redis.call('EXPIRE', KEYS[2], ARGV[4])
+if ARGV[6] == '1' then
+  local fields = {}
+  for i = 7, #ARGV do fields[#fields + 1] = ARGV[i] end
+  redis.call('XADD', KEYS[3], 'MAXLEN', '~', 100000, '*', unpack(fields))
+end
 redis.call('PUBLISH', ARGV[5], event)
 return {seq, epoch}

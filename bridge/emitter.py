@@ -44,13 +44,11 @@ class EventEmitter:
         *,
         history_maxlen: int = 10_000,
         history_ttl_s: int = 86_400,
-        lifecycle_maxlen: int = 100_000,
     ) -> None:
         self._redis = redis
         self._script = redis.register_script(_EMIT_LUA)
         self._history_maxlen = history_maxlen
         self._history_ttl_s = history_ttl_s
-        self._lifecycle_maxlen = lifecycle_maxlen
 
     async def emit(
         self,
@@ -74,25 +72,16 @@ class EventEmitter:
         }
         encoded = json.dumps(body, separators=(",", ":"), default=str)
         keys = UserKeys(user_id)
+        lifecycle: list[str] = []
+        if type in LIFECYCLE_TYPES:
+            lifecycle = ["user_id", user_id, "run_id", run_id, "type", type, "ts", ts,
+                         "payload", json.dumps(payload, default=str)]
         try:
             seq, epoch = await self._script(
-                keys=[keys.meta, keys.history],
-                args=[
-                    encoded[1:],
-                    new_epoch(),
-                    self._history_maxlen,
-                    self._history_ttl_s,
-                    keys.channel,
-                ],
+                keys=[keys.meta, keys.history, LIFECYCLE_STREAM],
+                args=[encoded[1:], new_epoch(), self._history_maxlen, self._history_ttl_s,
+                      keys.channel, "1" if lifecycle else "0", *lifecycle],
             )
-            if type in LIFECYCLE_TYPES:
-                await self._redis.xadd(
-                    LIFECYCLE_STREAM,
-                    {"user_id": user_id, "run_id": run_id, "type": type, "ts": ts,
-                     "payload": json.dumps(payload, default=str)},
-                    maxlen=self._lifecycle_maxlen,
-                    approximate=True,
-                )
         except RedisError as exc:
             raise EmitError(f"could not emit {type} of {run_id}: {exc}") from exc
         epoch_str = epoch.decode() if isinstance(epoch, bytes) else str(epoch)

@@ -55,7 +55,7 @@ Ctrl-C stops everything.""", flush=True)
                     code = stack.services[name].process.popen.poll()  # type: ignore[union-attr]
                     _say(f"{name} exited with code {code}; see {stack.logs / (name + '.log')}")
                     stack.services[name].process.popen = None
-    except KeyboardInterrupt:
+    except (KeyboardInterrupt, SystemExit):
         _say("stopped")
     except StackError as exc:
         print(f"error: {exc}", file=sys.stderr)

@@ -452,7 +452,13 @@ class LocalStack:
 
 
 def install_signal_exit() -> None:
-    """Turn SIGTERM into SystemExit, so ``with LocalStack(...)`` tears down on it too."""
+    """Make SIGINT, SIGTERM and SIGHUP end the program through ``finally`` blocks.
+
+    So ``with LocalStack(...)`` tears down on each of them, also when the program
+    was started with SIGINT ignored (as a shell does for background jobs).
+    """
     def handler(signum: int, _frame: object) -> None:
         raise SystemExit(128 + signum)
+    signal.signal(signal.SIGINT, signal.default_int_handler)
     signal.signal(signal.SIGTERM, handler)
+    signal.signal(signal.SIGHUP, handler)
