@@ -10,7 +10,8 @@ def main() -> None:
     settings = AuthSettings()
     configure_logging("auth", settings.log_level)
     serve(create_app(settings), host=settings.host, port=settings.port,
-          log_level=settings.log_level)
+          log_level=settings.log_level, proxy_headers=True,
+          forwarded_allow_ips=settings.forwarded_allow_ips)
 
 
 if __name__ == "__main__":

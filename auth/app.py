@@ -10,6 +10,7 @@ from pathlib import Path
 import asyncpg
 from fastapi import FastAPI
 from fastapi.middleware.cors import CORSMiddleware
+from redis.asyncio import Redis
 
 from auth.config import AuthSettings
 from auth.keys import KeyStore
@@ -17,6 +18,7 @@ from auth.passwords import Passwords
 from auth.routes import router
 from auth.state import AuthState
 from auth.store import Store
+from auth.throttle import LoginThrottle, ThrottlePolicy
 from auth.tokens import TokenIssuer
 from servicekit import (
     Check,
@@ -35,6 +37,15 @@ log = logging.getLogger(__name__)
 MIGRATIONS = Path(__file__).parent / "migrations"
 
 
+def _throttle(settings: AuthSettings, redis: Redis) -> LoginThrottle:
+    def policy(free: int) -> ThrottlePolicy:
+        return ThrottlePolicy(free_attempts=free, base_delay_s=settings.login_base_delay_s,
+                              max_delay_s=settings.login_max_delay_s,
+                              window_s=settings.login_window_s)
+    return LoginThrottle(redis, account=policy(settings.login_account_free_attempts),
+                         address=policy(settings.login_address_free_attempts))
+
+
 def create_app(settings: AuthSettings) -> FastAPI:
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -46,11 +57,11 @@ def create_app(settings: AuthSettings) -> FastAPI:
             timeout=settings.dependency_timeout_s,
             command_timeout=settings.dependency_timeout_s * 5)
         redis = make_redis(settings.redis_url, timeout=settings.dependency_timeout_s)
-        keys = KeyStore.load_or_create(Path(settings.keys_dir))
+        keys = KeyStore(Path(settings.keys_dir))
         app.state.auth = AuthState(
             settings=settings, pool=pool, redis=redis, keys=keys,
             passwords=Passwords(settings), store=Store(pool),
-            tokens=TokenIssuer(settings, keys))
+            tokens=TokenIssuer(settings, keys), throttle=_throttle(settings, redis))
         log.info("auth ready on %s:%s (key %s)", settings.host, settings.port, keys.current.kid)
         try:
             yield

@@ -29,6 +29,17 @@ class AuthSettings(BaseSettings):
     argon2_memory_kib: int = Field(default=19_456, ge=19_456)
     argon2_time_cost: int = Field(default=2, ge=2)
     argon2_parallelism: int = Field(default=1, ge=1)
+    # a spent refresh token presented again this soon after its rotation (a client
+    # retrying after a network error) is rotated again instead of revoking the session
+    refresh_reuse_grace_s: float = Field(default=5.0, ge=0, le=30)
+    # login throttling: free failures, then doubling delays up to the cap (never a lockout)
+    login_account_free_attempts: int = Field(default=5, ge=1)
+    login_address_free_attempts: int = Field(default=30, ge=1)
+    login_base_delay_s: float = Field(default=1.0, gt=0)
+    login_max_delay_s: float = Field(default=900.0, gt=0)
+    login_window_s: int = Field(default=900, ge=60)
+    # addresses whose X-Forwarded-For is trusted (a reverse proxy in front of auth)
+    forwarded_allow_ips: str = "127.0.0.1"
     cors_origins: list[str] = ["http://127.0.0.1:8000", "http://localhost:8000"]
     dependency_timeout_s: float = 2.0
     startup_timeout_s: float = 60.0

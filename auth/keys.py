@@ -1,12 +1,19 @@
-"""Signing keys: Ed25519 keys on disk, JWT signing and the published JWKS.
+"""Signing keys: Ed25519 keys on disk, a keyring with rotation, the published JWKS.
 
-The key directory holds one PEM file per key, named ``<kid>.pem``; the newest
-file signs. Keys are created on first start when the directory is empty, and
-never live in the repository.
+The key directory holds ``<kid>.pem`` files and ``keyring.json``::
+
+    {"current": kid, "next": kid, "retired": [{"kid": kid, "retired_at": epoch_s}]}
+
+``current`` signs. ``next`` is published before it signs, so verifiers already
+hold it when a rotation promotes it. A rotated-out key stays published as
+``retired`` until every token it signed has expired, then it is deleted.
+
+    python -m auth.keys rotate      # next → current, current → retired, new next
 """
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
 import time
@@ -20,7 +27,9 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from jwt.algorithms import OKPAlgorithm
 from ulid import ULID
 
-__all__ = ["KeyStore", "SigningKey"]
+__all__ = ["KeyStore", "SigningKey", "rotate"]
+
+KEYRING = "keyring.json"
 
 
 @dataclass(frozen=True)
@@ -33,51 +42,117 @@ class SigningKey:
         return {**jwk, "kid": self.kid, "alg": "EdDSA", "use": "sig"}
 
 
+def _new_key(directory: Path) -> str:
+    kid = f"key_{ULID()}"
+    pem = Ed25519PrivateKey.generate().private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+        serialization.NoEncryption())
+    fd = os.open(directory / f"{kid}.pem", os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "wb") as f:
+        f.write(pem)
+    return kid
+
+
+def _load(directory: Path, kid: str) -> SigningKey:
+    private = serialization.load_pem_private_key((directory / f"{kid}.pem").read_bytes(), None)
+    if not isinstance(private, Ed25519PrivateKey):
+        raise ValueError(f"{kid}.pem is not an Ed25519 private key")
+    return SigningKey(kid=kid, private_key=private)
+
+
+def _write_keyring(directory: Path, keyring: dict[str, Any]) -> None:
+    temporary = directory / f"{KEYRING}.tmp"
+    temporary.write_text(json.dumps(keyring, indent=2))
+    temporary.replace(directory / KEYRING)  # atomic: readers see the old or the new ring
+
+
+def _read_keyring(directory: Path) -> dict[str, Any]:
+    directory.mkdir(parents=True, exist_ok=True)
+    path = directory / KEYRING
+    if not path.exists():
+        _write_keyring(directory, {"current": _new_key(directory), "next": _new_key(directory),
+                                   "retired": []})
+    keyring: dict[str, Any] = json.loads(path.read_text())
+    return keyring
+
+
+def rotate(directory: Path, *, keep_retired_s: float) -> dict[str, Any]:
+    """Promote ``next``, retire ``current``, create a new ``next``, drop expired keys."""
+    keyring = _read_keyring(directory)
+    now = time.time()
+    retired = [*keyring["retired"], {"kid": keyring["current"], "retired_at": now}]
+    kept = [r for r in retired if now - r["retired_at"] < keep_retired_s]
+    for gone in (r for r in retired if r not in kept):
+        (directory / f"{gone['kid']}.pem").unlink(missing_ok=True)
+    keyring = {"current": keyring["next"], "next": _new_key(directory), "retired": kept}
+    _write_keyring(directory, keyring)
+    return keyring
+
+
 class KeyStore:
-    def __init__(self, keys: list[SigningKey]) -> None:
-        if not keys:
-            raise ValueError("a key store needs at least one key")
-        self._keys = keys
+    """The keyring as the running service sees it; reloads when the ring changes."""
 
-    @classmethod
-    def load_or_create(cls, directory: Path) -> KeyStore:
-        directory.mkdir(parents=True, exist_ok=True)
-        files = sorted(directory.glob("*.pem"))
-        if not files:
-            files = [cls._create(directory)]
-        keys = []
-        for path in files:
-            private = serialization.load_pem_private_key(path.read_bytes(), password=None)
-            if not isinstance(private, Ed25519PrivateKey):
-                raise ValueError(f"{path} is not an Ed25519 private key")
-            keys.append(SigningKey(kid=path.stem, private_key=private))
-        return cls(keys)
+    def __init__(self, directory: Path) -> None:
+        self._directory = directory
+        self._mtime = -1.0
+        self._checked = 0.0
+        self._current: SigningKey
+        self._published: list[SigningKey] = []
+        self.reload()
 
-    @staticmethod
-    def _create(directory: Path) -> Path:
-        kid = f"key_{ULID()}"
-        pem = Ed25519PrivateKey.generate().private_bytes(
-            serialization.Encoding.PEM,
-            serialization.PrivateFormat.PKCS8,
-            serialization.NoEncryption(),
-        )
-        path = directory / f"{kid}.pem"
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        with os.fdopen(fd, "wb") as f:
-            f.write(pem)
-        return path
+    def reload(self) -> None:
+        keyring = _read_keyring(self._directory)
+        self._mtime = (self._directory / KEYRING).stat().st_mtime
+        self._current = _load(self._directory, keyring["current"])
+        kids = [keyring["current"], keyring["next"], *(r["kid"] for r in keyring["retired"])]
+        self._published = [_load(self._directory, kid) for kid in kids]
+
+    def _refresh(self) -> None:
+        now = time.monotonic()
+        if now - self._checked < 1.0:
+            return
+        self._checked = now
+        if (self._directory / KEYRING).stat().st_mtime != self._mtime:
+            self.reload()
 
     @property
     def current(self) -> SigningKey:
-        return self._keys[-1]
+        self._refresh()
+        return self._current
 
     def jwks(self) -> dict[str, Any]:
-        return {"keys": [key.public_jwk() for key in self._keys]}
+        self._refresh()
+        return {"keys": [key.public_jwk() for key in self._published]}
+
+    def public_key(self, kid: str) -> Any:
+        self._refresh()
+        for key in self._published:
+            if key.kid == kid:
+                return key.private_key.public_key()
+        return None
 
     def sign(self, claims: dict[str, Any]) -> str:
         key = self.current
         return jwt.encode(claims, key.private_key, algorithm="EdDSA", headers={"kid": key.kid})
 
 
-def now_s() -> int:
-    return int(time.time())
+def main(argv: list[str] | None = None) -> int:
+    from auth.config import AuthSettings
+
+    settings = AuthSettings()
+    parser = argparse.ArgumentParser(prog="python -m auth.keys",
+                                     description="Manage the auth service's signing keys.")
+    parser.add_argument("command", choices=["rotate", "show"])
+    parser.add_argument("--keys-dir", type=Path, default=Path(settings.keys_dir))
+    args = parser.parse_args(argv)
+    if args.command == "rotate":
+        # a retired key stays published while tokens it signed may live
+        keyring = rotate(args.keys_dir, keep_retired_s=settings.access_token_ttl_s + 60)
+    else:
+        keyring = _read_keyring(args.keys_dir)
+    print(json.dumps(keyring, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -4,17 +4,18 @@ from __future__ import annotations
 
 import json
 import secrets
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Request, Response
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from pydantic import BaseModel, EmailStr, Field
 
+from auth.policy import MIN_LENGTH, normalize_email, password_problem
 from auth.state import AuthState
-from auth.store import EmailTaken, new_refresh_token
+from auth.store import EmailTaken, User, new_refresh_token
 from auth.tokens import AccessClaims
-from servicekit import ProblemError
+from servicekit import ProblemError, problem_responses
 
 __all__ = ["revocation_key", "router", "ws_ticket_key"]
 
@@ -55,102 +56,186 @@ async def current_claims(
 Claims = Annotated[AccessClaims, Depends(current_claims)]
 
 
+# -- bodies and answers ------------------------------------------------------------------
 class RegisterBody(BaseModel):
     email: EmailStr
-    password: str = Field(min_length=10, max_length=1024)
+    password: str = Field(min_length=MIN_LENGTH, max_length=1024)
     display_name: str = Field(default="", max_length=100)
 
 
 class LoginBody(BaseModel):
-    email: str = Field(max_length=320)
-    password: str = Field(max_length=1024)
+    email: str = Field(min_length=1, max_length=320)
+    password: str = Field(min_length=1, max_length=1024)
 
 
 class RefreshBody(BaseModel):
-    refresh_token: str = Field(max_length=256)
+    refresh_token: str = Field(min_length=1, max_length=256)
 
 
-def normalize_email(email: str) -> str:
-    return email.strip().lower()
+class UserOut(BaseModel):
+    id: str
+    email: str
+    display_name: str
+    created_at: datetime
 
 
-@router.post("/auth/register", status_code=201)
-async def register(body: RegisterBody, state: State) -> dict[str, Any]:
+class UserEnvelope(BaseModel):
+    user: UserOut
+
+
+class TokenPair(BaseModel):
+    access_token: str
+    token_type: str = "Bearer"
+    expires_in: int
+    refresh_token: str
+
+
+class LoginOut(TokenPair):
+    user: UserOut
+
+
+class SessionOut(BaseModel):
+    id: str
+    created_at: datetime
+    last_used_at: datetime
+    user_agent: str
+    current: bool
+
+
+class TicketOut(BaseModel):
+    ticket: str
+    expires_in: int
+
+
+class Jwks(BaseModel):
+    keys: list[dict[str, Any]]
+
+
+def _user(user: User) -> UserOut:
+    return UserOut(id=user.id, email=user.email, display_name=user.display_name,
+                   created_at=user.created_at)
+
+
+def _pair(state: AuthState, user_id: str, session_id: str, refresh_token: str) -> TokenPair:
+    return TokenPair(access_token=state.tokens.issue(user_id, session_id),
+                     expires_in=state.settings.access_token_ttl_s, refresh_token=refresh_token)
+
+
+async def _revoke(state: AuthState, session_ids: list[str]) -> None:
+    """Mark sessions revoked where every verifier looks (Redis), for the token lifetime."""
+    if session_ids:
+        async with state.redis.pipeline(transaction=False) as pipe:
+            for session_id in session_ids:
+                pipe.set(revocation_key(session_id), "1", ex=state.settings.access_token_ttl_s)
+            await pipe.execute()
+
+
+def _client_address(request: Request) -> str:
+    return request.client.host if request.client else "unknown"
+
+
+# -- calls -------------------------------------------------------------------------------
+@router.post("/auth/register", status_code=201, response_model=UserEnvelope,
+             responses=problem_responses(409))
+async def register(body: RegisterBody, state: State) -> UserEnvelope:
     email = normalize_email(body.email)
-    if body.password.strip().lower() == email:
-        raise ProblemError(422, "weak_password", "the password must not be the email")
+    problem = password_problem(body.password, email)
+    if problem is not None:
+        raise ProblemError(422, "weak_password", problem)
     password_hash = await state.passwords.hash(body.password)
     try:
         user = await state.store.create_user(email, password_hash, body.display_name.strip())
     except EmailTaken:
         raise ProblemError(409, "email_taken", "an account with this email exists") from None
-    return {"user": user.public()}
+    return UserEnvelope(user=_user(user))
 
 
-async def _token_pair(state: AuthState, user_id: str, session_id: str,
-                      refresh_token: str) -> dict[str, Any]:
-    return {
-        "access_token": state.tokens.issue(user_id, session_id),
-        "token_type": "Bearer",
-        "expires_in": state.settings.access_token_ttl_s,
-        "refresh_token": refresh_token,
-    }
-
-
-@router.post("/auth/login")
-async def login(body: LoginBody, request: Request, state: State) -> dict[str, Any]:
-    found = await state.store.user_by_email(normalize_email(body.email))
+@router.post("/auth/login", response_model=LoginOut, responses=problem_responses(401, 429))
+async def login(body: LoginBody, request: Request, state: State) -> LoginOut:
+    email, address = normalize_email(body.email), _client_address(request)
+    wait = await state.throttle.retry_after(email, address)
+    if wait:
+        raise ProblemError(429, "too_many_attempts",
+                           f"too many failed logins; retry in {wait} s", {"Retry-After": str(wait)})
+    found = await state.store.user_by_email(email)
     user, password_hash = found if found else (None, None)
     if not await state.passwords.verify(password_hash, body.password) or user is None:
+        await state.throttle.failed(email, address)
         raise ProblemError(401, "invalid_credentials", "email or password is wrong")
+    await state.throttle.succeeded(email, address)
     if password_hash and state.passwords.needs_rehash(password_hash):
         await state.store.update_password_hash(user.id, await state.passwords.hash(body.password))
     refresh_token = new_refresh_token()
     session_id = await state.store.create_session(
-        user.id, request.headers.get("user-agent", ""),
+        user.id, request.headers.get("user-agent", ""), address,
         timedelta(seconds=state.settings.refresh_token_ttl_s), refresh_token)
-    return {**await _token_pair(state, user.id, session_id, refresh_token), "user": user.public()}
+    pair = _pair(state, user.id, session_id, refresh_token)
+    return LoginOut(**pair.model_dump(), user=_user(user))
 
 
-@router.post("/auth/refresh")
-async def refresh(body: RefreshBody, state: State) -> dict[str, Any]:
+@router.post("/auth/refresh", response_model=TokenPair, responses=problem_responses(401))
+async def refresh(body: RefreshBody, state: State) -> TokenPair:
     new_token = new_refresh_token()
-    outcome = await state.store.rotate_refresh_token(body.refresh_token, new_token)
+    outcome = await state.store.rotate_refresh_token(
+        body.refresh_token, new_token, grace_s=state.settings.refresh_reuse_grace_s)
     if outcome == "reused":
         raise ProblemError(401, "refresh_token_reused",
                            "this refresh token was already used; the session is revoked")
     if isinstance(outcome, str):
         raise ProblemError(401, "invalid_refresh_token", "the refresh token is not valid")
     session_id, user_id = outcome
-    return await _token_pair(state, user_id, session_id, new_token)
+    return _pair(state, user_id, session_id, new_token)
 
 
-@router.post("/auth/logout", status_code=204)
+@router.post("/auth/logout", status_code=204, responses=problem_responses(401))
 async def logout(claims: Claims, state: State) -> Response:
-    await state.store.revoke_session(claims.session_id)
-    await state.redis.set(revocation_key(claims.session_id), "1",
-                          ex=state.settings.access_token_ttl_s)
+    await _revoke(state, await state.store.revoke_sessions(claims.user_id, claims.session_id))
     return Response(status_code=204)
 
 
-@router.get("/auth/me")
-async def me(claims: Claims, state: State) -> dict[str, Any]:
+@router.post("/auth/logout-all", status_code=204, responses=problem_responses(401))
+async def logout_all(claims: Claims, state: State) -> Response:
+    await _revoke(state, await state.store.revoke_sessions(claims.user_id))
+    return Response(status_code=204)
+
+
+@router.get("/auth/me", response_model=UserEnvelope, responses=problem_responses(401))
+async def me(claims: Claims, state: State) -> UserEnvelope:
     user = await state.store.user_by_id(claims.user_id)
     if user is None:
         raise ProblemError(401, "unauthorized", "the account no longer exists")
-    return {"user": user.public()}
+    return UserEnvelope(user=_user(user))
 
 
-@router.post("/auth/ws-ticket")
-async def ws_ticket(claims: Claims, state: State) -> dict[str, Any]:
+@router.get("/auth/sessions", response_model=list[SessionOut], responses=problem_responses(401))
+async def sessions(claims: Claims, state: State) -> list[SessionOut]:
+    return [SessionOut(id=row["id"], created_at=row["created_at"],
+                       last_used_at=row["last_used_at"], user_agent=row["user_agent"],
+                       current=row["id"] == claims.session_id)
+            for row in await state.store.sessions(claims.user_id)]
+
+
+@router.delete("/auth/sessions/{session_id}", status_code=204,
+               responses=problem_responses(401, 404))
+async def delete_session(session_id: str, claims: Claims, state: State) -> Response:
+    revoked = await state.store.revoke_sessions(claims.user_id, session_id)
+    if not revoked:
+        raise ProblemError(404, "not_found", "no such session")
+    await _revoke(state, revoked)
+    return Response(status_code=204)
+
+
+@router.post("/auth/ws-ticket", response_model=TicketOut, responses=problem_responses(401))
+async def ws_ticket(claims: Claims, state: State) -> TicketOut:
+    """A single-use ticket for the first message of a WebSocket, bound to this session."""
     ticket = secrets.token_urlsafe(32)
     ttl = state.settings.ws_ticket_ttl_s
     await state.redis.set(ws_ticket_key(ticket),
                           json.dumps({"user_id": claims.user_id, "sid": claims.session_id}), ex=ttl)
-    return {"ticket": ticket, "expires_in": ttl}
+    return TicketOut(ticket=ticket, expires_in=ttl)
 
 
-@router.get("/.well-known/jwks.json")
-async def jwks(state: State, response: Response) -> dict[str, Any]:
-    response.headers["Cache-Control"] = "public, max-age=300"
-    return state.keys.jwks()
+@router.get("/.well-known/jwks.json", response_model=Jwks)
+async def jwks(state: State, response: Response) -> Jwks:
+    response.headers["Cache-Control"] = "public, max-age=60"
+    return Jwks(**state.keys.jwks())

@@ -11,6 +11,7 @@ from auth.config import AuthSettings
 from auth.keys import KeyStore
 from auth.passwords import Passwords
 from auth.store import Store
+from auth.throttle import LoginThrottle
 from auth.tokens import TokenIssuer
 
 __all__ = ["AuthState"]
@@ -25,3 +26,4 @@ class AuthState:
     passwords: Passwords
     store: Store
     tokens: TokenIssuer
+    throttle: LoginThrottle

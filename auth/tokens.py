@@ -44,12 +44,14 @@ class TokenIssuer:
         """The claims of a valid token of ours, or None."""
         try:
             header = jwt.get_unverified_header(token)
-            key = next(k for k in self._keys.jwks()["keys"] if k["kid"] == header.get("kid"))
+            key = self._keys.public_key(str(header.get("kid")))
+            if key is None:
+                return None
             claims = jwt.decode(
-                token, jwt.PyJWK(key).key, algorithms=["EdDSA"],
+                token, key, algorithms=["EdDSA"],
                 audience=self._settings.audience, issuer=self._settings.issuer,
                 options={"require": ["exp", "iat", "sub", "sid", "jti"]})
-        except (jwt.PyJWTError, StopIteration):
+        except jwt.PyJWTError:
             return None
         return AccessClaims(user_id=claims["sub"], session_id=claims["sid"],
                             expires_at=claims["exp"])

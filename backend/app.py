@@ -61,7 +61,6 @@ def create_app(settings: BackendSettings) -> FastAPI:
         verifier = TokenVerifier(
             http=http, redis=redis, jwks_url=f"{settings.auth_url}/.well-known/jwks.json",
             issuer=settings.token_issuer, audience=settings.token_audience)
-        await retry_until(verifier.refresh_keys, what="fetching the JWKS", timeout=timeout)
         analytics = None
         if settings.analytics_ingest:
             analytics = AnalyticsStore(settings.clickhouse_url, settings.clickhouse_database)
@@ -76,7 +75,8 @@ def create_app(settings: BackendSettings) -> FastAPI:
             runs=RunService(store, redis), analytics=analytics, hub=hub,
             streams=UserStreams(redis, history_ttl_s=settings.history_ttl_s))
         tasks = [asyncio.create_task(LifecycleApplier(
-            pool, redis, consumer=settings.replica_id).run(), name="lifecycle")]
+            pool, redis, consumer=settings.replica_id).run(), name="lifecycle"),
+                 asyncio.create_task(verifier.keep_keys_fresh(), name="jwks")]
         if analytics is not None:
             tasks.append(asyncio.create_task(Ingester(
                 redis, analytics, consumer=settings.replica_id,
@@ -110,6 +110,7 @@ def create_app(settings: BackendSettings) -> FastAPI:
                                     "redis": state.redis.ping}
         if state.analytics is not None:
             probes["clickhouse"] = state.analytics.ping
+        probes["auth_keys"] = state.verifier.require_keys
         return probes
 
     def extra() -> Mapping[str, Any]:

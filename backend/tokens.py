@@ -3,7 +3,10 @@
 Keys are fetched once and cached; an unknown ``kid`` triggers a refetch at most
 every ``refetch_interval_s``. The algorithm list is pinned to EdDSA, and ``iss``,
 ``aud`` and ``exp`` are checked. A session revoked at the auth service carries a
-mark in Redis that is checked on every verification.
+mark in Redis; a session found not revoked is remembered for at most
+``revocation_cache_s`` (0.5 s), so a revocation takes effect within that time
+while most verifications cost no Redis round trip. The keys stay cached while
+the auth service is down.
 """
 
 from __future__ import annotations
@@ -36,7 +39,8 @@ class Principal:
 
 class TokenVerifier:
     def __init__(self, *, http: httpx.AsyncClient, redis: Redis, jwks_url: str, issuer: str,
-                 audience: str, refetch_interval_s: float = 10.0) -> None:
+                 audience: str, refetch_interval_s: float = 10.0,
+                 revocation_cache_s: float = 0.5, cache_size: int = 100_000) -> None:
         self._http = http
         self._redis = redis
         self._jwks_url = jwks_url
@@ -46,17 +50,25 @@ class TokenVerifier:
         self._keys: dict[str, jwt.PyJWK] = {}
         self._last_fetch = 0.0
         self._fetch_lock = asyncio.Lock()
+        self._revocation_cache_s = revocation_cache_s
+        self._cache_size = cache_size
+        self._not_revoked_until: dict[str, float] = {}
 
     @property
     def has_keys(self) -> bool:
         return bool(self._keys)
+
+    async def require_keys(self) -> None:
+        """Readiness probe: fails until the JWKS has been loaded once."""
+        if not self._keys:
+            raise RuntimeError(f"no signing keys loaded yet from {self._jwks_url}")
 
     async def refresh_keys(self) -> None:
         async with self._fetch_lock:
             self._last_fetch = time.monotonic()
             response = await self._http.get(self._jwks_url)
             response.raise_for_status()
-            keys = {}
+            keys: dict[str, jwt.PyJWK] = {}
             for data in response.json().get("keys", []):
                 if data.get("kid"):
                     try:
@@ -92,9 +104,34 @@ class TokenVerifier:
         except jwt.PyJWTError as exc:
             raise InvalidToken(str(exc)) from None
         principal = Principal(user_id=claims["sub"], session_id=claims["sid"])
-        if await self._redis.exists(f"revoked:sid:{principal.session_id}"):
-            raise InvalidToken("session revoked")
+        await self._check_not_revoked(principal.session_id)
         return principal
+
+    async def _check_not_revoked(self, session_id: str) -> None:
+        now = time.monotonic()
+        if self._not_revoked_until.get(session_id, 0.0) > now:
+            return
+        if await self._redis.exists(f"revoked:sid:{session_id}"):
+            raise InvalidToken("session revoked")
+        if len(self._not_revoked_until) >= self._cache_size:
+            self._not_revoked_until.clear()
+        self._not_revoked_until[session_id] = now + self._revocation_cache_s
+
+    async def keep_keys_fresh(self, *, every_s: float = 300.0) -> None:
+        """Fetch the JWKS until it is loaded, then refresh it now and then.
+
+        The backend starts and stays up while the auth service is down; tokens
+        verify with the cached keys, and readiness reports while none are loaded.
+        """
+        delay = 0.2
+        while True:
+            try:
+                await self.refresh_keys()
+                delay = every_s
+            except (httpx.HTTPError, ValueError) as exc:
+                log.warning("JWKS fetch from %s failed: %s", self._jwks_url, exc)
+                delay = min(delay * 2, 5.0) if not self._keys else every_s
+            await asyncio.sleep(delay)
 
 
 async def redeem_ws_ticket(redis: Redis, ticket: str) -> Principal:

@@ -9,7 +9,12 @@ from servicekit.health import Check, ReadinessReport, check_all, install_health_
 from servicekit.logs import configure_logging
 from servicekit.metrics import install_metrics
 from servicekit.migrations import migrate
-from servicekit.problems import ProblemError, install_problem_handlers, problem
+from servicekit.problems import (
+    ProblemError,
+    install_problem_handlers,
+    problem,
+    problem_responses,
+)
 
 __all__ = [
     "Check",
@@ -22,4 +27,5 @@ __all__ = [
     "install_problem_handlers",
     "migrate",
     "problem",
+    "problem_responses",
 ]

@@ -20,7 +20,8 @@ from fastapi.responses import JSONResponse
 from redis.exceptions import RedisError
 from starlette.exceptions import HTTPException
 
-__all__ = ["ProblemError", "install_problem_handlers", "problem"]
+__all__ = ["PROBLEM_SCHEMA", "ProblemError", "install_problem_handlers", "problem",
+           "problem_responses"]
 
 log = logging.getLogger(__name__)
 
@@ -30,6 +31,26 @@ _TITLES = {400: "Bad Request", 401: "Unauthorized", 403: "Forbidden", 404: "Not 
            500: "Internal Server Error", 503: "Service Unavailable"}
 _HTTP_CODES = {401: "unauthorized", 404: "not_found", 405: "method_not_allowed",
                413: "too_large"}
+
+
+#: JSON schema of a problem document, for the OpenAPI description of error answers
+PROBLEM_SCHEMA: dict[str, Any] = {
+    "type": "object",
+    "required": ["type", "title", "status", "detail", "code"],
+    "properties": {
+        "type": {"type": "string"}, "title": {"type": "string"},
+        "status": {"type": "integer"}, "detail": {"type": "string"},
+        "code": {"type": "string"},
+        "errors": {"type": "array", "items": {"type": "object"}},
+    },
+}
+
+
+def problem_responses(*statuses: int) -> dict[int | str, dict[str, Any]]:
+    """OpenAPI ``responses`` entries for the problem documents a route may answer."""
+    return {status: {"description": _TITLES.get(status, "Error"),
+                     "content": {"application/problem+json": {"schema": PROBLEM_SCHEMA}}}
+            for status in (*statuses, 422, 503)}
 
 
 class ProblemError(Exception):
