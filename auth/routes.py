@@ -15,7 +15,7 @@ from auth.policy import MIN_LENGTH, normalize_email, password_problem
 from auth.state import AuthState
 from auth.store import EmailTaken, User, new_refresh_token
 from auth.tokens import AccessClaims
-from servicekit import ProblemError, problem_responses
+from servicekit import ProblemError, StorableStr, problem_responses
 
 __all__ = ["revocation_key", "router", "ws_ticket_key"]
 
@@ -59,17 +59,17 @@ Claims = Annotated[AccessClaims, Depends(current_claims)]
 # -- bodies and answers ------------------------------------------------------------------
 class RegisterBody(BaseModel):
     email: EmailStr
-    password: str = Field(min_length=MIN_LENGTH, max_length=1024)
-    display_name: str = Field(default="", max_length=100)
+    password: StorableStr = Field(min_length=MIN_LENGTH, max_length=1024)
+    display_name: StorableStr = Field(default="", max_length=100)
 
 
 class LoginBody(BaseModel):
-    email: str = Field(min_length=1, max_length=320)
-    password: str = Field(min_length=1, max_length=1024)
+    email: StorableStr = Field(min_length=1, max_length=320)
+    password: StorableStr = Field(min_length=1, max_length=1024)
 
 
 class RefreshBody(BaseModel):
-    refresh_token: str = Field(min_length=1, max_length=256)
+    refresh_token: StorableStr = Field(min_length=1, max_length=256)
 
 
 class UserOut(BaseModel):

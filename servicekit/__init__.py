@@ -15,11 +15,13 @@ from servicekit.problems import (
     problem,
     problem_responses,
 )
+from servicekit.text import StorableStr, storable
 
 __all__ = [
     "Check",
     "ProblemError",
     "ReadinessReport",
+    "StorableStr",
     "check_all",
     "configure_logging",
     "install_health_routes",
@@ -28,4 +30,5 @@ __all__ = [
     "migrate",
     "problem",
     "problem_responses",
+    "storable",
 ]

@@ -53,6 +53,13 @@ def problem_responses(*statuses: int) -> dict[int | str, dict[str, Any]]:
             for status in (*statuses, 422, 503)}
 
 
+#: asyncpg errors that mean "the database cannot be reached", not "the query is wrong"
+_POSTGRES_UNAVAILABLE: tuple[type[Exception], ...] = (
+    asyncpg.PostgresConnectionError, asyncpg.CannotConnectNowError,
+    asyncpg.TooManyConnectionsError, asyncpg.InterfaceError, asyncpg.ConnectionDoesNotExistError,
+    asyncpg.AdminShutdownError, asyncpg.CrashShutdownError)
+
+
 class ProblemError(Exception):
     """An error answered as a problem document."""
 
@@ -94,15 +101,12 @@ def install_problem_handlers(app: FastAPI) -> None:
         log.warning("redis unavailable: %s", exc)
         return problem(503, "dependency_unavailable", "redis is unavailable; retry later")
 
-    @app.exception_handler(asyncpg.PostgresError)
-    async def _pg_error(_: Request, exc: asyncpg.PostgresError) -> JSONResponse:
-        log.error("postgres error: %s", type(exc).__name__)
+    async def _pg_down(_: Request, exc: Exception) -> JSONResponse:
+        log.warning("postgres unavailable: %s: %s", type(exc).__name__, exc)
         return problem(503, "dependency_unavailable", "postgres is unavailable; retry later")
 
-    @app.exception_handler(asyncpg.InterfaceError)
-    async def _pg_interface(_: Request, exc: asyncpg.InterfaceError) -> JSONResponse:
-        log.warning("postgres connection error: %s", exc)
-        return problem(503, "dependency_unavailable", "postgres is unavailable; retry later")
+    for unavailable in _POSTGRES_UNAVAILABLE:
+        app.add_exception_handler(unavailable, _pg_down)
 
     @app.exception_handler(OSError)
     async def _os_error(_: Request, exc: OSError) -> JSONResponse:

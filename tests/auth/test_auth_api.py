@@ -61,6 +61,7 @@ async def test_duplicate_email(client: ChatClient) -> None:
     ("not-an-email", PASSWORD, "validation_error"),
     ("short@example.com", "short", "validation_error"),
     ("same.as.email@example.com", "same.as.email@example.com", "weak_password"),
+    ("common@example.com", "Password123", "weak_password"),
 ])
 async def test_weak_registrations(client: ChatClient, email: str, password: str,
                                   code: str) -> None:

@@ -1,0 +1,107 @@
+"""Forged and stale tokens are refused by the backend (offline verification)."""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import hmac
+import json
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import httpx
+import jwt
+import pytest
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+from e2e.client import ChatClient
+from e2e.scenarios import PASSWORD, Target, unique_email
+from e2e.stack import LocalStack
+
+
+def _b64(raw: bytes) -> str:
+    return base64.urlsafe_b64encode(raw).rstrip(b"=").decode()
+
+
+def _segment(data: dict[str, Any]) -> str:
+    return _b64(json.dumps(data).encode())
+
+
+@pytest.fixture(scope="module")
+async def session(target: Target) -> dict[str, Any]:
+    async with ChatClient(target.auth_url, target.backend_url) as client:
+        await client.signup(unique_email("forge"), PASSWORD)
+        assert client.access_token is not None
+        return {"token": client.access_token, "refresh": client.refresh_token,
+                "header": jwt.get_unverified_header(client.access_token),
+                "claims": jwt.decode(client.access_token, options={"verify_signature": False})}
+
+
+def _signing_key(stack: LocalStack, kid: str) -> Ed25519PrivateKey:
+    pem = (Path(stack.root) / "keys" / f"{kid}.pem").read_bytes()
+    key = serialization.load_pem_private_key(pem, None)
+    assert isinstance(key, Ed25519PrivateKey)
+    return key
+
+
+def _resign(stack: LocalStack, session: dict[str, Any], **changes: Any) -> str:
+    claims = {**session["claims"], **changes}
+    kid = session["header"]["kid"]
+    return jwt.encode(claims, _signing_key(stack, kid), algorithm="EdDSA", headers={"kid": kid})
+
+
+def _tampered(session: dict[str, Any]) -> str:
+    header, _, signature = session["token"].split(".")
+    return ".".join([header, _segment({**session["claims"], "sub": "usr_someone_else"}),
+                     signature])
+
+
+def _hs256_with_public_key(stack: LocalStack, session: dict[str, Any]) -> str:
+    public = _signing_key(stack, session["header"]["kid"]).public_key().public_bytes(
+        serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
+    header = {"alg": "HS256", "typ": "JWT", "kid": session["header"]["kid"]}
+    signing_input = f"{_segment(header)}.{_segment(session['claims'])}"
+    signature = hmac.new(public, signing_input.encode(), hashlib.sha256).digest()
+    return f"{signing_input}.{_b64(signature)}"
+
+
+FORGERIES: dict[str, Callable[[LocalStack, dict[str, Any]], str]] = {
+    "alg none": lambda _, s: (f"{_segment({'alg': 'none', 'kid': s['header']['kid']})}."
+                              f"{_segment(s['claims'])}."),
+    "hs256 signed with the public key": _hs256_with_public_key,
+    "wrong aud": lambda st, s: _resign(st, s, aud="someone-else"),
+    "wrong iss": lambda st, s: _resign(st, s, iss="https://evil.example"),
+    "expired": lambda st, s: _resign(st, s, iat=int(time.time()) - 1000,
+                                     exp=int(time.time()) - 60),
+    "tampered payload": lambda _, s: _tampered(s),
+    "unknown kid": lambda _, s: jwt.encode(s["claims"], Ed25519PrivateKey.generate(),
+                                           algorithm="EdDSA", headers={"kid": "key_unknown"}),
+    "own key, unknown kid": lambda st, s: jwt.encode(
+        s["claims"], _signing_key(st, s["header"]["kid"]), algorithm="EdDSA",
+        headers={"kid": "key_unknown"}),
+    "missing sid": lambda st, s: _resign(st, {**s, "claims": {
+        k: v for k, v in s["claims"].items() if k != "sid"}}),
+    "refresh token as access token": lambda _, s: s["refresh"],
+}
+
+
+async def _status(target: Target, token: str) -> int:
+    async with httpx.AsyncClient() as http:
+        response = await http.get(f"{target.backend_url}/api/threads",
+                                  headers={"Authorization": f"Bearer {token}"})
+    return response.status_code
+
+
+async def test_the_genuine_token_works(target: Target, session: dict[str, Any]) -> None:
+    assert await _status(target, session["token"]) == 200
+
+
+@pytest.mark.parametrize("forgery", sorted(FORGERIES))
+async def test_forgeries_are_refused(target: Target, stack: LocalStack,
+                                     session: dict[str, Any], forgery: str) -> None:
+    token = FORGERIES[forgery](stack, session)
+    assert token != session["token"]
+    assert await _status(target, token) == 401
