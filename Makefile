@@ -39,7 +39,7 @@ lint: $(STAMP)
 
 typecheck: $(STAMP)
 	@echo "==> mypy"
-	@$(BIN)/mypy auth backend agents bridge servicekit e2e tests
+	@$(BIN)/mypy auth backend agents bridge servicekit e2e benchmarks tests
 
 unit: $(STAMP)
 	@$(BIN)/pytest -q tests --ignore=tests/e2e

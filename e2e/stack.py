@@ -24,6 +24,7 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 import warnings
 from collections.abc import Callable
@@ -402,6 +403,9 @@ class LocalStack:
         return self._ready(service, started)
 
     def _spawn(self, name: str, *, wipe: bool) -> float:
+        if threading.current_thread() is not threading.main_thread():
+            # the parent-death signal fires when the spawning *thread* ends
+            raise StackError(f"start {name} from the main thread, not from a worker thread")
         service = self.service(name)
         if service.process.running():
             raise StackError(f"{name} is already running")

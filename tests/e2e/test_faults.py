@@ -11,7 +11,8 @@ from typing import Any
 import httpx
 import pytest
 
-from e2e.scenarios import Target, agent_flow
+from e2e.client import ApiError, ChatClient
+from e2e.scenarios import PASSWORD, Target, agent_flow, unique_email
 from e2e.stack import LocalStack, StackConfig
 
 
@@ -66,3 +67,49 @@ def test_a_request_while_postgres_is_down_gets_a_clear_503(fault_stack: LocalSta
     finally:
         fault_stack.start_service("postgres")
     _wait_readyz(fault_stack.auth_url, 200)
+
+
+def test_auth_down_existing_sessions_go_on(fault_stack: LocalStack) -> None:
+    async def sign_in() -> ChatClient:
+        client = ChatClient(fault_stack.auth_url, fault_stack.backend_url())
+        await client.signup(unique_email("authdown"), PASSWORD)
+        return client
+
+    async def scenario() -> None:
+        client = await sign_in()
+        try:
+            fault_stack.kill("auth")
+            thread = await client.create_thread("while auth is down")  # offline verification
+            run = await client.start_run(thread["id"], "what is 3 * 3")
+            assert (await client.wait_run(run["id"]))["status"] == "succeeded"
+            assert _wait_readyz(fault_stack.backend_url(), 200)["checks"]["auth_keys"] == {
+                "status": "ok"}
+            await fault_stack.astart_service("auth")
+            await client.login(client.user["email"], PASSWORD)  # back to normal
+        finally:
+            await client.aclose()
+
+    asyncio.run(scenario())
+
+
+def test_redis_down_auth_answers_503_and_hangs_nowhere(fault_stack: LocalStack) -> None:
+    async def scenario() -> None:
+        async with ChatClient(fault_stack.auth_url, fault_stack.backend_url()) as client:
+            await client.signup(unique_email("redisdown"), PASSWORD)
+            fault_stack.kill("redis")
+            try:
+                started = time.monotonic()
+                for call in (client.ws_ticket(), client.login(client.user["email"], PASSWORD)):
+                    try:
+                        await call
+                    except ApiError as exc:
+                        assert exc.status == 503 and exc.code == "dependency_unavailable"
+                    else:
+                        raise AssertionError("a call that needs Redis succeeded without it")
+                assert time.monotonic() - started < 15
+            finally:
+                await fault_stack.astart_service("redis")
+            _wait_readyz(fault_stack.auth_url, 200)
+            assert await client.ws_ticket()
+
+    asyncio.run(scenario())
