@@ -135,3 +135,17 @@ async def test_ws_ticket_needs_a_token(client: ChatClient) -> None:
     await client.signup(unique_email("ticket"), PASSWORD)
     tickets = await asyncio.gather(*(client.ws_ticket() for _ in range(3)))
     assert len(set(tickets)) == 3
+
+
+@pytest.mark.parametrize(("method", "path"), [
+    ("POST", "/auth/logout"), ("POST", "/auth/logout-all"), ("GET", "/auth/me"),
+    ("GET", "/auth/sessions"), ("DELETE", "/auth/sessions/ses_x"), ("POST", "/auth/ws-ticket"),
+])
+async def test_bearer_calls_refuse_a_missing_or_bad_token(target: Target, method: str,
+                                                          path: str) -> None:
+    async with httpx.AsyncClient() as http:
+        for headers in ({}, {"Authorization": "Bearer not-a-token"}):
+            response = await http.request(method, f"{target.auth_url}{path}", headers=headers)
+            assert response.status_code == 401
+            assert response.json()["code"] == "unauthorized"
+            assert response.headers["www-authenticate"] == "Bearer"
