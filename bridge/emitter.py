@@ -7,15 +7,19 @@ invariants of the contract for that run.
 
 from __future__ import annotations
 
+import asyncio
 import json
+import logging
 import secrets
+import time
+from collections.abc import Callable
 from importlib import resources
 from typing import Any
 
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
-from bridge.errors import EmitError, InvariantError
+from bridge.errors import EmitError, InvariantError, RunFinished
 from bridge.events import TERMINAL_TYPES, EventType, utc_timestamp
 from bridge.keys import LIFECYCLE_STREAM, UserKeys
 
@@ -24,6 +28,7 @@ __all__ = ["LIFECYCLE_TYPES", "EmittedEvent", "EventEmitter", "RunEmitter", "new
 #: Events that change a run's status; they also go to the lifecycle stream.
 LIFECYCLE_TYPES: frozenset[str] = TERMINAL_TYPES | {"agent_started"}
 
+log = logging.getLogger(__name__)
 _EMIT_LUA = resources.files("bridge").joinpath("emit.lua").read_text()
 
 
@@ -36,7 +41,14 @@ class EmittedEvent(dict[str, Any]):
 
 
 class EventEmitter:
-    """Append events to users' streams. One per process; safe to share across runs."""
+    """Append events to users' streams. One per process; safe to share across runs.
+
+    When Redis does not answer, an emit is retried with capped backoff for up to
+    ``emit_timeout_s`` (the event waits in memory meanwhile); at most
+    ``max_pending`` emits wait at once. An emit that cannot be kept raises
+    :class:`EmitError`; nothing is dropped silently. Retrying is safe: an event
+    carries its number within its run, and the script stores each number once.
+    """
 
     def __init__(
         self,
@@ -44,11 +56,23 @@ class EventEmitter:
         *,
         history_maxlen: int = 10_000,
         history_ttl_s: int = 86_400,
+        emit_timeout_s: float = 10.0,
+        max_pending: int = 10_000,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self._redis = redis
         self._script = redis.register_script(_EMIT_LUA)
         self._history_maxlen = history_maxlen
         self._history_ttl_s = history_ttl_s
+        self._emit_timeout_s = emit_timeout_s
+        self._max_pending = max_pending
+        self._waiting = 0
+        self._clock = clock
+
+    @property
+    def waiting(self) -> int:
+        """Emits currently waiting for Redis to answer again."""
+        return self._waiting
 
     async def emit(
         self,
@@ -59,33 +83,57 @@ class EventEmitter:
         agent: str,
         type: EventType,
         payload: dict[str, Any],
+        number: int = 0,
     ) -> EmittedEvent:
-        """Store and publish one event; returns it with its ``seq`` and ``epoch``."""
+        """Store and publish one event; returns it with its ``seq`` and ``epoch``.
+
+        ``number`` is the event's position in its run (0: append without the
+        duplicate check). Raises :class:`RunFinished` when the run already ended.
+        """
         ts = utc_timestamp()
-        body = {
-            "type": type,
-            "run_id": run_id,
-            "thread_id": thread_id,
-            "agent": agent,
-            "ts": ts,
-            "payload": payload,
-        }
+        body = {"type": type, "run_id": run_id, "thread_id": thread_id, "agent": agent,
+                "ts": ts, "payload": payload}
         encoded = json.dumps(body, separators=(",", ":"), default=str)
         keys = UserKeys(user_id)
         lifecycle: list[str] = []
         if type in LIFECYCLE_TYPES:
             lifecycle = ["user_id", user_id, "run_id", run_id, "type", type, "ts", ts,
                          "payload", json.dumps(payload, default=str)]
-        try:
-            seq, epoch = await self._script(
-                keys=[keys.meta, keys.history, LIFECYCLE_STREAM],
-                args=[encoded[1:], new_epoch(), self._history_maxlen, self._history_ttl_s,
-                      keys.channel, "1" if lifecycle else "0", *lifecycle],
-            )
-        except RedisError as exc:
-            raise EmitError(f"could not emit {type} of {run_id}: {exc}") from exc
+        args = [encoded[1:], new_epoch(), self._history_maxlen, self._history_ttl_s,
+                keys.channel, number, "1" if type in TERMINAL_TYPES else "0",
+                "1" if lifecycle else "0", *lifecycle]
+        seq, epoch = await self._run_script(
+            [keys.meta, keys.history, LIFECYCLE_STREAM, keys.run(run_id)], args, type, run_id)
+        if int(seq) == -2:
+            raise RunFinished(f"{run_id} already ended; {type} refused")
         epoch_str = epoch.decode() if isinstance(epoch, bytes) else str(epoch)
-        return EmittedEvent(seq=int(seq), epoch=epoch_str, **body)
+        return EmittedEvent(seq=max(int(seq), 0), epoch=epoch_str, duplicate=int(seq) == -1,
+                            **body)
+
+    async def _run_script(self, keys: list[str], args: list[Any], type: str,
+                          run_id: str) -> Any:
+        try:
+            return await self._script(keys=keys, args=args)
+        except RedisError as first:
+            if self._waiting >= self._max_pending:
+                raise EmitError(f"could not emit {type} of {run_id}: {first}; "
+                                f"{self._waiting} events already wait for Redis") from first
+            log.warning("emit of %s for %s waits for Redis: %s", type, run_id, first)
+        self._waiting += 1
+        deadline = self._clock() + self._emit_timeout_s
+        delay = 0.05
+        try:
+            while True:
+                await asyncio.sleep(delay)
+                try:
+                    return await self._script(keys=keys, args=args)
+                except RedisError as exc:
+                    if self._clock() >= deadline:
+                        raise EmitError(f"could not emit {type} of {run_id} within "
+                                        f"{self._emit_timeout_s}s: {exc}") from exc
+                    delay = min(delay * 2, 1.0)
+        finally:
+            self._waiting -= 1
 
 
 class RunEmitter:
@@ -108,7 +156,7 @@ class RunEmitter:
         self._started = False
         self._finished = False
         self._open_calls: dict[str, str] = {}
-        self.events_emitted = 0
+        self.events_emitted = 0  # also the number of the last event of this run
 
     @property
     def started(self) -> bool:
@@ -124,16 +172,21 @@ class RunEmitter:
         self._check(type, payload)
         if type in TERMINAL_TYPES:
             await self._close_open_calls(agent)
+        try:
+            event = await self._emitter.emit(
+                user_id=self.user_id,
+                run_id=self.run_id,
+                thread_id=self.thread_id,
+                agent=agent or self.agent,
+                type=type,
+                payload=payload,
+                number=self.events_emitted + 1,
+            )
+        except RunFinished:
             self._finished = True
-        event = await self._emitter.emit(
-            user_id=self.user_id,
-            run_id=self.run_id,
-            thread_id=self.thread_id,
-            agent=agent or self.agent,
-            type=type,
-            payload=payload,
-        )
+            raise
         self._started = True
+        self._finished = type in TERMINAL_TYPES
         self.events_emitted += 1
         if type == "tool_executing":
             self._open_calls[payload["call_id"]] = payload["tool"]
@@ -166,6 +219,7 @@ class RunEmitter:
                     "error": {"code": "interrupted", "message": "the run ended during the call"},
                     "duration_ms": 0,
                 },
+                number=self.events_emitted + 1,
             )
             self.events_emitted += 1
             del self._open_calls[call_id]

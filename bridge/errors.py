@@ -1,11 +1,13 @@
 """Exceptions of the bridge package.
 
     BridgeError
-    ├── EmitError        an event could not be stored and published
+    ├── EmitError        an event could not be stored and published (Redis unreachable
+    │                    for longer than the emit timeout, or the emit buffer is full)
+    ├── RunFinished      the run already has its terminal event (another process ended it)
     └── InvariantError   a run tried to break the event invariants of the contract
 """
 
-__all__ = ["BridgeError", "EmitError", "InvariantError"]
+__all__ = ["BridgeError", "EmitError", "InvariantError", "RunFinished"]
 
 
 class BridgeError(Exception):
@@ -14,6 +16,10 @@ class BridgeError(Exception):
 
 class EmitError(BridgeError):
     """The event could not be appended to the user's stream (Redis unreachable...)."""
+
+
+class RunFinished(BridgeError):
+    """The run already ended, e.g. it was declared lost while its worker was cut off."""
 
 
 class InvariantError(BridgeError):

@@ -28,6 +28,10 @@ class UserKeys:
         """Stream of the user's events; entry id ``<seq>-0``."""
         return f"u:{{{self.user_id}}}:events"
 
+    def run(self, run_id: str) -> str:
+        """Hash of one run's emit state: events stored (``n``), ended (``done``)."""
+        return f"u:{{{self.user_id}}}:r:{run_id}"
+
     @property
     def channel(self) -> str:
         """Pub/sub channel on which live events are published."""

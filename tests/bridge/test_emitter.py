@@ -8,10 +8,11 @@ import pytest
 from redis.asyncio import Redis
 
 from bridge.emitter import EventEmitter, RunEmitter
-from bridge.errors import InvariantError
+from bridge.errors import EmitError, InvariantError, RunFinished
 from bridge.fanout import EventSink, Subscription, UserEventHub, seq_of_raw
 from bridge.keys import LIFECYCLE_STREAM
 from bridge.streams import UserStreams
+from e2e.stack import LocalStack
 
 
 async def _emit(emitter: EventEmitter, user: str, run: str, kind: str = "agent_thinking"
@@ -113,3 +114,55 @@ async def test_hub_routes_live_events_only_to_their_user(redis: Redis) -> None:
         for sub in subs:
             await hub.unsubscribe(sub)
         await hub.stop()
+
+
+async def test_a_retried_event_is_stored_once(redis: Redis) -> None:
+    emitter = EventEmitter(redis)
+    args: dict[str, Any] = {"user_id": "usr_j", "run_id": "run_j", "thread_id": "thr",
+                            "agent": "a", "type": "agent_started", "payload": {"input": "x"}}
+    first = await emitter.emit(**args, number=1)
+    again = await emitter.emit(**args, number=1)
+    assert first["seq"] == 1 and again["duplicate"] and again["seq"] == 0
+    page = await UserStreams(redis).read_after("usr_j", 0)
+    assert len(page.events) == 1
+
+
+async def test_nothing_is_stored_after_a_runs_terminal_event(redis: Redis) -> None:
+    emitter = EventEmitter(redis)
+    base: dict[str, Any] = {"user_id": "usr_k", "run_id": "run_k", "thread_id": "thr",
+                            "agent": "a"}
+    await emitter.emit(**base, type="agent_started", payload={"input": "x"}, number=1)
+    await emitter.emit(**base, type="agent_failed", number=0, payload={
+        "error": {"code": "worker_lost", "message": "gone"}, "cause": "worker_lost"})
+    with pytest.raises(RunFinished):  # the lost worker comes back and tries to go on
+        await emitter.emit(**base, type="agent_thinking", payload={"text": "t", "step": 1},
+                           number=2)
+    page = await UserStreams(redis).read_after("usr_k", 0)
+    assert [json.loads(raw)["type"] for _, raw in page.events] == ["agent_started",
+                                                                  "agent_failed"]
+
+
+async def test_an_emit_waits_for_redis_to_return(redis: Redis, redis_server: LocalStack) -> None:
+    emitter = EventEmitter(redis, emit_timeout_s=20)
+    await _emit(emitter, "usr_l", "run_l")
+    redis_server.kill("redis")
+    pending = asyncio.create_task(_emit(emitter, "usr_l", "run_l"))
+    for _ in range(50):  # the client's own quick retries come first
+        if emitter.waiting:
+            break
+        await asyncio.sleep(0.1)
+    assert not pending.done() and emitter.waiting == 1
+    await redis_server.astart_service("redis")
+    event = await asyncio.wait_for(pending, 15)
+    assert event["seq"] == 2 and emitter.waiting == 0
+
+
+async def test_an_emit_that_cannot_be_kept_fails_loudly(redis: Redis,
+                                                        redis_server: LocalStack) -> None:
+    emitter = EventEmitter(redis, emit_timeout_s=0.5)
+    redis_server.kill("redis")
+    try:
+        with pytest.raises(EmitError, match="within 0.5s"):
+            await _emit(emitter, "usr_m", "run_m")
+    finally:
+        await redis_server.astart_service("redis")
