@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from agents.planner import BuiltinPlanner
+from agents.planner import BuiltinPlanner, TickerPlanner
 from agents.runtime import Agent
 from agents.tools import CALCULATOR, ToolRegistry
 
@@ -14,4 +14,6 @@ def builtin_agents() -> dict[str, Agent]:
     return {
         "supervisor": Agent("supervisor", "The default agent: answers with its tools.",
                             planner, ToolRegistry([CALCULATOR])),
+        "ticker": Agent("ticker", "Diagnostics: 'ticks N every M ms' streams N deltas.",
+                        TickerPlanner(), ToolRegistry([])),
     }

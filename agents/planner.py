@@ -14,7 +14,8 @@ import re
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-__all__ = ["BuiltinPlanner", "Final", "Planner", "ToolCall", "ToolOutcome", "Transcript"]
+__all__ = ["BuiltinPlanner", "Final", "Planner", "TickerPlanner", "ToolCall", "ToolOutcome",
+           "Transcript"]
 
 
 @dataclass(frozen=True)
@@ -26,8 +27,13 @@ class ToolCall:
 
 @dataclass(frozen=True)
 class Final:
+    """The answer. ``deltas`` (joined, the answer) are streamed as ``partial_result``
+    events first, ``delta_interval_s`` apart."""
+
     answer: str
     thought: str = ""
+    deltas: tuple[str, ...] = ()
+    delta_interval_s: float = 0.0
 
 
 @dataclass(frozen=True)
@@ -72,3 +78,19 @@ class BuiltinPlanner:
             return Final(f"I could not compute {last.call.arguments.get('expression')}: "
                          f"{last.result.get('message', 'error')}")
         return Final(f"{last.result['expression']} = {last.result['value']}")
+
+
+_TICKS = re.compile(r"ticks?\s+(\d+)(?:\s+every\s+(\d+(?:\.\d+)?)\s*ms)?", re.IGNORECASE)
+
+
+class TickerPlanner:
+    """A diagnostic agent for delivery and load tests: "ticks 500 every 5ms" streams
+    500 ``partial_result`` deltas, 5 ms apart (at most 100,000 ticks, 10 s apart)."""
+
+    async def next_step(self, transcript: Transcript) -> ToolCall | Final:
+        match = _TICKS.search(transcript.input)
+        count = min(int(match.group(1)), 100_000) if match else 10
+        interval_ms = min(float(match.group(2)), 10_000.0) if match and match.group(2) else 0.0
+        deltas = tuple(f"tick {n} " for n in range(1, count + 1))
+        return Final("".join(deltas), thought=f"Streaming {count} ticks, {interval_ms} ms apart.",
+                     deltas=deltas, delta_interval_s=interval_ms / 1000)

@@ -98,6 +98,10 @@ class Runtime:
                 await ctx.emitter.emit("agent_thinking", {"text": decision.thought,
                                                           "step": step})
             if isinstance(decision, Final):
+                for delta in decision.deltas:
+                    await ctx.emitter.emit("partial_result", {"delta": delta})
+                    if decision.delta_interval_s:
+                        await asyncio.sleep(decision.delta_interval_s)
                 return decision.answer
             transcript.outcomes.append(await self._call(ctx, agent, decision))
         raise AgentError(f"no answer within {self._max_steps} steps")

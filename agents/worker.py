@@ -25,8 +25,11 @@ from agents.context import RunContext, StopReason
 from agents.runtime import Agent, Runtime
 from bridge.cancel import CANCEL_CHANNEL, cancel_key
 from bridge.emitter import EventEmitter, RunEmitter
-from bridge.groups import ensure_group, read_group
+from bridge.errors import EmitError, RunFinished
+from bridge.groups import autoclaim, ensure_group, read_group
+from bridge.keys import UserKeys
 from bridge.queue import RUN_QUEUE, WORKER_GROUP, RunRequest
+from bridge.registry import ThreadRunRegistry
 from servicekit.logs import configure_logging
 from servicekit.redisclient import make_redis
 from servicekit.startup import retry_until
@@ -46,7 +49,9 @@ class Worker:
         self._redis = redis
         self._agents = agents
         self._emitter = EventEmitter(redis, history_maxlen=settings.history_maxlen,
-                                     history_ttl_s=settings.history_ttl_s)
+                                     history_ttl_s=settings.history_ttl_s,
+                                     emit_timeout_s=settings.emit_timeout_s)
+        self._registry = ThreadRunRegistry(redis, lease_ttl_s=settings.lease_ttl_s)
         self._runtime = Runtime(max_steps=settings.max_steps,
                                 tool_timeout_s=settings.tool_timeout_s)
         self._running: dict[str, tuple[RunContext, asyncio.Task[None]]] = {}
@@ -74,12 +79,13 @@ class Worker:
                 await self._redis.delete(alive_key(self._settings.worker_id))
 
     async def _heartbeat(self) -> None:
-        """Keeps ``worker:alive:<id>`` set while the worker takes runs (its readiness)."""
+        """Renews the leases of running runs and ``worker:alive:<id>`` (its readiness)."""
         while True:
             with contextlib.suppress(RedisError, OSError):
+                await self._registry.hold(list(self._running), self._settings.worker_id)
                 await self._redis.set(alive_key(self._settings.worker_id),
                                       len(self._running), ex=10)
-            await asyncio.sleep(3.0)
+            await asyncio.sleep(self._settings.lease_ttl_s / 4)
 
     async def _prepare(self) -> None:
         await ensure_group(self._redis, RUN_QUEUE, WORKER_GROUP)
@@ -90,7 +96,13 @@ class Worker:
 
     async def _consume(self) -> None:
         backoff = 0.1
+        next_claim = 0.0
+        loop = asyncio.get_running_loop()
         while not self._stopping.is_set():
+            if loop.time() >= next_claim:
+                next_claim = loop.time() + 5.0
+                with contextlib.suppress(RedisError, OSError):
+                    await self._claim_stale()
             await self._slots.acquire()
             self._slots.release()
             free = self._settings.concurrency - len(self._running)
@@ -107,6 +119,22 @@ class Worker:
             for entry_id, fields in entries:
                 await self._start(entry_id, RunRequest.from_fields(fields))
 
+    async def _claim_stale(self) -> None:
+        """Take queue entries that a vanished worker read but never started."""
+        entries = await autoclaim(self._redis, RUN_QUEUE, WORKER_GROUP,
+                                  self._settings.worker_id,
+                                  min_idle_ms=int(self._settings.claim_idle_s * 1000), count=50)
+        for entry_id, fields in entries:
+            request = RunRequest.from_fields(fields)
+            started = await self._redis.hexists(
+                UserKeys(request.user_id).run(request.run_id), "n")
+            if started or request.run_id in self._running:
+                # started elsewhere: it finishes there, or is declared lost by the backend
+                await self._redis.xack(RUN_QUEUE, WORKER_GROUP, entry_id)
+                continue
+            log.info("taking over run %s, never started by its first worker", request.run_id)
+            await self._start(entry_id, request)
+
     async def _start(self, entry_id: bytes, request: RunRequest) -> None:
         await self._slots.acquire()
         agent = self._agents.get(request.agent)
@@ -121,6 +149,7 @@ class Worker:
 
     async def _execute(self, entry_id: bytes, ctx: RunContext, agent: Agent | None) -> None:
         try:
+            await self._registry.hold([ctx.run_id], self._settings.worker_id)
             cancelled_by = await self._redis.get(cancel_key(ctx.run_id))
             if cancelled_by is not None:
                 await ctx.emitter.emit("agent_started", {"input": ctx.input})
@@ -132,13 +161,43 @@ class Worker:
                     "cause": "error"})
             else:
                 await self._runtime.run(ctx, agent)
-            await self._redis.xack(RUN_QUEUE, WORKER_GROUP, entry_id)
-            self.completed += 1
+            await self._finish(entry_id, ctx)
+        except RunFinished:
+            log.warning("run %s was ended elsewhere (declared lost?); stopping it", ctx.run_id)
+            await self._finish(entry_id, ctx)
+        except EmitError as exc:
+            log.error("run %s cannot deliver its events: %s", ctx.run_id, exc)
+            await self._fail_undeliverable(entry_id, ctx)
         except Exception:
             log.exception("run %s could not be completed", ctx.run_id)
         finally:
             self._running.pop(ctx.run_id, None)
             self._slots.release()
+
+    async def _finish(self, entry_id: bytes, ctx: RunContext) -> None:
+        with contextlib.suppress(RedisError, OSError):
+            await self._registry.release(ctx.run_id)
+            await self._redis.xack(RUN_QUEUE, WORKER_GROUP, entry_id)
+        self.completed += 1
+
+    async def _fail_undeliverable(self, entry_id: bytes, ctx: RunContext) -> None:
+        """Keep trying to end the run with a clear error while Redis is away."""
+        for _ in range(6):
+            try:
+                if not ctx.emitter.started:
+                    await ctx.emitter.emit("agent_started", {"input": ctx.input})
+                await ctx.emitter.emit("agent_failed", {
+                    "error": {"code": "event_delivery_failed",
+                              "message": "the run's events could not be stored; it was stopped"},
+                    "cause": "error"})
+            except RunFinished:
+                pass
+            except EmitError:
+                continue
+            await self._finish(entry_id, ctx)
+            return
+        log.error("run %s left without a terminal event; its lease lapses and the backend "
+                  "declares it lost", ctx.run_id)
 
     def cancel(self, run_id: str, reason: StopReason) -> bool:
         entry = self._running.get(run_id)

@@ -18,12 +18,15 @@ from backend.analytics import AnalyticsStore, Ingester
 from backend.api import router
 from backend.config import BackendSettings
 from backend.lifecycle import LifecycleApplier
+from backend.reaper import Reaper
 from backend.runs import RunService
 from backend.state import BackendState
 from backend.store import Store
 from backend.tokens import TokenVerifier
 from backend.ws import Gateway
+from bridge.emitter import EventEmitter
 from bridge.fanout import UserEventHub
+from bridge.registry import ThreadRunRegistry
 from bridge.streams import UserStreams
 from servicekit import (
     Check,
@@ -74,7 +77,12 @@ def create_app(settings: BackendSettings) -> FastAPI:
             settings=settings, pool=pool, redis=redis, verifier=verifier, store=store,
             runs=RunService(store, redis), analytics=analytics, hub=hub,
             streams=UserStreams(redis, history_ttl_s=settings.history_ttl_s))
-        tasks = [asyncio.create_task(LifecycleApplier(
+        registry = ThreadRunRegistry(redis)
+        emitter = EventEmitter(redis, history_maxlen=settings.history_maxlen,
+                               history_ttl_s=settings.history_ttl_s)
+        tasks = [asyncio.create_task(Reaper(pool, redis, registry, emitter).run(),
+                                     name="reaper"),
+                 asyncio.create_task(LifecycleApplier(
             pool, redis, consumer=settings.replica_id).run(), name="lifecycle"),
                  asyncio.create_task(verifier.keep_keys_fresh(), name="jwks")]
         if analytics is not None:

@@ -1,0 +1,111 @@
+"""ThreadRunRegistry: who owns a run, which runs are alive, which were lost.
+
+The runs table (in the backend's Postgres) is authoritative: the backend hands
+the registry a loader for it. Redis holds what is hot or short-lived:
+
+- ``run:info:<run>``: run → (thread, user, status), cached for cancel and
+  authorisation checks without a database round trip;
+- ``run:lease:<run>``: held by the worker executing the run, renewed while it
+  runs. A running run without a lease lost its worker: it is declared lost
+  (``agent_failed``, cause ``worker_lost``) by :meth:`reap`.
+
+"One active run per thread" is decided where the run is created, under the
+thread row's lock in Postgres, so it holds across replicas and survives a Redis
+restart.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Awaitable, Callable, Iterable
+from dataclasses import asdict, dataclass
+
+from redis.asyncio import Redis
+
+from bridge.emitter import EventEmitter
+from bridge.errors import RunFinished
+
+__all__ = ["RunRecord", "ThreadRunRegistry"]
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True, slots=True)
+class RunRecord:
+    run_id: str
+    thread_id: str
+    user_id: str
+    agent: str
+    status: str
+
+
+RunLoader = Callable[[str], Awaitable[RunRecord | None]]
+
+
+class ThreadRunRegistry:
+    def __init__(self, redis: Redis, *, lease_ttl_s: float = 10.0,
+                 cache_ttl_s: float = 30.0) -> None:
+        self._redis = redis
+        self.lease_ttl_s = lease_ttl_s
+        self._cache_ttl_s = cache_ttl_s
+
+    # -- ownership -----------------------------------------------------------------------
+    async def lookup(self, run_id: str, load: RunLoader) -> RunRecord | None:
+        """The run's record: from the cache, else from the authoritative loader."""
+        cached = await self._redis.get(f"run:info:{run_id}")
+        if cached is not None:
+            return RunRecord(**json.loads(cached))
+        record = await load(run_id)
+        if record is not None:
+            await self.remember(record)
+        return record
+
+    async def remember(self, record: RunRecord) -> None:
+        await self._redis.set(f"run:info:{record.run_id}", json.dumps(asdict(record)),
+                              px=int(self._cache_ttl_s * 1000))
+
+    async def forget(self, run_id: str) -> None:
+        await self._redis.delete(f"run:info:{run_id}")
+
+    # -- leases (worker side) --------------------------------------------------------------
+    async def hold(self, run_ids: Iterable[str], worker_id: str) -> None:
+        """Take or renew the leases of the runs this worker executes."""
+        async with self._redis.pipeline(transaction=False) as pipe:
+            for run_id in run_ids:
+                pipe.set(f"run:lease:{run_id}", worker_id, px=int(self.lease_ttl_s * 1000))
+            await pipe.execute()
+
+    async def release(self, run_id: str) -> None:
+        await self._redis.delete(f"run:lease:{run_id}")
+
+    # -- lost runs (backend side) ----------------------------------------------------------
+    async def unleased(self, runs: list[RunRecord]) -> list[RunRecord]:
+        if not runs:
+            return []
+        async with self._redis.pipeline(transaction=False) as pipe:
+            for run in runs:
+                pipe.exists(f"run:lease:{run.run_id}")
+            held = await pipe.execute()
+        return [run for run, alive in zip(runs, held, strict=True) if not alive]
+
+    async def reap(self, running: list[RunRecord], emitter: EventEmitter) -> list[str]:
+        """End every running run whose worker is gone; returns their ids.
+
+        Safe to run on every replica at once: the emit script stores one terminal
+        event per run, so a run is declared lost once, and never after it ended.
+        """
+        lost = []
+        for run in await self.unleased(running):
+            try:
+                await emitter.emit(
+                    user_id=run.user_id, run_id=run.run_id, thread_id=run.thread_id,
+                    agent=run.agent, type="agent_failed",
+                    payload={"error": {"code": "worker_lost",
+                                       "message": "the worker executing the run stopped"},
+                             "cause": "worker_lost"})
+            except RunFinished:
+                continue
+            log.warning("run %s lost its worker; ended as worker_lost", run.run_id)
+            lost.append(run.run_id)
+        return lost
