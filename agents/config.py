@@ -22,7 +22,7 @@ class WorkerSettings(BaseSettings):
     max_steps: int = Field(default=12, ge=1)
     shutdown_grace_s: float = Field(default=10.0, ge=0)
     # a run's lease; a run whose lease lapses is declared lost by the backend
-    lease_ttl_s: float = Field(default=10.0, gt=1)
+    lease_ttl_s: float = Field(default=6.0, gt=1)
     # queue entries another worker took but never started are re-taken after this
     claim_idle_s: float = Field(default=30.0, gt=1)
     emit_timeout_s: float = Field(default=10.0, gt=0)

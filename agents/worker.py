@@ -78,6 +78,10 @@ class Worker:
             with contextlib.suppress(RedisError, OSError):
                 await self._redis.delete(alive_key(self._settings.worker_id))
 
+    async def _announce(self) -> None:
+        await self._redis.hset("agents:catalog", mapping={
+            name: json.dumps(agent.describe()) for name, agent in self._agents.items()})
+
     async def _heartbeat(self) -> None:
         """Renews the leases of running runs and ``worker:alive:<id>`` (its readiness)."""
         while True:
@@ -85,12 +89,12 @@ class Worker:
                 await self._registry.hold(list(self._running), self._settings.worker_id)
                 await self._redis.set(alive_key(self._settings.worker_id),
                                       len(self._running), ex=10)
+                await self._announce()
             await asyncio.sleep(self._settings.lease_ttl_s / 4)
 
     async def _prepare(self) -> None:
         await ensure_group(self._redis, RUN_QUEUE, WORKER_GROUP)
-        await self._redis.hset("agents:catalog", mapping={
-            name: json.dumps(agent.describe()) for name, agent in self._agents.items()})
+        await self._announce()
         log.info("worker %s taking runs (concurrency %d)", self._settings.worker_id,
                  self._settings.concurrency)
 
@@ -115,6 +119,9 @@ class Worker:
                 log.warning("queue unavailable: %s", exc)
                 await asyncio.sleep(backoff)
                 backoff = min(backoff * 2, 2.0)
+                if "NOGROUP" in str(exc):  # Redis came back empty
+                    with contextlib.suppress(RedisError, OSError):
+                        await self._prepare()
                 continue
             for entry_id, fields in entries:
                 await self._start(entry_id, RunRequest.from_fields(fields))

@@ -13,6 +13,7 @@ from typing import Any
 import asyncpg
 import httpx
 from fastapi import FastAPI, WebSocket
+from prometheus_client import Gauge
 
 from backend.analytics import AnalyticsStore, Ingester
 from backend.api import router
@@ -26,7 +27,9 @@ from backend.tokens import TokenVerifier
 from backend.ws import Gateway
 from bridge.emitter import EventEmitter
 from bridge.fanout import UserEventHub
+from bridge.integration import AgentWebSocketBridge
 from bridge.registry import ThreadRunRegistry
+from bridge.state import BridgeMachine, BridgeState
 from bridge.streams import UserStreams
 from servicekit import (
     Check,
@@ -70,12 +73,26 @@ def create_app(settings: BackendSettings) -> FastAPI:
             await retry_until(analytics.setup, what="clickhouse setup", timeout=timeout)
             log.info("clickhouse ready at %s", settings.clickhouse_url)
         hub = UserEventHub(redis)
-        await hub.start()
-        log.info("event hub subscribed")
+
+        async def initialize() -> None:
+            await redis.ping()
+            await hub.start()
+
+        async def probe() -> None:
+            await initialize()
+            hub.check_alive()
+
+        bridge = AgentWebSocketBridge(
+            initialize=initialize, probe=probe, on_recovered=hub.resync,
+            on_transition=lambda t: bridge_state.set(list(BridgeState).index(t.after)),
+            machine=BridgeMachine(max_attempts=settings.bridge_max_attempts,
+                                  max_delay_s=settings.bridge_max_delay_s),
+            interval_s=settings.bridge_probe_interval_s)
+        await bridge.ensure_integration()
         store = Store(pool)
         app.state.backend = BackendState(
             settings=settings, pool=pool, redis=redis, verifier=verifier, store=store,
-            runs=RunService(store, redis), analytics=analytics, hub=hub,
+            runs=RunService(store, redis), analytics=analytics, hub=hub, bridge=bridge,
             streams=UserStreams(redis, history_ttl_s=settings.history_ttl_s))
         registry = ThreadRunRegistry(redis)
         emitter = EventEmitter(redis, history_maxlen=settings.history_maxlen,
@@ -84,7 +101,8 @@ def create_app(settings: BackendSettings) -> FastAPI:
                                      name="reaper"),
                  asyncio.create_task(LifecycleApplier(
             pool, redis, consumer=settings.replica_id).run(), name="lifecycle"),
-                 asyncio.create_task(verifier.keep_keys_fresh(), name="jwks")]
+                 asyncio.create_task(verifier.keep_keys_fresh(), name="jwks"),
+                 asyncio.create_task(bridge.monitor(), name="bridge-monitor")]
         if analytics is not None:
             tasks.append(asyncio.create_task(Ingester(
                 redis, analytics, consumer=settings.replica_id,
@@ -110,7 +128,11 @@ def create_app(settings: BackendSettings) -> FastAPI:
     app = FastAPI(title="agentchat backend", version="0.1.0", lifespan=lifespan)
     app.state.gateway = gateway
     install_problem_handlers(app)
-    install_metrics(app, "backend")
+    registry = install_metrics(app, "backend")
+    bridge_state = Gauge("bridge_state", "AgentWebSocketBridge state: 0 UNINITIALIZED, "
+                         "1 INITIALIZING, 2 ACTIVE, 3 DEGRADED, 4 FAILED", registry=registry)
+    Gauge("ws_connections", "open WebSocket connections", registry=registry).set_function(
+        lambda: gateway.connections)
 
     def checks() -> Mapping[str, Check]:
         state: BackendState = app.state.backend
@@ -119,12 +141,17 @@ def create_app(settings: BackendSettings) -> FastAPI:
         if state.analytics is not None:
             probes["clickhouse"] = state.analytics.ping
         probes["auth_keys"] = state.verifier.require_keys
+        probes["bridge"] = require_bridge
         return probes
+
+    async def require_bridge() -> None:
+        bridge: AgentWebSocketBridge = app.state.backend.bridge
+        if not bridge.machine.ready:
+            raise RuntimeError(f"bridge is {bridge.state}")
 
     def extra() -> Mapping[str, Any]:
         state: BackendState = app.state.backend
-        return {"bridge": "ACTIVE" if state.hub.connected else "DEGRADED",
-                "connections": gateway.connections}
+        return {"bridge": str(state.bridge.state), "connections": gateway.connections}
 
     install_health_routes(app, checks, timeout=settings.dependency_timeout_s, extra=extra)
     app.include_router(router)

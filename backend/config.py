@@ -36,6 +36,10 @@ class BackendSettings(BaseSettings):
     ws_max_connections_per_user: int = 10
     ws_send_queue: int = 1000
     ws_heartbeat_s: int = 20
+    # AgentWebSocketBridge: probe interval, failed recoveries before FAILED, backoff cap
+    bridge_probe_interval_s: float = 0.5
+    bridge_max_attempts: int = 5
+    bridge_max_delay_s: float = 5.0
     history_maxlen: int = 10_000
     history_ttl_s: int = 86_400
     max_run_input_chars: int = 32_000

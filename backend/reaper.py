@@ -40,6 +40,7 @@ class Reaper:
                 log.warning("lost-run sweep skipped: %s", exc)
 
     async def sweep(self) -> list[str]:
+        # one replica per interval; the same one tends to win, keeping its grace timers
         if not await self._redis.set("reaper:lock", "1", nx=True,
                                      px=int(self._interval_s * 900)):
             return []
@@ -48,4 +49,5 @@ class Reaper:
             "WHERE status = 'running' ORDER BY started_at LIMIT 1000")
         running = [RunRecord(run_id=r["id"], thread_id=r["thread_id"], user_id=r["user_id"],
                              agent=r["agent"], status=r["status"]) for r in rows]
-        return await self._registry.reap(running, self._emitter)
+        return await self._registry.reap(running, self._emitter,
+                                         now=asyncio.get_running_loop().time())

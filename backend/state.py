@@ -13,6 +13,7 @@ from backend.runs import RunService
 from backend.store import Store
 from backend.tokens import TokenVerifier
 from bridge.fanout import UserEventHub
+from bridge.integration import AgentWebSocketBridge
 from bridge.streams import UserStreams
 
 __all__ = ["BackendState"]
@@ -28,4 +29,5 @@ class BackendState:
     runs: RunService
     analytics: AnalyticsStore | None  # None on a replica that does not own ClickHouse
     hub: UserEventHub
+    bridge: AgentWebSocketBridge
     streams: UserStreams

@@ -22,7 +22,7 @@ from ulid import ULID
 
 from backend.state import BackendState
 from backend.tokens import InvalidToken, Principal, TokenVerifier, redeem_ws_ticket
-from bridge.fanout import Subscription
+from bridge.fanout import Subscription, epoch_of_raw
 from bridge.protocol import (
     AuthMessage,
     CancelRunMessage,
@@ -82,6 +82,10 @@ class Connection:
     def on_event(self, seq: int, raw: str) -> None:
         self.push(_Outbound("event", seq=seq, raw=raw))
 
+    def on_reconnect(self) -> None:
+        """The pub/sub link was down: live events may be missing."""
+        self.push(_Outbound("catchup"))
+
     async def sender(self) -> None:
         while True:
             if self.overflowed:
@@ -91,10 +95,29 @@ class Connection:
                 await self._deliver(item.seq, item.raw)
             elif item.kind == "resume":
                 await self._resume(item.frame)
+            elif item.kind == "catchup":
+                await self._catch_up()
             else:
                 await self.ws.send_text(json.dumps(item.frame))
 
+    async def _epoch_changed(self, epoch: str, last_seq: int) -> None:
+        """The user's history was lost (Redis came back empty): numbering restarted."""
+        self.epoch = epoch
+        self.cursor.last_sent = last_seq
+        await self.ws.send_text(json.dumps({"type": "resync_required", "epoch": epoch,
+                                            "last_seq": last_seq}))
+
+    async def _catch_up(self) -> None:
+        position = await self.state.streams.position(self.principal.user_id)
+        if position.epoch != self.epoch:
+            await self._epoch_changed(position.epoch, position.last_seq)
+        else:
+            await self._replay(until=position.last_seq)
+
     async def _deliver(self, seq: int, raw: str) -> None:
+        epoch = epoch_of_raw(raw)
+        if epoch != self.epoch:
+            await self._epoch_changed(epoch, seq - 1)
         verdict = self.cursor.classify(seq)
         if verdict == "duplicate":
             return
@@ -120,6 +143,7 @@ class Connection:
         user_id = self.principal.user_id
         position = await self.state.streams.position(user_id)
         page = await self.state.streams.read_after(user_id, request["after"], limit=1)
+        self.epoch = position.epoch
         if resume_needs_resync(client_epoch=request.get("epoch"), after=request["after"],
                                epoch=position.epoch, last_seq=position.last_seq,
                                oldest_seq=page.oldest_seq):
@@ -196,11 +220,13 @@ class Gateway:
 
     async def _run(self, connection: Connection) -> None:
         state, ws = connection.state, connection.ws
-        subscription = Subscription(connection.principal.user_id, connection.on_event)
+        subscription = Subscription(connection.principal.user_id, connection.on_event,
+                                    connection.on_reconnect)
         await state.hub.subscribe(subscription)
         try:
             position = await state.streams.position(connection.principal.user_id)
             connection.cursor.last_sent = position.last_seq
+            connection.epoch = position.epoch
             await ws.send_text(json.dumps({
                 "type": "welcome", "connection_id": connection.id,
                 "user_id": connection.principal.user_id, "epoch": position.epoch,

@@ -19,7 +19,7 @@ from redis.exceptions import RedisError
 
 from bridge.keys import UserKeys
 
-__all__ = ["EventSink", "Subscription", "UserEventHub", "seq_of_raw"]
+__all__ = ["EventSink", "Subscription", "UserEventHub", "epoch_of_raw", "seq_of_raw"]
 
 log = logging.getLogger(__name__)
 
@@ -47,6 +47,12 @@ def seq_of_raw(raw: str) -> int:
     return int(raw[7 : raw.index(",", 7)])
 
 
+def epoch_of_raw(raw: str) -> str:
+    """The epoch of an event as the emit script writes it (``...,"epoch":"E",...``)."""
+    start = raw.index('"epoch":"') + 9
+    return raw[start : raw.index('"', start)]
+
+
 class UserEventHub:
     """Routes live events of users to the local sinks that asked for them."""
 
@@ -57,13 +63,37 @@ class UserEventHub:
         self._lock = asyncio.Lock()
         self._reader: asyncio.Task[None] | None = None
         self._control = control_channel
+        self._beat = 0.0
         self.connected = False
 
     async def start(self) -> None:
-        self._pubsub = self._redis.pubsub()
-        await self._pubsub.subscribe(self._control)
+        """Open the pub/sub link (again, after a failed start); idempotent."""
+        if self._reader is not None and not self._reader.done():
+            return
+        pubsub = self._redis.pubsub()
+        try:
+            await pubsub.subscribe(self._control)
+        except BaseException:
+            with contextlib.suppress(RedisError, OSError):
+                await pubsub.aclose()
+            raise
+        self._pubsub = pubsub
         self.connected = True
+        self._beat = asyncio.get_running_loop().time()
         self._reader = asyncio.create_task(self._read_loop(), name="user-event-hub")
+
+    def check_alive(self, *, stale_after_s: float = 5.0) -> None:
+        """Raise unless the reader runs, is connected and looped recently."""
+        if self._reader is None or self._reader.done():
+            raise ConnectionError("the pub/sub reader is not running")
+        if not self.connected:
+            raise ConnectionError("the pub/sub link is down")
+        if asyncio.get_running_loop().time() - self._beat > stale_after_s:
+            raise ConnectionError("the pub/sub reader is stuck")
+
+    def resync(self) -> None:
+        """Tell every local subscriber that live events may have been missed."""
+        self._notify_reconnect()
 
     async def stop(self) -> None:
         if self._reader is not None:
@@ -107,6 +137,7 @@ class UserEventHub:
         assert self._pubsub is not None
         backoff = 0.05
         while True:
+            self._beat = asyncio.get_running_loop().time()
             try:
                 message = await self._pubsub.get_message(timeout=1.0)
                 if not self.connected:

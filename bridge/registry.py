@@ -49,6 +49,7 @@ class ThreadRunRegistry:
         self._redis = redis
         self.lease_ttl_s = lease_ttl_s
         self._cache_ttl_s = cache_ttl_s
+        self._unleased_since: dict[str, float] = {}
 
     # -- ownership -----------------------------------------------------------------------
     async def lookup(self, run_id: str, load: RunLoader) -> RunRecord | None:
@@ -89,14 +90,24 @@ class ThreadRunRegistry:
             held = await pipe.execute()
         return [run for run, alive in zip(runs, held, strict=True) if not alive]
 
-    async def reap(self, running: list[RunRecord], emitter: EventEmitter) -> list[str]:
+    async def reap(self, running: list[RunRecord], emitter: EventEmitter, *,
+                   now: float, grace_s: float = 4.0) -> list[str]:
         """End every running run whose worker is gone; returns their ids.
 
-        Safe to run on every replica at once: the emit script stores one terminal
-        event per run, so a run is declared lost once, and never after it ended.
+        A run counts as lost once it has been seen without a lease for ``grace_s``
+        (so a Redis that came back empty, losing the leases, gives the workers a
+        heartbeat to take them again). Safe to run on every replica at once: the
+        emit script stores one terminal event per run, so a run is declared lost
+        once, and never after it ended.
         """
+        unleased = await self.unleased(running)
+        seen = {run.run_id for run in unleased}
+        self._unleased_since = {run_id: since for run_id, since in self._unleased_since.items()
+                                if run_id in seen}
         lost = []
-        for run in await self.unleased(running):
+        for run in unleased:
+            if now - self._unleased_since.setdefault(run.run_id, now) < grace_s:
+                continue
             try:
                 await emitter.emit(
                     user_id=run.user_id, run_id=run.run_id, thread_id=run.thread_id,

@@ -74,7 +74,7 @@ async def _lease_holder(stack: LocalStack, run_id: str) -> str:
         for _ in range(100):
             holder = await redis.get(f"run:lease:{run_id}")
             if holder is not None:
-                return holder.decode()
+                return holder.decode() if isinstance(holder, bytes) else str(holder)
             await asyncio.sleep(0.05)
         raise AssertionError(f"no worker took {run_id}")
     finally:
