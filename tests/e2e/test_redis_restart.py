@@ -44,7 +44,7 @@ async def test_restart_with_data_loses_nothing(redis_stack: LocalStack) -> None:
             run = await client.start_run(thread["id"], "ticks 300 every 15ms", agent="ticker")
             await socket.wait_for(lambda f: f.get("seq", 0) >= 30)
             await asyncio.to_thread(redis_stack.stop_service, "redis")
-            await asyncio.sleep(1.0)
+            await asyncio.sleep(3.0)  # longer than the client's own quick retries
             await redis_stack.astart_service("redis")
             redis_back = time.monotonic()
             await socket.wait_terminal(run["id"], timeout=60)
