@@ -80,17 +80,21 @@ class BuiltinPlanner:
         return Final(f"{last.result['expression']} = {last.result['value']}")
 
 
-_TICKS = re.compile(r"ticks?\s+(\d+)(?:\s+every\s+(\d+(?:\.\d+)?)\s*ms)?", re.IGNORECASE)
+_TICKS = re.compile(r"ticks?\s+(\d+)(?:\s+every\s+(\d+(?:\.\d+)?)\s*ms)?"
+                    r"(?:\s+of\s+(\d+)\s*bytes)?", re.IGNORECASE)
 
 
 class TickerPlanner:
-    """A diagnostic agent for delivery and load tests: "ticks 500 every 5ms" streams
-    500 ``partial_result`` deltas, 5 ms apart (at most 100,000 ticks, 10 s apart)."""
+    """A diagnostic agent for delivery and load tests: "ticks 500 every 5ms of 200 bytes"
+    streams 500 ``partial_result`` deltas of 200 bytes, 5 ms apart (at most 100,000
+    ticks, 10 s apart, 64 KiB each). The answer says how many ticks were streamed."""
 
     async def next_step(self, transcript: Transcript) -> ToolCall | Final:
         match = _TICKS.search(transcript.input)
         count = min(int(match.group(1)), 100_000) if match else 10
         interval_ms = min(float(match.group(2)), 10_000.0) if match and match.group(2) else 0.0
-        deltas = tuple(f"tick {n} " for n in range(1, count + 1))
-        return Final("".join(deltas), thought=f"Streaming {count} ticks, {interval_ms} ms apart.",
-                     deltas=deltas, delta_interval_s=interval_ms / 1000)
+        size = min(int(match.group(3)), 65_536) if match and match.group(3) else 0
+        deltas = tuple(f"tick {n} ".ljust(size, ".") for n in range(1, count + 1))
+        return Final(f"streamed {count} ticks", deltas=deltas,
+                     thought=f"Streaming {count} ticks, {interval_ms} ms apart.",
+                     delta_interval_s=interval_ms / 1000)

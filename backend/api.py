@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from datetime import UTC, datetime, timedelta
 from typing import Annotated, Any, Literal
 
@@ -74,6 +75,26 @@ async def get_run(run_id: str, user: CurrentUser, state: State) -> dict[str, Any
     if run is None:
         raise _not_found("run")
     return run
+
+
+@router.get("/runs/{run_id}/events")
+async def run_events(run_id: str, user: CurrentUser, state: State,
+                     after: Annotated[int, Query(ge=0)] = 0) -> dict[str, Any]:
+    """The run's events with ``seq > after`` that the user's history still holds."""
+    if await state.store.run(user.user_id, run_id) is None:
+        raise _not_found("run")
+    items = []
+    cursor = after
+    while True:
+        page = await state.streams.read_after(user.user_id, cursor, limit=1000)
+        if not page.events:
+            break
+        for seq, raw in page.events:
+            event = json.loads(raw)
+            if event["run_id"] == run_id:
+                items.append(event)
+            cursor = seq
+    return {"items": items}
 
 
 @router.get("/analytics/runs")

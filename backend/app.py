@@ -90,11 +90,11 @@ def create_app(settings: BackendSettings) -> FastAPI:
             interval_s=settings.bridge_probe_interval_s)
         await bridge.ensure_integration()
         store = Store(pool)
+        registry = ThreadRunRegistry(redis)
         app.state.backend = BackendState(
             settings=settings, pool=pool, redis=redis, verifier=verifier, store=store,
-            runs=RunService(store, redis), analytics=analytics, hub=hub, bridge=bridge,
+            runs=RunService(store, redis, registry), analytics=analytics, hub=hub, bridge=bridge,
             streams=UserStreams(redis, history_ttl_s=settings.history_ttl_s))
-        registry = ThreadRunRegistry(redis)
         emitter = EventEmitter(redis, history_maxlen=settings.history_maxlen,
                                history_ttl_s=settings.history_ttl_s)
         tasks = [asyncio.create_task(Reaper(pool, redis, registry, emitter).run(),

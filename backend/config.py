@@ -36,6 +36,8 @@ class BackendSettings(BaseSettings):
     ws_max_connections_per_user: int = 10
     ws_send_queue: int = 1000
     ws_heartbeat_s: int = 20
+    # live events wait this long for the client's first message (a `resume`, usually)
+    ws_live_hold_s: float = 0.5
     # AgentWebSocketBridge: probe interval, failed recoveries before FAILED, backoff cap
     bridge_probe_interval_s: float = 0.5
     bridge_max_attempts: int = 5

@@ -14,6 +14,7 @@ from redis.asyncio import Redis
 from backend.store import ACTIVE, Store, new_id, run_json
 from bridge.cancel import request_cancel
 from bridge.queue import RUN_QUEUE, RunRequest
+from bridge.registry import ThreadRunRegistry
 from servicekit import ProblemError
 
 __all__ = ["RunService"]
@@ -22,9 +23,11 @@ Multitask = Literal["reject", "enqueue", "interrupt"]
 
 
 class RunService:
-    def __init__(self, store: Store, redis: Redis, *, default_agent: str = "supervisor") -> None:
+    def __init__(self, store: Store, redis: Redis, registry: ThreadRunRegistry, *,
+                 default_agent: str = "supervisor") -> None:
         self._store = store
         self._redis = redis
+        self._registry = registry
         self._default_agent = default_agent
 
     async def known_agents(self) -> set[str] | None:
@@ -46,11 +49,14 @@ class RunService:
                 "SELECT user_id FROM app.threads WHERE id = $1 FOR UPDATE", thread_id)
             if owner != user_id:
                 raise ProblemError(404, "not_found", "no such thread")
-            busy = await conn.fetchval(
-                "SELECT id FROM app.runs WHERE thread_id = $1 AND status = ANY($2::text[]) "
-                "LIMIT 1", thread_id, list(ACTIVE))
-            if busy is not None:
-                raise ProblemError(409, "thread_busy", f"run {busy} is active on this thread")
+            active = await conn.fetch(
+                "SELECT id FROM app.runs WHERE thread_id = $1 AND status = ANY($2::text[])",
+                thread_id, list(ACTIVE))
+            for run in active:
+                # a run whose terminal event is out is over, even if its record lags
+                if not await self._registry.ended(user_id, run["id"]):
+                    raise ProblemError(409, "thread_busy",
+                                       f"run {run['id']} is active on this thread")
             run_id = new_id("run")
             await conn.execute(
                 "INSERT INTO app.messages (id, thread_id, user_id, role, content, run_id) "

@@ -58,10 +58,6 @@ class _Outbound:
     frame: dict[str, Any] = field(default_factory=dict)
 
 
-class _SlowConsumer(Exception):
-    pass
-
-
 class Connection:
     def __init__(self, ws: WebSocket, principal: Principal, state: BackendState) -> None:
         self.id = f"con_{ULID()}"
@@ -71,13 +67,16 @@ class Connection:
         self.queue: asyncio.Queue[_Outbound] = asyncio.Queue(state.settings.ws_send_queue)
         self.cursor = DeliveryCursor(0)
         self.epoch = ""
-        self.overflowed = False
+        self.overflowed = asyncio.Event()
+        self.first_message = asyncio.Event()
+        self.initial_resume: dict[str, Any] | None = None
 
     def push(self, item: _Outbound) -> None:
+        """Queue a frame; a full queue marks the socket as a slow consumer."""
         try:
             self.queue.put_nowait(item)
         except asyncio.QueueFull:
-            self.overflowed = True
+            self.overflowed.set()
 
     def on_event(self, seq: int, raw: str) -> None:
         self.push(_Outbound("event", seq=seq, raw=raw))
@@ -87,9 +86,14 @@ class Connection:
         self.push(_Outbound("catchup"))
 
     async def sender(self) -> None:
+        # Live delivery waits for the client's first message (or a short hold), so a
+        # `resume` sent first is served before any live event: no gap, no duplicate.
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self.first_message.wait(),
+                                   self.state.settings.ws_live_hold_s)
+        if self.initial_resume is not None:
+            await self._resume(self.initial_resume)
         while True:
-            if self.overflowed:
-                raise _SlowConsumer
             item = await self.queue.get()
             if item.kind == "event":
                 await self._deliver(item.seq, item.raw)
@@ -231,18 +235,23 @@ class Gateway:
                 "type": "welcome", "connection_id": connection.id,
                 "user_id": connection.principal.user_id, "epoch": position.epoch,
                 "last_seq": position.last_seq, "heartbeat_s": state.settings.ws_heartbeat_s}))
-            sender = asyncio.create_task(connection.sender())
-            receiver = asyncio.create_task(self._receive(connection))
-            done, pending = await asyncio.wait({sender, receiver},
-                                               return_when=asyncio.FIRST_COMPLETED)
+            tasks = {asyncio.create_task(connection.sender()),
+                     asyncio.create_task(self._receive(connection)),
+                     asyncio.create_task(connection.overflowed.wait())}
+            done, pending = await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
             for task in pending:
                 task.cancel()
-            for task in done:
-                exc = task.exception()
-                if isinstance(exc, _SlowConsumer):
+            await asyncio.gather(*pending, return_exceptions=True)
+            if connection.overflowed.is_set():
+                # the backlog stays bounded: the client resumes from what it got
+                log.info("closing slow consumer %s at seq %d", connection.id,
+                         connection.cursor.last_sent)
+                with contextlib.suppress(Exception):
                     await ws.close(CLOSE_TRY_AGAIN, f"slow consumer; resume after "
                                    f"{connection.cursor.last_sent}")
-                elif exc is not None and not isinstance(exc, WebSocketDisconnect | RuntimeError):
+            for task in done:
+                exc = task.exception()
+                if exc is not None and not isinstance(exc, WebSocketDisconnect | RuntimeError):
                     log.warning("connection %s ended: %r", connection.id, exc)
         finally:
             await state.hub.unsubscribe(subscription)
@@ -254,16 +263,22 @@ class Gateway:
             if message["type"] == "websocket.disconnect":
                 return
             text = message.get("text")
+            first = not connection.first_message.is_set()
             try:
                 if text is None:
                     raise ProtocolError("invalid_message", "binary frames are not accepted")
-                await self._handle(connection, parse_client_message(text))
+                parsed = parse_client_message(text)
+                if first and isinstance(parsed, ResumeMessage):
+                    connection.initial_resume = parsed.model_dump()
+                else:
+                    await self._handle(connection, parsed)
             except ProtocolError as exc:
                 errors += 1
                 connection.push(_Outbound("frame", frame=exc.frame()))
-                if errors >= MAX_ERRORS:
-                    await connection.ws.close(CLOSE_POLICY, "too many invalid messages")
-                    return
+            connection.first_message.set()
+            if errors >= MAX_ERRORS:
+                await connection.ws.close(CLOSE_POLICY, "too many invalid messages")
+                return
 
     async def _handle(self, connection: Connection, message: Any) -> None:
         rid = message.request_id

@@ -25,6 +25,7 @@ from redis.asyncio import Redis
 
 from bridge.emitter import EventEmitter
 from bridge.errors import RunFinished
+from bridge.keys import UserKeys
 
 __all__ = ["RunRecord", "ThreadRunRegistry"]
 
@@ -68,6 +69,10 @@ class ThreadRunRegistry:
 
     async def forget(self, run_id: str) -> None:
         await self._redis.delete(f"run:info:{run_id}")
+
+    async def ended(self, user_id: str, run_id: str) -> bool:
+        """Whether the run's terminal event is stored (its record may still lag behind)."""
+        return bool(await self._redis.hget(UserKeys(user_id).run(run_id), "done"))
 
     # -- leases (worker side) --------------------------------------------------------------
     async def hold(self, run_ids: Iterable[str], worker_id: str) -> None:

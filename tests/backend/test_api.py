@@ -84,3 +84,23 @@ async def test_unknown_agent_is_refused(client: ChatClient) -> None:
     with pytest.raises(ApiError) as caught:
         await client.start_run(thread["id"], "hi", agent="nonexistent")
     assert caught.value.status == 422 and caught.value.code == "unknown_agent"
+
+
+async def test_a_runs_events_over_rest(client: ChatClient, target: Target) -> None:
+    thread = await client.create_thread()
+    runs = [await client.start_run(thread["id"], "what is 5 * 5")]
+    await client.wait_run(runs[0]["id"])
+    runs.append(await client.start_run(thread["id"], "ticks 5", agent="ticker"))
+    await client.wait_run(runs[1]["id"])
+    url = f"{client.backend_url}/api/runs/{runs[1]['id']}/events"
+    events = (await client._call("GET", url))["items"]
+    assert [e["type"] for e in events] == (["agent_started", "agent_thinking"]
+                                           + ["partial_result"] * 5 + ["agent_completed"])
+    assert {e["run_id"] for e in events} == {runs[1]["id"]}
+    later = (await client._call("GET", url, params={"after": events[3]["seq"]}))["items"]
+    assert later == events[4:]
+    async with ChatClient(target.auth_url, target.backend_url) as other:
+        await other.signup(unique_email("peek"), PASSWORD)
+        with pytest.raises(ApiError) as caught:
+            await other._call("GET", url)
+        assert caught.value.status == 404
