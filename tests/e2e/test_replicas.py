@@ -137,3 +137,15 @@ async def test_killing_a_backend_moves_its_clients_without_loss(replicas: LocalS
             await survivor.close()
         await client.aclose()
         await replicas.astart_service("backend-2")
+
+
+async def test_a_stopping_backend_closes_sockets_with_1001(replicas: LocalStack) -> None:
+    client = await _user(replicas)
+    socket = await client.connect(replicas.ws_url(2))
+    try:
+        await asyncio.to_thread(replicas.stop_service, "backend-2")
+        assert await socket.wait_closed(timeout=15) == 1001
+    finally:
+        await socket.close()
+        await client.aclose()
+        await replicas.astart_service("backend-2")
