@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import time
 from collections.abc import AsyncIterator
 
 import httpx
@@ -12,6 +11,7 @@ import pytest
 
 from e2e.client import ApiError, ChatClient
 from e2e.scenarios import PASSWORD, Target, unique_email
+from tests.waiting import refused_within
 
 
 @pytest.fixture
@@ -108,24 +108,11 @@ async def test_refresh_rotates_and_reuse_revokes_the_session(client: ChatClient)
         assert caught.value.code == "invalid_refresh_token"
 
 
-async def _stops_working_within(client: ChatClient, seconds: float) -> float:
-    """Seconds until the client's access token is refused by the backend."""
-    started = time.monotonic()
-    while time.monotonic() - started < seconds + 1.0:
-        try:
-            await client._call("GET", f"{client.backend_url}/api/threads")
-        except ApiError as exc:
-            assert exc.status == 401
-            return time.monotonic() - started
-        await asyncio.sleep(0.05)
-    raise AssertionError(f"the access token still works after {seconds + 1.0} s")
-
-
 async def test_logout_stops_the_access_token_at_the_backend(client: ChatClient) -> None:
     await client.signup(unique_email("logout"), PASSWORD)
     await client.create_thread()
     await client._call("POST", f"{client.auth_url}/auth/logout", json={})
-    assert await _stops_working_within(client, 1.0) < 1.0
+    assert await refused_within(client, 1.0) < 1.0
 
 
 async def test_ws_ticket_needs_a_token(client: ChatClient) -> None:

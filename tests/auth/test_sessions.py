@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import asyncio
-import time
 from collections.abc import AsyncIterator
 
 import pytest
 
 from e2e.client import ApiError, ChatClient
 from e2e.scenarios import PASSWORD, Target, unique_email
+from tests.waiting import refused_within
 
 
 @pytest.fixture
@@ -24,18 +23,6 @@ async def devices(target: Target) -> AsyncIterator[list[ChatClient]]:
     yield clients
     for client in clients:
         await client.aclose()
-
-
-async def _refused_within(client: ChatClient, limit: float) -> float:
-    started = time.monotonic()
-    while time.monotonic() - started < limit + 1.0:
-        try:
-            await client._call("GET", f"{client.backend_url}/api/threads")
-        except ApiError as exc:
-            assert exc.status == 401
-            return time.monotonic() - started
-        await asyncio.sleep(0.05)
-    raise AssertionError("the access token still works")
 
 
 async def _sessions(client: ChatClient) -> list[dict[str, object]]:
@@ -56,7 +43,7 @@ async def test_deleting_a_session_stops_its_token_within_a_second(
         devices: list[ChatClient]) -> None:
     victim = next(s for s in await _sessions(devices[0]) if s["user_agent"] == "device-2")
     await devices[0]._call("DELETE", f"{devices[0].auth_url}/auth/sessions/{victim['id']}")
-    assert await _refused_within(devices[2], 1.0) < 1.0
+    assert await refused_within(devices[2], 1.0) < 1.0
     await devices[1].create_thread()  # the other sessions go on
     assert len(await _sessions(devices[0])) == 2
     with pytest.raises(ApiError) as caught:  # and its refresh token is dead
@@ -79,4 +66,4 @@ async def test_another_users_session_cannot_be_deleted(devices: list[ChatClient]
 async def test_logout_all_revokes_every_session(devices: list[ChatClient]) -> None:
     await devices[0]._call("POST", f"{devices[0].auth_url}/auth/logout-all")
     for client in devices:
-        assert await _refused_within(client, 1.0) < 1.0
+        assert await refused_within(client, 1.0) < 1.0

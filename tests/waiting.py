@@ -1,0 +1,21 @@
+"""Waiting helpers shared by the tests."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+from e2e.client import ApiError, ChatClient
+
+
+async def refused_within(client: ChatClient, limit: float) -> float:
+    """Seconds until the backend refuses the client's access token (401)."""
+    started = time.monotonic()
+    while time.monotonic() - started < limit + 1.0:
+        try:
+            await client._call("GET", f"{client.backend_url}/api/threads")
+        except ApiError as exc:
+            assert exc.status == 401
+            return time.monotonic() - started
+        await asyncio.sleep(0.05)
+    raise AssertionError(f"the access token still works after {limit + 1.0} s")
