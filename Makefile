@@ -6,13 +6,14 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: help install up demo test lint typecheck unit e2e compose-config clean
+.PHONY: help install up demo test lint typecheck unit e2e bench clean
 
 help:
 	@echo "make up         install if needed and run the whole local stack (Ctrl-C stops it)"
 	@echo "make demo       with 'make up' running: ask a question, watch the events arrive"
 	@echo "make test       install if needed, then lint, type-check and run every test"
 	@echo "make e2e        run the end-to-end scenarios on a fresh local stack, with a report"
+	@echo "make bench      run the benchmarks (auth, delivery); figures beside same-run baselines"
 	@echo "make clean      remove the virtual environment, caches and local stack data"
 
 $(STAMP): pyproject.toml
@@ -50,6 +51,10 @@ test: lint typecheck
 
 e2e: $(STAMP)
 	@$(BIN)/python -m e2e run --report-dir reports/latest
+
+bench: $(STAMP)
+	@$(BIN)/python -m benchmarks.auth
+	@$(BIN)/python -m benchmarks.delivery
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache reports .local-stack *.egg-info
