@@ -18,6 +18,7 @@ import asyncpg
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
+from backend.runs import dispatch_next
 from backend.store import new_id
 from bridge.groups import autoclaim, ensure_group, read_group
 from bridge.ingest import append_row
@@ -101,18 +102,25 @@ class LifecycleApplier:
         result = payload.get("result") if event_type == "agent_completed" else None
         error = json.dumps(payload["error"]) if event_type == "agent_failed" else None
         async with self._pool.acquire() as conn, conn.transaction():
+            thread_id = await conn.fetchval("SELECT thread_id FROM app.runs WHERE id = $1",
+                                            run_id)
+            if thread_id is None:
+                return  # unknown run (its thread was deleted)
+            # the thread's lock orders this with run creation (multitask policies)
+            await conn.execute("SELECT 1 FROM app.threads WHERE id = $1 FOR UPDATE", thread_id)
             row = await conn.fetchrow(
                 "UPDATE app.runs SET status = $2, result = $3, error = $4::jsonb, "
                 "finished_at = $5, started_at = coalesce(started_at, $5) "
                 "WHERE id = $1 AND status IN ('queued', 'running') RETURNING *",
                 run_id, status, result, error, ts)
-            if row is None:
-                return  # unknown run, or already final: applying twice changes nothing
-            if result is not None:
+            if row is not None and result is not None:
                 await conn.execute(
                     "INSERT INTO app.messages (id, thread_id, user_id, role, content, run_id) "
                     "VALUES ($1, $2, $3, 'assistant', $4, $5)",
                     new_id("msg"), row["thread_id"], row["user_id"], result, run_id)
+            await dispatch_next(conn, self._redis, thread_id)
+        if row is None:
+            return  # already final: applying twice changes nothing
         await append_row(self._redis, "runs", {
             "run_id": run_id, "user_id": row["user_id"], "thread_id": row["thread_id"],
             "agent": row["agent"], "status": status,

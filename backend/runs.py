@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
+import asyncpg
 from redis.asyncio import Redis
 
 from backend.store import ACTIVE, Store, new_id, run_json
@@ -17,9 +18,34 @@ from bridge.queue import RUN_QUEUE, RunRequest
 from bridge.registry import ThreadRunRegistry
 from servicekit import ProblemError
 
-__all__ = ["RunService"]
+__all__ = ["RunService", "dispatch", "dispatch_next"]
 
 Multitask = Literal["reject", "enqueue", "interrupt"]
+
+
+async def dispatch(redis: Redis, row: asyncpg.Record) -> None:
+    """Hand a run to the workers."""
+    request = RunRequest(run_id=row["id"], user_id=row["user_id"], thread_id=row["thread_id"],
+                         agent=row["agent"], input=row["input"])
+    await redis.xadd(RUN_QUEUE, request.fields())
+
+
+async def dispatch_next(conn: asyncpg.Connection, redis: Redis, thread_id: str) -> None:
+    """Dispatch the thread's oldest waiting run once no dispatched run is active.
+
+    Called with the thread row locked, in the transaction that ended a run.
+    """
+    busy = await conn.fetchval(
+        "SELECT 1 FROM app.runs WHERE thread_id = $1 AND status IN ('queued', 'running') "
+        "AND dispatched_at IS NOT NULL LIMIT 1", thread_id)
+    if busy:
+        return
+    row = await conn.fetchrow(
+        "UPDATE app.runs SET dispatched_at = now() WHERE id = (SELECT id FROM app.runs "
+        "WHERE thread_id = $1 AND status = 'queued' AND dispatched_at IS NULL "
+        "ORDER BY created_at, id LIMIT 1) RETURNING *", thread_id)
+    if row is not None:
+        await dispatch(redis, row)
 
 
 class RunService:
@@ -41,9 +67,6 @@ class RunService:
         known = await self.known_agents()
         if known is not None and agent not in known:
             raise ProblemError(422, "unknown_agent", f"no agent named {agent!r}")
-        if multitask != "reject":
-            raise ProblemError(422, "unsupported_multitask",
-                               f"multitask policy {multitask!r} is not available yet")
         async with self._store.pool.acquire() as conn, conn.transaction():
             owner = await conn.fetchval(
                 "SELECT user_id FROM app.threads WHERE id = $1 FOR UPDATE", thread_id)
@@ -52,25 +75,30 @@ class RunService:
             active = await conn.fetch(
                 "SELECT id FROM app.runs WHERE thread_id = $1 AND status = ANY($2::text[])",
                 thread_id, list(ACTIVE))
-            for run in active:
-                # a run whose terminal event is out is over, even if its record lags
-                if not await self._registry.ended(user_id, run["id"]):
-                    raise ProblemError(409, "thread_busy",
-                                       f"run {run['id']} is active on this thread")
+            # a run whose terminal event is out is over, even if its record lags
+            live = [run["id"] for run in active
+                    if not await self._registry.ended(user_id, run["id"])]
+            if live and multitask == "reject":
+                raise ProblemError(409, "thread_busy", f"run {live[0]} is active on this thread")
+            if live and multitask == "interrupt":
+                for active_id in live:
+                    await request_cancel(self._redis, active_id, by="interrupt")
             run_id = new_id("run")
             await conn.execute(
                 "INSERT INTO app.messages (id, thread_id, user_id, role, content, run_id) "
                 "VALUES ($1, $2, $3, 'user', $4, $5)",
                 new_id("msg"), thread_id, user_id, text, run_id)
+            # with runs still live, the new one waits its turn (enqueue, interrupt):
+            # the backend dispatches it when the thread's last run ends
             row = await conn.fetchrow(
-                "INSERT INTO app.runs (id, thread_id, user_id, agent, status, input) "
-                "VALUES ($1, $2, $3, $4, 'queued', $5) RETURNING *",
-                run_id, thread_id, user_id, agent, text)
+                "INSERT INTO app.runs (id, thread_id, user_id, agent, status, input, "
+                "dispatched_at) VALUES ($1, $2, $3, $4, 'queued', $5, "
+                "CASE WHEN $6 THEN NULL ELSE now() END) RETURNING *",
+                run_id, thread_id, user_id, agent, text, bool(live))
             await conn.execute("UPDATE app.threads SET updated_at = now() WHERE id = $1",
                                thread_id)
-            request = RunRequest(run_id=run_id, user_id=user_id, thread_id=thread_id,
-                                 agent=agent, input=text)
-            await self._redis.xadd(RUN_QUEUE, request.fields())
+            if not live:
+                await dispatch(self._redis, row)
         return run_json(row)
 
     async def cancel(self, user_id: str, run_id: str) -> None:

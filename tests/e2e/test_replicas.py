@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import itertools
 import time
 from collections.abc import Iterator
 
@@ -149,3 +150,26 @@ async def test_a_stopping_backend_closes_sockets_with_1001(replicas: LocalStack)
         await socket.close()
         await client.aclose()
         await replicas.astart_service("backend-2")
+
+
+async def test_enqueue_and_interrupt_across_replicas_and_workers(replicas: LocalStack) -> None:
+    first = await _user(replicas, 1)
+    second = ChatClient(replicas.auth_url, replicas.backend_url(2))
+    second.access_token = first.access_token
+    try:
+        thread = await first.create_thread()
+        active = await first.start_run(thread["id"], "ticks 300 every 20ms", agent="ticker")
+        queued = [await c.start_run(thread["id"], f"what is {n} * 2", multitask="enqueue")
+                  for n, c in ((1, second), (2, first))]
+        interrupting = await second.start_run(thread["id"], "what is 9 * 9",
+                                              multitask="interrupt")
+        finals = [await first.wait_run(r["id"], timeout=40)
+                  for r in (active, *queued, interrupting)]
+        assert [f["status"] for f in finals] == ["cancelled", "cancelled", "cancelled",
+                                                 "succeeded"]
+        assert finals[-1]["result"] == "9 * 9 = 81"
+        for earlier, later in itertools.pairwise(finals):
+            assert later["started_at"] >= earlier["finished_at"]
+    finally:
+        await second.aclose()
+        await first.aclose()
