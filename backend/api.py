@@ -6,10 +6,11 @@ import json
 from datetime import UTC, datetime, timedelta
 from typing import Annotated, Any, Literal
 
-from fastapi import APIRouter, Query
+from fastapi import APIRouter, Query, Response
 from pydantic import BaseModel, Field
 
 from backend.deps import CurrentUser, State
+from bridge.cancel import request_cancel
 from servicekit import ProblemError
 
 __all__ = ["router"]
@@ -51,6 +52,34 @@ async def get_thread(thread_id: str, user: CurrentUser, state: State) -> dict[st
     if thread is None:
         raise _not_found("thread")
     return thread
+
+
+@router.patch("/threads/{thread_id}")
+async def rename_thread(thread_id: str, body: ThreadBody, user: CurrentUser,
+                        state: State) -> dict[str, Any]:
+    thread = await state.store.rename_thread(user.user_id, thread_id, body.title)
+    if thread is None:
+        raise _not_found("thread")
+    return thread
+
+
+@router.delete("/threads/{thread_id}", status_code=204)
+async def delete_thread(thread_id: str, user: CurrentUser, state: State) -> Response:
+    """The thread goes with its messages and runs; its active runs are cancelled."""
+    active = await state.store.delete_thread(user.user_id, thread_id)
+    if active is None:
+        raise _not_found("thread")
+    for run_id in active:
+        await request_cancel(state.redis, run_id, by="user")
+    return Response(status_code=204)
+
+
+@router.get("/agents")
+async def agents(user: CurrentUser, state: State) -> dict[str, Any]:
+    """The agents the workers announce, with their tools' JSON schemas."""
+    catalog = await state.redis.hgetall("agents:catalog")
+    items = [json.loads(value) for _, value in sorted(catalog.items())]
+    return {"items": items}
 
 
 @router.get("/threads/{thread_id}/messages")

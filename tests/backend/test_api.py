@@ -104,3 +104,32 @@ async def test_a_runs_events_over_rest(client: ChatClient, target: Target) -> No
         with pytest.raises(ApiError) as caught:
             await other._call("GET", url)
         assert caught.value.status == 404
+
+
+async def test_rename_and_delete_a_thread(client: ChatClient, target: Target) -> None:
+    thread = await client.create_thread("old")
+    url = f"{client.backend_url}/api/threads/{thread['id']}"
+    renamed = await client._call("PATCH", url, json={"title": "new"})
+    assert renamed["title"] == "new" and renamed["id"] == thread["id"]
+    assert (await client._call("GET", url))["title"] == "new"
+    run = await client.start_run(thread["id"], "ticks 200 every 20ms", agent="ticker")
+    async with ChatClient(target.auth_url, target.backend_url) as other:
+        await other.signup(unique_email("vandal"), PASSWORD)
+        for method in ("PATCH", "DELETE"):
+            with pytest.raises(ApiError) as caught:
+                await other._call(method, url, json={"title": "x"})
+            assert caught.value.status == 404
+    assert await client._call("DELETE", url) is None
+    for call in (client._call("GET", url), client.messages(thread["id"]), client.run(run["id"])):
+        with pytest.raises(ApiError) as caught:
+            await call
+        assert caught.value.status == 404
+
+
+async def test_agents_and_their_tool_schemas(client: ChatClient) -> None:
+    agents = {a["name"]: a for a in (await client._call(
+        "GET", f"{client.backend_url}/api/agents"))["items"]}
+    assert {"supervisor", "ticker"} <= set(agents)
+    calculator = next(t for t in agents["supervisor"]["tools"] if t["name"] == "calculator")
+    assert calculator["parameters"]["required"] == ["expression"]
+    assert calculator["parameters"]["properties"]["expression"]["type"] == "string"
