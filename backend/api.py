@@ -11,7 +11,7 @@ from pydantic import BaseModel, Field
 
 from backend.deps import CurrentUser, State
 from bridge.cancel import request_cancel
-from servicekit import ProblemError
+from servicekit import ProblemError, StorableStr
 
 __all__ = ["router"]
 
@@ -21,12 +21,12 @@ Cursor = Annotated[str | None, Query(max_length=64)]
 
 
 class ThreadBody(BaseModel):
-    title: str = Field(default="", max_length=200)
+    title: StorableStr = Field(default="", max_length=200)
 
 
 class RunBody(BaseModel):
-    input: str = Field(min_length=1, max_length=32_000)
-    agent: str | None = Field(default=None, max_length=64)
+    input: StorableStr = Field(min_length=1, max_length=32_000)
+    agent: StorableStr | None = Field(default=None, max_length=64)
     multitask: Literal["reject", "enqueue", "interrupt"] = "reject"
 
 

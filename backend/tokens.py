@@ -21,7 +21,7 @@ import httpx
 import jwt
 from redis.asyncio import Redis
 
-__all__ = ["InvalidToken", "Principal", "TokenVerifier", "redeem_ws_ticket"]
+__all__ = ["InvalidToken", "Principal", "TokenVerifier"]
 
 log = logging.getLogger(__name__)
 _ALGORITHMS = ["EdDSA"]
@@ -53,10 +53,6 @@ class TokenVerifier:
         self._revocation_cache_s = revocation_cache_s
         self._cache_size = cache_size
         self._not_revoked_until: dict[str, float] = {}
-
-    @property
-    def has_keys(self) -> bool:
-        return bool(self._keys)
 
     async def require_keys(self) -> None:
         """Readiness probe: fails until the JWKS has been loaded once."""
@@ -117,6 +113,16 @@ class TokenVerifier:
             self._not_revoked_until.clear()
         self._not_revoked_until[session_id] = now + self._revocation_cache_s
 
+    async def redeem_ticket(self, ticket: str) -> Principal:
+        """Spend a single-use WebSocket ticket issued by the auth service."""
+        raw = await self._redis.getdel(f"wsticket:{ticket}")
+        if raw is None:
+            raise InvalidToken("unknown, expired or spent ticket")
+        data = json.loads(raw)
+        principal = Principal(user_id=data["user_id"], session_id=data["sid"])
+        await self._check_not_revoked(principal.session_id)
+        return principal
+
     async def keep_keys_fresh(self, *, every_s: float = 300.0) -> None:
         """Fetch the JWKS until it is loaded, then refresh it now and then.
 
@@ -134,13 +140,4 @@ class TokenVerifier:
             await asyncio.sleep(delay)
 
 
-async def redeem_ws_ticket(redis: Redis, ticket: str) -> Principal:
-    """Spend a single-use WebSocket ticket issued by the auth service."""
-    raw = await redis.getdel(f"wsticket:{ticket}")
-    if raw is None:
-        raise InvalidToken("unknown, expired or spent ticket")
-    data = json.loads(raw)
-    principal = Principal(user_id=data["user_id"], session_id=data["sid"])
-    if await redis.exists(f"revoked:sid:{principal.session_id}"):
-        raise InvalidToken("session revoked")
-    return principal
+

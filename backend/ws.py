@@ -21,8 +21,8 @@ from redis.exceptions import RedisError
 from ulid import ULID
 
 from backend.state import BackendState
-from backend.tokens import InvalidToken, Principal, TokenVerifier, redeem_ws_ticket
-from bridge.fanout import Subscription, epoch_of_raw
+from backend.tokens import InvalidToken, Principal
+from bridge.fanout import Subscription
 from bridge.protocol import (
     AuthMessage,
     CancelRunMessage,
@@ -35,6 +35,7 @@ from bridge.protocol import (
     resume_needs_resync,
 )
 from servicekit import ProblemError
+from servicekit.problems import INVALID_TEXT, POSTGRES_UNAVAILABLE
 
 __all__ = ["Gateway"]
 
@@ -52,8 +53,9 @@ MAX_ERRORS = 20
 
 @dataclass
 class _Outbound:
-    kind: str  # "event" | "frame" | "resume"
+    kind: str  # "event" | "frame" | "resume" | "catchup"
     seq: int = 0
+    epoch: str = ""
     raw: str = ""
     frame: dict[str, Any] = field(default_factory=dict)
 
@@ -78,8 +80,8 @@ class Connection:
         except asyncio.QueueFull:
             self.overflowed.set()
 
-    def on_event(self, seq: int, raw: str) -> None:
-        self.push(_Outbound("event", seq=seq, raw=raw))
+    def on_event(self, seq: int, epoch: str, raw: str) -> None:
+        self.push(_Outbound("event", seq=seq, epoch=epoch, raw=raw))
 
     def on_reconnect(self) -> None:
         """The pub/sub link was down: live events may be missing."""
@@ -96,7 +98,7 @@ class Connection:
         while True:
             item = await self.queue.get()
             if item.kind == "event":
-                await self._deliver(item.seq, item.raw)
+                await self._deliver(item.seq, item.epoch, item.raw)
             elif item.kind == "resume":
                 await self._resume(item.frame)
             elif item.kind == "catchup":
@@ -118,8 +120,7 @@ class Connection:
         else:
             await self._replay(until=position.last_seq)
 
-    async def _deliver(self, seq: int, raw: str) -> None:
-        epoch = epoch_of_raw(raw)
+    async def _deliver(self, seq: int, epoch: str, raw: str) -> None:
         if epoch != self.epoch:
             await self._epoch_changed(epoch, seq - 1)
         verdict = self.cursor.classify(seq)
@@ -215,7 +216,7 @@ class Gateway:
             message = parse_client_message(text)
             if not isinstance(message, AuthMessage) or not (message.ticket or message.token):
                 raise InvalidToken("the first message must be auth with a ticket or token")
-            return await _principal(message, state.verifier, state)
+            return await _principal(message, state)
         except (ProtocolError, InvalidToken) as exc:
             await ws.close(CLOSE_UNAUTHORIZED, f"unauthorized: {exc}"[:120])
         except (RedisError, OSError):
@@ -301,12 +302,14 @@ class Gateway:
             raise ProtocolError("already_authenticated", "this connection is authenticated", rid)
 
 
-async def _principal(message: AuthMessage, verifier: TokenVerifier,
-                     state: BackendState) -> Principal:
+async def _principal(message: AuthMessage, state: BackendState) -> Principal:
     if message.ticket:
-        return await redeem_ws_ticket(state.redis, message.ticket)
+        return await state.verifier.redeem_ticket(message.ticket)
     assert message.token is not None
-    return await verifier.verify(message.token)
+    return await state.verifier.verify(message.token)
+
+
+_UNAVAILABLE: tuple[type[Exception], ...] = (RedisError, OSError, *POSTGRES_UNAVAILABLE)
 
 
 async def _call(awaitable: Any, request_id: str | None) -> Any:
@@ -315,8 +318,14 @@ async def _call(awaitable: Any, request_id: str | None) -> Any:
         return await awaitable
     except ProblemError as exc:
         raise ProtocolError(exc.code, exc.detail, request_id) from None
-    except (RedisError, OSError) as exc:
+    except _UNAVAILABLE as exc:
         raise ProtocolError("dependency_unavailable", f"retry later: {exc}", request_id) from None
+    except INVALID_TEXT:
+        raise ProtocolError("invalid_text", "text that cannot be stored", request_id) from None
+    except Exception:  # the socket stays open whatever one request ran into
+        log.exception("request %s failed", request_id)
+        raise ProtocolError("internal_error", "an unexpected error occurred",
+                            request_id) from None
 
 
 def _with_rid(frame: dict[str, Any], request_id: str | None) -> dict[str, Any]:

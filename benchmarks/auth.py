@@ -26,14 +26,10 @@ from argon2 import PasswordHasher
 from auth.config import AuthSettings
 from backend.tokens import TokenVerifier
 from e2e.client import ChatClient
+from e2e.measure import percentile
 from e2e.scenarios import PASSWORD, unique_email
 from e2e.stack import LocalStack, StackConfig
 from servicekit.redisclient import make_redis
-
-
-def _percentile(values: list[float], q: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]
 
 
 def argon2_baseline(samples: int) -> list[float]:
@@ -101,9 +97,9 @@ def main() -> None:
     print()
     print(f"{'measure':<46}{'p50':>10}{'p95':>10}")
     print(f"{'login over HTTP (ms)':<46}{statistics.median(logins):>10.1f}"
-          f"{_percentile(logins, 0.95):>10.1f}")
+          f"{percentile(logins, 0.95):>10.1f}")
     print(f"{'baseline: one Argon2id verify (ms)':<46}{statistics.median(baseline):>10.1f}"
-          f"{_percentile(baseline, 0.95):>10.1f}")
+          f"{percentile(baseline, 0.95):>10.1f}")
     print()
     print(f"{'token verifications per second, one core':<46}{full:>10,.0f}")
     print(f"{'baseline: bare EdDSA jwt.decode per second':<46}{bare:>10,.0f}")

@@ -31,6 +31,7 @@ import httpx
 from websockets.asyncio.client import ClientConnection, connect
 
 from e2e.client import ChatClient
+from e2e.measure import percentile, rss_kib
 from e2e.scenarios import PASSWORD, unique_email
 from e2e.stack import LocalStack, StackConfig, free_port
 
@@ -81,18 +82,6 @@ class Sink:
         await asyncio.gather(*self.readers, return_exceptions=True)
 
 
-def _rss_kib(pid: int) -> int:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1])
-    return 0
-
-
-def _pct(values: list[float], q: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, int(q * len(ordered)))] if ordered else float("nan")
-
-
 Produce = Callable[[int, float], Awaitable[None]]  # (events, rate per second; 0 = max)
 
 
@@ -105,8 +94,8 @@ async def measure(sink: Sink, produce: Produce, events: int, rate: float) -> dic
         await asyncio.wait_for(sink.done.wait(), 120)
     elapsed = time.perf_counter() - started
     figures = {"events_per_s": sink.received / elapsed, "delivered": sink.received / expected,
-               "p50": _pct(sink.latencies_ms, 0.5), "p95": _pct(sink.latencies_ms, 0.95),
-               "p99": _pct(sink.latencies_ms, 0.99)}
+               **{f"p{int(q * 100)}": percentile(sink.latencies_ms, q)
+                  for q in (0.5, 0.95, 0.99)}}
     print(f"  {len(sink.sockets)} client(s), {events} events, rate {rate or 'max'}: "
           + ", ".join(f"{k}={v:,.2f}" for k, v in figures.items()), flush=True)
     return figures
@@ -168,12 +157,12 @@ async def _suite(url: str, auth: dict[str, str] | None, produce: Produce, pid: i
     idle_kib = 0.0
     try:
         for count in clients:
-            before, added = _rss_kib(pid), count - len(sink.sockets)
+            before, added = rss_kib(pid), count - len(sink.sockets)
             while len(sink.sockets) < count:
                 await sink.add(url, auth)
             await asyncio.sleep(1.0)
             if count == max(clients):
-                idle_kib = (_rss_kib(pid) - before) / max(1, added)
+                idle_kib = (rss_kib(pid) - before) / max(1, added)
             events = max(20, scale // count)
             throughput[count] = (await measure(sink, produce, events, 0))["events_per_s"]
             if count in (1, 100):

@@ -23,8 +23,9 @@ __all__ = ["EventSink", "Subscription", "UserEventHub", "epoch_of_raw", "seq_of_
 
 log = logging.getLogger(__name__)
 
-#: Called with (seq, raw event JSON) for each live event of the user.
-EventSink = Callable[[int, str], None]
+#: Called with (seq, epoch, raw event JSON) for each live event of the user; the hub
+#: reads seq and epoch once per event, however many sockets the user has.
+EventSink = Callable[[int, str, str], None]
 
 
 @dataclass(eq=False)
@@ -167,12 +168,12 @@ class UserEventHub:
             data = message["data"]
             raw = data.decode() if isinstance(data, bytes) else str(data)
             try:
-                seq = seq_of_raw(raw)
+                seq, epoch = seq_of_raw(raw), epoch_of_raw(raw)
             except ValueError:
                 log.error("dropping a malformed message on %s", name)
                 return
             for subscription in list(channel.subscriptions):
-                subscription.sink(seq, raw)
+                subscription.sink(seq, epoch, raw)
 
     def _notify_reconnect(self) -> None:
         for channel in self._channels.values():

@@ -12,6 +12,8 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
 
+from servicekit.text import StorableStr
+
 __all__ = [
     "AuthMessage",
     "CancelRunMessage",
@@ -48,15 +50,15 @@ class ResumeMessage(_Message):
 
 class StartRunMessage(_Message):
     type: Literal["start_run"]
-    thread_id: str = Field(min_length=1, max_length=_MAX_ID)
-    input: str = Field(min_length=1, max_length=32_000)
-    agent: str | None = Field(default=None, max_length=_MAX_ID)
+    thread_id: StorableStr = Field(min_length=1, max_length=_MAX_ID)
+    input: StorableStr = Field(min_length=1, max_length=32_000)
+    agent: StorableStr | None = Field(default=None, max_length=_MAX_ID)
     multitask: Literal["reject", "enqueue", "interrupt"] = "reject"
 
 
 class CancelRunMessage(_Message):
     type: Literal["cancel_run"]
-    run_id: str = Field(min_length=1, max_length=_MAX_ID)
+    run_id: StorableStr = Field(min_length=1, max_length=_MAX_ID)
 
 
 class PingMessage(_Message):

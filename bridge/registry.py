@@ -1,10 +1,10 @@
-"""ThreadRunRegistry: who owns a run, which runs are alive, which were lost.
+"""ThreadRunRegistry: which runs have ended, which are alive, which were lost.
 
-The runs table (in the backend's Postgres) is authoritative: the backend hands
-the registry a loader for it. Redis holds what is hot or short-lived:
+The runs table (in the backend's Postgres) is authoritative for who owns a run
+and its status. Redis answers what the table learns only later:
 
-- ``run:info:<run>``: run → (thread, user, status), cached for cancel and
-  authorisation checks without a database round trip;
+- whether a run's terminal event is out (the emit script's ``done`` mark), so a
+  thread is free before the lifecycle update lands;
 - ``run:lease:<run>``: held by the worker executing the run, renewed while it
   runs. A running run without a lease lost its worker: it is declared lost
   (``agent_failed``, cause ``worker_lost``) by :meth:`reap`.
@@ -16,10 +16,9 @@ restart.
 
 from __future__ import annotations
 
-import json
 import logging
-from collections.abc import Awaitable, Callable, Iterable
-from dataclasses import asdict, dataclass
+from collections.abc import Iterable
+from dataclasses import dataclass
 
 from redis.asyncio import Redis
 
@@ -41,34 +40,11 @@ class RunRecord:
     status: str
 
 
-RunLoader = Callable[[str], Awaitable[RunRecord | None]]
-
-
 class ThreadRunRegistry:
-    def __init__(self, redis: Redis, *, lease_ttl_s: float = 10.0,
-                 cache_ttl_s: float = 30.0) -> None:
+    def __init__(self, redis: Redis, *, lease_ttl_s: float = 10.0) -> None:
         self._redis = redis
         self.lease_ttl_s = lease_ttl_s
-        self._cache_ttl_s = cache_ttl_s
         self._unleased_since: dict[str, float] = {}
-
-    # -- ownership -----------------------------------------------------------------------
-    async def lookup(self, run_id: str, load: RunLoader) -> RunRecord | None:
-        """The run's record: from the cache, else from the authoritative loader."""
-        cached = await self._redis.get(f"run:info:{run_id}")
-        if cached is not None:
-            return RunRecord(**json.loads(cached))
-        record = await load(run_id)
-        if record is not None:
-            await self.remember(record)
-        return record
-
-    async def remember(self, record: RunRecord) -> None:
-        await self._redis.set(f"run:info:{record.run_id}", json.dumps(asdict(record)),
-                              px=int(self._cache_ttl_s * 1000))
-
-    async def forget(self, run_id: str) -> None:
-        await self._redis.delete(f"run:info:{run_id}")
 
     async def ended(self, user_id: str, run_id: str) -> bool:
         """Whether the run's terminal event is stored (its record may still lag behind)."""

@@ -16,7 +16,8 @@ import time
 from dataclasses import asdict
 from pathlib import Path
 
-from e2e.client import TERMINAL, ApiError, ChatClient
+from bridge.events import TERMINAL_TYPES
+from e2e.client import ApiError, ChatClient
 from e2e.scenarios import SCENARIOS, ScenarioResult, Target
 from e2e.stack import LocalStack, StackConfig, StackError, StackPorts, install_signal_exit
 
@@ -87,7 +88,7 @@ async def _demo(args: argparse.Namespace) -> int:
             frame = await socket.wait_for(lambda f: "seq" in f, start=seen, timeout=60)
             seen = next(i for i, r in enumerate(socket.frames) if r.frame is frame) + 1
             print(f"  seq {frame['seq']:>4}  {frame['type']:<16} {json.dumps(frame['payload'])}")
-            if frame["run_id"] == answer["run_id"] and frame["type"] in TERMINAL:
+            if frame["run_id"] == answer["run_id"] and frame["type"] in TERMINAL_TYPES:
                 break
         await socket.close()
         run = await client.wait_run(answer["run_id"])

@@ -18,9 +18,10 @@ from typing import Any
 import httpx
 from websockets.asyncio.client import ClientConnection, connect
 
+from bridge.events import TERMINAL_TYPES
+
 __all__ = ["ApiError", "ChatClient", "EventSocket", "Received"]
 
-TERMINAL = frozenset({"agent_completed", "agent_failed", "agent_cancelled"})
 FINAL_STATUSES = frozenset({"succeeded", "failed", "cancelled", "timed_out"})
 
 
@@ -204,7 +205,8 @@ class EventSocket:
 
     async def wait_terminal(self, run_id: str, *, timeout: float = 30.0) -> dict[str, Any]:
         return await self.wait_for(
-            lambda f: f.get("run_id") == run_id and f.get("type") in TERMINAL, timeout=timeout)
+            lambda f: f.get("run_id") == run_id and f.get("type") in TERMINAL_TYPES,
+            timeout=timeout)
 
     def run_events(self, run_id: str) -> list[dict[str, Any]]:
         return [e for e in self.events if e["run_id"] == run_id]

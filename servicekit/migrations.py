@@ -13,7 +13,7 @@ from sqlalchemy.exc import ProgrammingError
 from sqlalchemy.ext.asyncio import create_async_engine
 from sqlalchemy.pool import NullPool
 
-__all__ = ["MIGRATION_MISTAKES", "migrate"]
+__all__ = ["MIGRATION_MISTAKES", "migrate", "run_environment"]
 
 #: errors of a migration itself (not of reaching the database): retrying cannot help
 MIGRATION_MISTAKES: tuple[type[BaseException], ...] = (ProgrammingError, CommandError)
@@ -39,3 +39,14 @@ def _upgrade(connection: Connection, migrations: Path, schema: str) -> None:
     config.attributes["connection"] = connection
     config.attributes["schema"] = schema
     command.upgrade(config, "head")
+
+
+def run_environment() -> None:
+    """The body of every service's alembic ``env.py``: migrate on the open connection."""
+    from alembic import context
+
+    config = context.config
+    context.configure(connection=config.attributes["connection"],
+                      version_table_schema=config.attributes["schema"])
+    with context.begin_transaction():
+        context.run_migrations()

@@ -20,8 +20,8 @@ from fastapi.responses import JSONResponse
 from redis.exceptions import RedisError
 from starlette.exceptions import HTTPException
 
-__all__ = ["PROBLEM_SCHEMA", "ProblemError", "install_problem_handlers", "problem",
-           "problem_responses"]
+__all__ = ["INVALID_TEXT", "POSTGRES_UNAVAILABLE", "PROBLEM_SCHEMA", "ProblemError",
+           "install_problem_handlers", "problem", "problem_responses"]
 
 log = logging.getLogger(__name__)
 
@@ -54,10 +54,17 @@ def problem_responses(*statuses: int) -> dict[int | str, dict[str, Any]]:
 
 
 #: asyncpg errors that mean "the database cannot be reached", not "the query is wrong"
-_POSTGRES_UNAVAILABLE: tuple[type[Exception], ...] = (
+POSTGRES_UNAVAILABLE: tuple[type[Exception], ...] = (
     asyncpg.PostgresConnectionError, asyncpg.CannotConnectNowError,
     asyncpg.TooManyConnectionsError, asyncpg.InterfaceError, asyncpg.ConnectionDoesNotExistError,
     asyncpg.AdminShutdownError, asyncpg.CrashShutdownError)
+
+
+#: text a request carried that PostgreSQL cannot store (NUL, lone surrogates): the
+#: caller's mistake (422), wherever it came in (body, path, query, socket frame)
+INVALID_TEXT: tuple[type[Exception], ...] = (
+    asyncpg.CharacterNotInRepertoireError, asyncpg.UntranslatableCharacterError,
+    UnicodeEncodeError)
 
 
 class ProblemError(Exception):
@@ -105,8 +112,15 @@ def install_problem_handlers(app: FastAPI) -> None:
         log.warning("postgres unavailable: %s: %s", type(exc).__name__, exc)
         return problem(503, "dependency_unavailable", "postgres is unavailable; retry later")
 
-    for unavailable in _POSTGRES_UNAVAILABLE:
+    for unavailable in POSTGRES_UNAVAILABLE:
         app.add_exception_handler(unavailable, _pg_down)
+
+    async def _invalid_text(_: Request, exc: Exception) -> JSONResponse:
+        return problem(422, "invalid_text", "the request carries text that cannot be stored "
+                       "(NUL characters or lone surrogates)")
+
+    for invalid in INVALID_TEXT:
+        app.add_exception_handler(invalid, _invalid_text)
 
     @app.exception_handler(OSError)
     async def _os_error(_: Request, exc: OSError) -> JSONResponse:

@@ -133,3 +133,12 @@ async def test_agents_and_their_tool_schemas(client: ChatClient) -> None:
     calculator = next(t for t in agents["supervisor"]["tools"] if t["name"] == "calculator")
     assert calculator["parameters"]["required"] == ["expression"]
     assert calculator["parameters"]["properties"]["expression"]["type"] == "string"
+
+
+async def test_text_that_cannot_be_stored_is_a_422(client: ChatClient) -> None:
+    with pytest.raises(ApiError) as caught:
+        await client.create_thread("nul \x00 inside")
+    assert caught.value.status == 422 and caught.value.code == "validation_error"
+    with pytest.raises(ApiError) as caught:  # in a path, where no body model can look
+        await client._call("GET", f"{client.backend_url}/api/threads/thr_%00x")
+    assert caught.value.status == 422 and caught.value.code == "invalid_text"

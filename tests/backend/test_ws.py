@@ -79,6 +79,8 @@ async def test_token_auth_and_ping(target: Target, client: ChatClient) -> None:
     ('{"type": "start_run", "thread_id": "thr_nope", "input": "hi"}', "not_found"),
     ('{"type": "cancel_run", "run_id": "run_nope"}', "not_found"),
     ('{"type": "auth", "ticket": "again"}', "already_authenticated"),
+    ('{"type": "start_run", "thread_id": "thr_x", "input": "nul \\u0000"}', "invalid_message"),
+    ('{"type": "cancel_run", "run_id": "run_\\u0000"}', "invalid_message"),
 ])
 async def test_bad_frames_get_an_error_and_the_socket_stays(
         target: Target, client: ChatClient, frame: str, code: str) -> None:

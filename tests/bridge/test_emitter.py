@@ -88,7 +88,7 @@ async def test_run_emitter_keeps_the_invariants(redis: Redis) -> None:
 
 
 def _collect(into: list[int]) -> EventSink:
-    def sink(seq: int, _raw: str) -> None:
+    def sink(seq: int, _epoch: str, _raw: str) -> None:
         into.append(seq)
     return sink
 

@@ -6,7 +6,6 @@ import asyncio
 import contextlib
 import json
 import socket
-from pathlib import Path
 
 from websockets.asyncio.client import connect
 from websockets.client import ClientProtocol
@@ -17,6 +16,7 @@ from websockets.uri import parse_uri
 
 from e2e.checks import check_all
 from e2e.client import ChatClient
+from e2e.measure import rss_kib
 from e2e.scenarios import PASSWORD, Target, unique_email
 from e2e.stack import LocalStack
 
@@ -88,13 +88,6 @@ async def test_too_many_sockets_for_one_user(target: Target) -> None:
                 await socket.close()
 
 
-def _rss_kib(pid: int) -> int:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1])
-    raise AssertionError("no VmRSS")
-
-
 class StalledClient:
     """A WebSocket client that authenticates, then stops reading (sans-I/O protocol,
     a blocking socket with a small fixed receive buffer, so the server's side fills)."""
@@ -141,7 +134,7 @@ async def test_a_socket_that_stops_reading_is_closed_and_memory_stays_bounded(
             ChatClient(target.auth_url, target.backend_url) as other:
         await slow.signup(unique_email("slow"), PASSWORD)
         await other.signup(unique_email("other"), PASSWORD)
-        rss_before = _rss_kib(pid)
+        rss_before = rss_kib(pid)
         stalled = StalledClient(target.ws_url)
         await asyncio.to_thread(stalled.open, await slow.ws_ticket())
         thread = await slow.create_thread()
@@ -156,7 +149,7 @@ async def test_a_socket_that_stops_reading_is_closed_and_memory_stays_bounded(
         assert check_all(watcher.events, {normal["id"]}, other.user["id"], first=1) == []
         await watcher.close()
         assert (await slow.wait_run(flood["id"], timeout=120))["status"] == "succeeded"
-        rss_growth_mib = (_rss_kib(pid) - rss_before) / 1024
+        rss_growth_mib = (rss_kib(pid) - rss_before) / 1024
         code, reason = await asyncio.to_thread(stalled.read_until_closed)
     assert code == 1013, (code, reason, stalled.frames)
     assert reason.startswith("slow consumer; resume after ")
