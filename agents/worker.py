@@ -83,14 +83,27 @@ class Worker:
             name: json.dumps(agent.describe()) for name, agent in self._agents.items()})
 
     async def _heartbeat(self) -> None:
-        """Renews the leases of running runs and ``worker:alive:<id>`` (its readiness)."""
+        """Renews the leases of running runs and ``worker:alive:<id>`` (its readiness),
+        and stops runs whose cancellation the channel did not bring."""
         while True:
             with contextlib.suppress(RedisError, OSError):
                 await self._registry.hold(list(self._running), self._settings.worker_id)
                 await self._redis.set(alive_key(self._settings.worker_id),
                                       len(self._running), ex=10)
                 await self._announce()
+                await self._honour_cancel_keys()
             await asyncio.sleep(self._settings.lease_ttl_s / 4)
+
+    async def _honour_cancel_keys(self) -> None:
+        """The safety net under the cancel channel: a message lost while the pub/sub
+        link reconnected still stops its run, one heartbeat later."""
+        run_ids = list(self._running)
+        if not run_ids:
+            return
+        requests = await self._redis.mget([cancel_key(run_id) for run_id in run_ids])
+        for run_id, by in zip(run_ids, requests, strict=True):
+            if by is not None:
+                self.cancel(run_id, "interrupt" if _text(by) == "interrupt" else "user")
 
     async def _prepare(self) -> None:
         await ensure_group(self._redis, RUN_QUEUE, WORKER_GROUP)
@@ -221,8 +234,11 @@ class Worker:
             pubsub = self._redis.pubsub()
             try:
                 await pubsub.subscribe(CANCEL_CHANNEL)
-                async for message in pubsub.listen():
-                    if message["type"] != "message":
+                while True:
+                    # a bounded wait, so an idle link never runs into the socket timeout
+                    message = await pubsub.get_message(ignore_subscribe_messages=True,
+                                                       timeout=1.0)
+                    if message is None or message["type"] != "message":
                         continue
                     run_id, _, by = message["data"].decode().partition(" ")
                     self.cancel(run_id, "interrupt" if by == "interrupt" else "user")
