@@ -40,9 +40,10 @@ class Agent:
 
 
 class Runtime:
-    def __init__(self, *, max_steps: int, tool_timeout_s: float) -> None:
+    def __init__(self, *, max_steps: int, tool_timeout_s: float, stream_batch: int = 64) -> None:
         self._max_steps = max_steps
         self._tool_timeout_s = tool_timeout_s
+        self._stream_batch = stream_batch
 
     async def run(self, ctx: RunContext, agent: Agent) -> str:
         """Execute the run; returns the terminal event type it emitted."""
@@ -98,13 +99,22 @@ class Runtime:
                 await ctx.emitter.emit("agent_thinking", {"text": decision.thought,
                                                           "step": step})
             if isinstance(decision, Final):
-                for delta in decision.deltas:
-                    await ctx.emitter.emit("partial_result", {"delta": delta})
-                    if decision.delta_interval_s:
-                        await asyncio.sleep(decision.delta_interval_s)
+                await self._stream(ctx, decision)
                 return decision.answer
             transcript.outcomes.append(await self._call(ctx, agent, decision))
         raise AgentError(f"no answer within {self._max_steps} steps")
+
+    async def _stream(self, ctx: RunContext, final: Final) -> None:
+        """The answer's deltas as ``partial_result`` events: paced one by one, or,
+        when unpaced, in batches of one script call each."""
+        deltas = [{"delta": delta} for delta in final.deltas]
+        if final.delta_interval_s:
+            for payload in deltas:
+                await ctx.emitter.emit("partial_result", payload)
+                await asyncio.sleep(final.delta_interval_s)
+            return
+        for start in range(0, len(deltas), self._stream_batch):
+            await ctx.emitter.emit_many("partial_result", deltas[start:start + self._stream_batch])
 
     async def _call(self, ctx: RunContext, agent: Agent, call: ToolCall) -> ToolOutcome:
         call_id = f"tcl_{ULID()}"

@@ -16,6 +16,7 @@ import logging
 import signal
 import sys
 
+import uvloop
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
@@ -293,7 +294,7 @@ def main() -> None:
     if "--check" in sys.argv[1:]:
         sys.exit(0 if asyncio.run(check(settings)) else 1)
     configure_logging(settings.worker_id, settings.log_level)
-    asyncio.run(serve(settings))
+    uvloop.run(serve(settings))  # the event loop uvicorn runs the other services on
 
 
 if __name__ == "__main__":

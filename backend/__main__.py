@@ -12,7 +12,8 @@ def main() -> None:
     app = create_app(settings)
     serve(app, host=settings.host, port=settings.port, log_level=settings.log_level,
           before_shutdown=app.state.gateway.close_all, ws_max_size=settings.ws_max_frame_bytes,
-          ws_ping_interval=settings.ws_heartbeat_s, ws_ping_timeout=settings.ws_heartbeat_s)
+          ws_ping_interval=settings.ws_heartbeat_s, ws_ping_timeout=settings.ws_heartbeat_s,
+          ws_per_message_deflate=settings.ws_compression)
 
 
 if __name__ == "__main__":

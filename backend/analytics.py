@@ -17,6 +17,7 @@ from datetime import UTC, datetime
 from typing import Any, TypeVar
 
 import clickhouse_connect
+from clickhouse_connect.driver import options as clickhouse_options
 from redis.asyncio import Redis
 
 from bridge.groups import ensure_group, read_group
@@ -63,6 +64,9 @@ class AnalyticsStore:
 
     def _setup(self) -> None:
         client = self._connect()
+        # clickhouse-connect imports pandas lazily on the first insert: do it now,
+        # at start, rather than under the first burst of traffic
+        getattr(clickhouse_options, "pd", None)
         client.command(f"CREATE DATABASE IF NOT EXISTS {self._db}")
         for table, (columns, order) in TABLES.items():
             client.command(f"CREATE TABLE IF NOT EXISTS {self._db}.{table} ({columns}) "

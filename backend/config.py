@@ -36,6 +36,9 @@ class BackendSettings(BaseSettings):
     ws_max_connections_per_user: int = 10
     ws_send_queue: int = 1000
     ws_heartbeat_s: int = 20
+    #: permessage-deflate: off by default; its zlib state costs about 34 KiB per
+    #: socket and CPU per frame, for events of a few hundred bytes.
+    ws_compression: bool = False
     # live events wait this long for the client's first message (a `resume`, usually)
     ws_live_hold_s: float = 0.5
     # AgentWebSocketBridge: probe interval, failed recoveries before FAILED, backoff cap

@@ -13,8 +13,7 @@ import contextlib
 import json
 import logging
 from collections import Counter
-from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, NamedTuple
 
 from fastapi import WebSocket, WebSocketDisconnect
 from redis.exceptions import RedisError
@@ -51,13 +50,12 @@ CLOSE_TOO_MANY = 4409
 MAX_ERRORS = 20
 
 
-@dataclass
-class _Outbound:
+class _Outbound(NamedTuple):
     kind: str  # "event" | "frame" | "resume" | "catchup"
     seq: int = 0
     epoch: str = ""
     raw: str = ""
-    frame: dict[str, Any] = field(default_factory=dict)
+    frame: dict[str, Any] = {}  # noqa: RUF012 (never mutated)
 
 
 class Connection:

@@ -59,4 +59,6 @@ async def blast(request: Request) -> JSONResponse:
 app = Starlette(routes=[WebSocketRoute("/ws", socket), Route("/blast", blast, methods=["POST"])])
 
 if __name__ == "__main__":
-    uvicorn.run(app, host="127.0.0.1", port=int(sys.argv[1]), log_level="warning")
+    # the gateway's defaults: no permessage-deflate
+    uvicorn.run(app, host="127.0.0.1", port=int(sys.argv[1]), log_level="warning",
+                ws_per_message_deflate=False)

@@ -1,43 +1,62 @@
--- Append one event to a user's history and publish it, atomically.
+-- Append a batch of one run's events to its user's history and publish them, atomically.
 -- KEYS[1] meta hash (seq, epoch)   KEYS[2] history stream   KEYS[3] lifecycle stream
 -- KEYS[4] the run's hash (n: events stored for the run, done: a terminal event stored)
--- ARGV[1] event body: a JSON object without its opening brace
--- ARGV[2] epoch to use if the user has none yet   ARGV[3] history max length
--- ARGV[4] ttl of the user's keys in seconds        ARGV[5] live channel
--- ARGV[6] the event's number within its run (1, 2, ...; 0: append, no duplicate check)
--- ARGV[7] "1" for a terminal event   ARGV[8] "1" when it also goes to KEYS[3]
--- ARGV[9..] the lifecycle entry's fields and values
--- Returns {seq, epoch}; {-1, ''} for a duplicate (this number was stored before: a
--- retried emit whose first attempt succeeded); {-2, ''} when the run already ended.
+-- ARGV[1] epoch to use if the user has none yet   ARGV[2] history max length
+-- ARGV[3] ttl of the user's keys in seconds        ARGV[4] live channel
+-- ARGV[5] the first event's number within its run (1, 2, ...; 0: append, no duplicate check)
+-- ARGV[6] user id, ARGV[7] run id (for lifecycle entries)
+-- then per event, 5 values: body (a JSON object without its opening brace), type,
+-- ts, "1" for a terminal event, the lifecycle payload JSON ("" when the event does
+-- not change the run's status and so does not go to KEYS[3])
+-- Returns {epoch, seq...}: one seq per event, -1 for a duplicate (this number was
+-- stored before: a retried emit whose first attempt succeeded), -2 after a terminal
+-- event; {'', -2} when the run already ended. All events of the batch go out in one message, one per line.
 if redis.call('HGET', KEYS[4], 'done') == '1' then
-  return {-2, ''}
+  return {'', -2}
 end
-local number = tonumber(ARGV[6])
+local first = tonumber(ARGV[5])
 local stored = tonumber(redis.call('HGET', KEYS[4], 'n') or '0')
-if number > 0 and number <= stored then
-  return {-1, ''}
-end
 local epoch = redis.call('HGET', KEYS[1], 'epoch')
 if not epoch then
-  epoch = ARGV[2]
+  epoch = ARGV[1]
   redis.call('HSET', KEYS[1], 'epoch', epoch)
   -- a new epoch means the numbering restarts: no older entry may survive it
   redis.call('DEL', KEYS[2])
 end
-local seq = redis.call('HINCRBY', KEYS[1], 'seq', 1)
-local event = '{"seq":' .. seq .. ',"epoch":"' .. epoch .. '",' .. ARGV[1]
-redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[3], seq .. '-0', 'e', event)
-redis.call('HSET', KEYS[4], 'n', math.max(number, stored + 1))
-if ARGV[7] == '1' then
-  redis.call('HSET', KEYS[4], 'done', '1')
+local result = {epoch}
+local lines = {}
+local done = false
+local count = (#ARGV - 7) / 5
+for i = 0, count - 1 do
+  local at = 8 + i * 5
+  local number = first > 0 and first + i or 0
+  if done then
+    result[#result + 1] = -2
+  elseif number > 0 and number <= stored then
+    result[#result + 1] = -1
+  else
+    local seq = redis.call('HINCRBY', KEYS[1], 'seq', 1)
+    local event = '{"seq":' .. seq .. ',"epoch":"' .. epoch .. '",' .. ARGV[at]
+    redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[2], seq .. '-0', 'e', event)
+    stored = math.max(number, stored + 1)
+    if ARGV[at + 4] ~= '' then
+      redis.call('XADD', KEYS[3], 'MAXLEN', '~', 100000, '*', 'user_id', ARGV[6],
+                 'run_id', ARGV[7], 'type', ARGV[at + 1], 'ts', ARGV[at + 2],
+                 'payload', ARGV[at + 4])
+    end
+    if ARGV[at + 3] == '1' then
+      redis.call('HSET', KEYS[4], 'done', '1')
+      done = true
+    end
+    result[#result + 1] = seq
+    lines[#lines + 1] = event
+  end
 end
-redis.call('EXPIRE', KEYS[1], ARGV[4])
-redis.call('EXPIRE', KEYS[2], ARGV[4])
-redis.call('EXPIRE', KEYS[4], ARGV[4])
-if ARGV[8] == '1' then
-  local fields = {}
-  for i = 9, #ARGV do fields[#fields + 1] = ARGV[i] end
-  redis.call('XADD', KEYS[3], 'MAXLEN', '~', 100000, '*', unpack(fields))
+redis.call('HSET', KEYS[4], 'n', stored)
+redis.call('EXPIRE', KEYS[1], ARGV[3])
+redis.call('EXPIRE', KEYS[2], ARGV[3])
+redis.call('EXPIRE', KEYS[4], ARGV[3])
+if #lines > 0 then
+  redis.call('PUBLISH', ARGV[4], table.concat(lines, '\n'))
 end
-redis.call('PUBLISH', ARGV[5], event)
-return {seq, epoch}
+return result

@@ -12,7 +12,7 @@ import json
 import logging
 import secrets
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from importlib import resources
 from typing import Any
 
@@ -27,6 +27,9 @@ __all__ = ["LIFECYCLE_TYPES", "EmittedEvent", "EventEmitter", "RunEmitter", "new
 
 #: Events that change a run's status; they also go to the lifecycle stream.
 LIFECYCLE_TYPES: frozenset[str] = TERMINAL_TYPES | {"agent_started"}
+
+#: Types that RunEmitter.emit_many may send in one batch.
+_BATCHABLE: frozenset[str] = frozenset({"partial_result", "agent_thinking"})
 
 log = logging.getLogger(__name__)
 _EMIT_LUA = resources.files("bridge").joinpath("emit.lua").read_text()
@@ -90,25 +93,53 @@ class EventEmitter:
         ``number`` is the event's position in its run (0: append without the
         duplicate check). Raises :class:`RunFinished` when the run already ended.
         """
+        events = await self.emit_batch(user_id=user_id, run_id=run_id, thread_id=thread_id,
+                                       items=[(agent, type, payload)], first_number=number)
+        return events[0]
+
+    async def emit_batch(
+        self,
+        *,
+        user_id: str,
+        run_id: str,
+        thread_id: str,
+        items: Sequence[tuple[str, EventType, dict[str, Any]]],
+        first_number: int = 0,
+    ) -> list[EmittedEvent]:
+        """Store and publish consecutive events of one run in one script call.
+
+        ``items`` are (agent, type, payload); they get consecutive seqs and go out
+        in one pub/sub message. Numbering is ``first_number``, ``first_number + 1``…
+        (0: no duplicate check). Raises :class:`RunFinished` when the run already
+        ended before the batch.
+        """
         ts = utc_timestamp()
-        body = {"type": type, "run_id": run_id, "thread_id": thread_id, "agent": agent,
-                "ts": ts, "payload": payload}
-        encoded = json.dumps(body, separators=(",", ":"), default=str)
         keys = UserKeys(user_id)
-        lifecycle: list[str] = []
-        if type in LIFECYCLE_TYPES:
-            lifecycle = ["user_id", user_id, "run_id", run_id, "type", type, "ts", ts,
-                         "payload", json.dumps(payload, default=str)]
-        args = [encoded[1:], new_epoch(), self._history_maxlen, self._history_ttl_s,
-                keys.channel, number, "1" if type in TERMINAL_TYPES else "0",
-                "1" if lifecycle else "0", *lifecycle]
-        seq, epoch = await self._run_script(
-            [keys.meta, keys.history, LIFECYCLE_STREAM, keys.run(run_id)], args, type, run_id)
-        if int(seq) == -2:
-            raise RunFinished(f"{run_id} already ended; {type} refused")
-        epoch_str = epoch.decode() if isinstance(epoch, bytes) else str(epoch)
-        return EmittedEvent(seq=max(int(seq), 0), epoch=epoch_str, duplicate=int(seq) == -1,
-                            **body)
+        args: list[Any] = [new_epoch(), self._history_maxlen, self._history_ttl_s,
+                           keys.channel, first_number, user_id, run_id]
+        bodies = []
+        for agent, type, payload in items:
+            body = {"type": type, "run_id": run_id, "thread_id": thread_id, "agent": agent,
+                    "ts": ts, "payload": payload}
+            bodies.append(body)
+            lifecycle = json.dumps(payload, default=str) if type in LIFECYCLE_TYPES else ""
+            args += [json.dumps(body, separators=(",", ":"), default=str)[1:], type, ts,
+                     "1" if type in TERMINAL_TYPES else "0", lifecycle]
+        first_type = items[0][1] if items else "?"
+        reply = await self._run_script(
+            [keys.meta, keys.history, LIFECYCLE_STREAM, keys.run(run_id)], args, first_type,
+            run_id)
+        epoch_raw, *seqs = reply
+        if not epoch_raw:
+            raise RunFinished(f"{run_id} already ended; {first_type} refused")
+        epoch = epoch_raw.decode() if isinstance(epoch_raw, bytes) else str(epoch_raw)
+        events = []
+        for body, seq in zip(bodies, (int(s) for s in seqs), strict=True):
+            if seq == -2:
+                raise RunFinished(f"{run_id} ended within the batch; {body['type']} refused")
+            events.append(EmittedEvent(seq=max(seq, 0), epoch=epoch, duplicate=seq == -1,
+                                       **body))
+        return events
 
     async def _run_script(self, keys: list[str], args: list[Any], type: str,
                           run_id: str) -> Any:
@@ -193,6 +224,30 @@ class RunEmitter:
         elif type == "tool_completed":
             self._open_calls.pop(payload["call_id"], None)
         return event
+
+    async def emit_many(
+        self, type: EventType, payloads: Sequence[dict[str, Any]], *, agent: str | None = None
+    ) -> list[EmittedEvent]:
+        """Emit consecutive events of one type in one script call (streamed deltas).
+
+        Only for types that neither start nor end the run nor open or close a
+        tool call: ``partial_result``, ``agent_thinking``.
+        """
+        if type not in _BATCHABLE:
+            raise InvariantError(f"{type} cannot be emitted in a batch")
+        if not payloads:
+            return []
+        self._check(type, payloads[0])
+        try:
+            events = await self._emitter.emit_batch(
+                user_id=self.user_id, run_id=self.run_id, thread_id=self.thread_id,
+                items=[(agent or self.agent, type, payload) for payload in payloads],
+                first_number=self.events_emitted + 1)
+        except RunFinished:
+            self._finished = True
+            raise
+        self.events_emitted += len(events)
+        return events
 
     def _check(self, type: EventType, payload: dict[str, Any]) -> None:
         if self._finished:

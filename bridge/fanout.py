@@ -166,14 +166,17 @@ class UserEventHub:
             channel.confirmed.set()
         elif kind == "message":
             data = message["data"]
-            raw = data.decode() if isinstance(data, bytes) else str(data)
-            try:
-                seq, epoch = seq_of_raw(raw), epoch_of_raw(raw)
-            except ValueError:
-                log.error("dropping a malformed message on %s", name)
-                return
-            for subscription in list(channel.subscriptions):
-                subscription.sink(seq, epoch, raw)
+            text = data.decode() if isinstance(data, bytes) else str(data)
+            subscriptions = list(channel.subscriptions)
+            for raw in text.split("\n"):  # a batch of the emit script: one event a line
+                try:
+                    seq, epoch = seq_of_raw(raw), epoch_of_raw(raw)
+                except ValueError:
+                    # not an event: the gap it leaves is filled from the history
+                    log.error("ignoring a malformed message on %s", name)
+                    continue
+                for subscription in subscriptions:
+                    subscription.sink(seq, epoch, raw)
 
     def _notify_reconnect(self) -> None:
         for channel in self._channels.values():

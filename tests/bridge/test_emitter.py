@@ -142,6 +142,54 @@ async def test_nothing_is_stored_after_a_runs_terminal_event(redis: Redis) -> No
                                                                   "agent_failed"]
 
 
+async def test_a_batch_is_numbered_stored_and_published_in_order(redis: Redis) -> None:
+    hub = UserEventHub(redis)
+    await hub.start()
+    got: list[int] = []
+    sub = Subscription("usr_m", _collect(got))
+    try:
+        await hub.subscribe(sub)
+        run = RunEmitter(EventEmitter(redis), user_id="usr_m", run_id="run_m",
+                         thread_id="thr", agent="a")
+        await run.emit("agent_started", {"input": "x"})
+        events = await run.emit_many("partial_result", [{"delta": f"d{n}"} for n in range(100)])
+        await run.emit("agent_completed", {"result": "r", "duration_ms": 1, "tool_calls": 0})
+        assert [e["seq"] for e in events] == list(range(2, 102))
+        assert run.events_emitted == 102
+        page = await UserStreams(redis).read_after("usr_m", 0, limit=500)
+        deltas = [json.loads(raw)["payload"].get("delta") for _, raw in page.events[1:101]]
+        assert deltas == [f"d{n}" for n in range(100)]
+        for _ in range(100):
+            if len(got) == 102:
+                break
+            await asyncio.sleep(0.02)
+        assert got == list(range(1, 103))  # one pub/sub message, split per event
+    finally:
+        await hub.unsubscribe(sub)
+        await hub.stop()
+
+
+async def test_a_retried_batch_is_stored_once_and_nothing_follows_a_terminal(
+        redis: Redis) -> None:
+    emitter = EventEmitter(redis)
+    base: dict[str, Any] = {"user_id": "usr_n", "run_id": "run_n", "thread_id": "thr"}
+    items: list[Any] = [("a", "agent_started", {"input": "x"}),
+                        ("a", "partial_result", {"delta": "d"})]
+    first = await emitter.emit_batch(**base, items=items, first_number=1)
+    again = await emitter.emit_batch(**base, items=items, first_number=1)
+    assert [e["seq"] for e in first] == [1, 2] and all(e["duplicate"] for e in again)
+    with pytest.raises(RunFinished):
+        await emitter.emit_batch(**base, first_number=3, items=[
+            ("a", "agent_cancelled", {"by": "user"}), ("a", "partial_result", {"delta": "late"})])
+    page = await UserStreams(redis).read_after("usr_n", 0)
+    assert [json.loads(raw)["type"] for _, raw in page.events] == [
+        "agent_started", "partial_result", "agent_cancelled"]
+    run = RunEmitter(emitter, user_id="usr_n", run_id="run_o", thread_id="thr", agent="a")
+    await run.emit("agent_started", {"input": "x"})
+    with pytest.raises(InvariantError):
+        await run.emit_many("agent_completed", [{"result": "r"}])
+
+
 async def test_an_emit_waits_for_redis_to_return(redis: Redis, redis_server: LocalStack) -> None:
     emitter = EventEmitter(redis, emit_timeout_s=20)
     await _emit(emitter, "usr_l", "run_l")
