@@ -109,9 +109,12 @@ class Runtime:
         when unpaced, in batches of one script call each."""
         deltas = [{"delta": delta} for delta in final.deltas]
         if final.delta_interval_s:
-            for payload in deltas:
+            loop = asyncio.get_running_loop()
+            start = loop.time()
+            for n, payload in enumerate(deltas, 1):
                 await ctx.emitter.emit("partial_result", payload)
-                await asyncio.sleep(final.delta_interval_s)
+                # on a fixed schedule: the emit's own time does not slow the pace
+                await asyncio.sleep(max(0.0, start + n * final.delta_interval_s - loop.time()))
             return
         for start in range(0, len(deltas), self._stream_batch):
             await ctx.emitter.emit_many("partial_result", deltas[start:start + self._stream_batch])

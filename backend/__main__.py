@@ -1,6 +1,6 @@
 """``python -m backend``: run the API service."""
 
-from backend.app import create_app
+from backend.app import create_app, socket_first
 from backend.config import BackendSettings
 from servicekit import configure_logging
 from servicekit.server import serve
@@ -10,7 +10,7 @@ def main() -> None:
     settings = BackendSettings()
     configure_logging(settings.replica_id, settings.log_level)
     app = create_app(settings)
-    serve(app, host=settings.host, port=settings.port, log_level=settings.log_level,
+    serve(socket_first(app), host=settings.host, port=settings.port, log_level=settings.log_level,
           before_shutdown=app.state.gateway.close_all, ws_max_size=settings.ws_max_frame_bytes,
           ws_ping_interval=settings.ws_heartbeat_s, ws_ping_timeout=settings.ws_heartbeat_s,
           ws_per_message_deflate=settings.ws_compression)

@@ -1,7 +1,7 @@
 """The WebSocket gateway: ``/ws`` of the contract, a thin adapter over bridge.protocol.
 
-Each connection has one bounded outbound queue and one sender task, so every
-frame (live event, replayed event, answer) leaves in one order. The sender asks
+Each connection has one bounded outbound queue, drained by one sender task at a
+time, so every frame (live event, replayed event, answer) leaves in one order. The sender asks
 :class:`bridge.protocol.DeliveryCursor` what to do with each event: send it,
 drop a duplicate, or fill a gap from the user's history first.
 """
@@ -12,7 +12,7 @@ import asyncio
 import contextlib
 import json
 import logging
-from collections import Counter
+from collections import Counter, deque
 from typing import Any, NamedTuple
 
 from fastapi import WebSocket, WebSocketDisconnect
@@ -59,24 +59,58 @@ class _Outbound(NamedTuple):
 
 
 class Connection:
+    """One authenticated socket. Outbound frames wait in a bounded deque; a sender
+    task exists only while there is something to send, so an idle socket holds no
+    task of its own besides the one receiving."""
+
     def __init__(self, ws: WebSocket, principal: Principal, state: BackendState) -> None:
         self.id = f"con_{ULID()}"
         self.ws = ws
         self.principal = principal
         self.state = state
-        self.queue: asyncio.Queue[_Outbound] = asyncio.Queue(state.settings.ws_send_queue)
+        self.pending: deque[_Outbound] = deque()
         self.cursor = DeliveryCursor(0)
         self.epoch = ""
-        self.overflowed = asyncio.Event()
-        self.first_message = asyncio.Event()
-        self.initial_resume: dict[str, Any] | None = None
+        self.overflowed = False
+        # Live delivery waits for the client's first message (or a short hold), so a
+        # `resume` sent first is served before any live event: no gap, no duplicate.
+        self.live = False
+        self.sender_task: asyncio.Task[None] | None = None
+        self._hold = asyncio.get_running_loop().call_later(state.settings.ws_live_hold_s,
+                                                           self.go_live)
 
-    def push(self, item: _Outbound) -> None:
-        """Queue a frame; a full queue marks the socket as a slow consumer."""
-        try:
-            self.queue.put_nowait(item)
-        except asyncio.QueueFull:
-            self.overflowed.set()
+    def push(self, item: _Outbound, *, first: bool = False) -> None:
+        """Queue a frame (``first``: ahead of the others). A full queue marks the
+        socket as a slow consumer: its sender stops and it is closed with a resume
+        hint, so its backlog never grows past the limit."""
+        if self.overflowed:
+            return
+        if len(self.pending) >= self.state.settings.ws_send_queue:
+            self.overflowed = True
+            self.stop()
+            asyncio.create_task(self._close_slow_consumer())  # noqa: RUF006 (ends the socket)
+            return
+        if first:
+            self.pending.appendleft(item)
+        else:
+            self.pending.append(item)
+        self._wake()
+
+    def go_live(self) -> None:
+        self._hold.cancel()
+        self.live = True
+        self._wake()
+
+    def stop(self) -> None:
+        self._hold.cancel()
+        if self.sender_task is not None:
+            self.sender_task.cancel()
+            self.sender_task = None
+
+    def _wake(self) -> None:
+        if self.live and self.sender_task is None and self.pending:
+            self.sender_task = asyncio.create_task(self._send_pending())
+            self.sender_task.add_done_callback(self._sender_done)
 
     def on_event(self, seq: int, epoch: str, raw: str) -> None:
         self.push(_Outbound("event", seq=seq, epoch=epoch, raw=raw))
@@ -85,16 +119,9 @@ class Connection:
         """The pub/sub link was down: live events may be missing."""
         self.push(_Outbound("catchup"))
 
-    async def sender(self) -> None:
-        # Live delivery waits for the client's first message (or a short hold), so a
-        # `resume` sent first is served before any live event: no gap, no duplicate.
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self.first_message.wait(),
-                                   self.state.settings.ws_live_hold_s)
-        if self.initial_resume is not None:
-            await self._resume(self.initial_resume)
-        while True:
-            item = await self.queue.get()
+    async def _send_pending(self) -> None:
+        while self.pending:
+            item = self.pending.popleft()
             if item.kind == "event":
                 await self._deliver(item.seq, item.epoch, item.raw)
             elif item.kind == "resume":
@@ -103,6 +130,27 @@ class Connection:
                 await self._catch_up()
             else:
                 await self.ws.send_text(json.dumps(item.frame))
+        self.sender_task = None
+
+    def _sender_done(self, task: asyncio.Task[None]) -> None:
+        if task.cancelled():
+            return
+        exc = task.exception()
+        if exc is not None:
+            if self.sender_task is task:
+                self.sender_task = None
+            if not isinstance(exc, WebSocketDisconnect | RuntimeError | OSError):
+                log.warning("sending on %s failed: %r", self.id, exc)
+            # the socket cannot be written: end it; the client resumes elsewhere
+            asyncio.create_task(self._close(CLOSE_TRY_AGAIN, "send failed; resume"))  # noqa: RUF006
+
+    async def _close_slow_consumer(self) -> None:
+        log.info("closing slow consumer %s at seq %d", self.id, self.cursor.last_sent)
+        await self._close(CLOSE_TRY_AGAIN, f"slow consumer; resume after {self.cursor.last_sent}")
+
+    async def _close(self, code: int, reason: str) -> None:
+        with contextlib.suppress(Exception):
+            await self.ws.close(code, reason)
 
     async def _epoch_changed(self, epoch: str, last_seq: int) -> None:
         """The user's history was lost (Redis came back empty): numbering restarted."""
@@ -234,25 +282,9 @@ class Gateway:
                 "type": "welcome", "connection_id": connection.id,
                 "user_id": connection.principal.user_id, "epoch": position.epoch,
                 "last_seq": position.last_seq, "heartbeat_s": state.settings.ws_heartbeat_s}))
-            tasks = {asyncio.create_task(connection.sender()),
-                     asyncio.create_task(self._receive(connection)),
-                     asyncio.create_task(connection.overflowed.wait())}
-            done, pending = await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
-            for task in pending:
-                task.cancel()
-            await asyncio.gather(*pending, return_exceptions=True)
-            if connection.overflowed.is_set():
-                # the backlog stays bounded: the client resumes from what it got
-                log.info("closing slow consumer %s at seq %d", connection.id,
-                         connection.cursor.last_sent)
-                with contextlib.suppress(Exception):
-                    await ws.close(CLOSE_TRY_AGAIN, f"slow consumer; resume after "
-                                   f"{connection.cursor.last_sent}")
-            for task in done:
-                exc = task.exception()
-                if exc is not None and not isinstance(exc, WebSocketDisconnect | RuntimeError):
-                    log.warning("connection %s ended: %r", connection.id, exc)
+            await self._receive(connection)
         finally:
+            connection.stop()
             await state.hub.unsubscribe(subscription)
 
     async def _receive(self, connection: Connection) -> None:
@@ -262,19 +294,19 @@ class Gateway:
             if message["type"] == "websocket.disconnect":
                 return
             text = message.get("text")
-            first = not connection.first_message.is_set()
             try:
                 if text is None:
                     raise ProtocolError("invalid_message", "binary frames are not accepted")
                 parsed = parse_client_message(text)
-                if first and isinstance(parsed, ResumeMessage):
-                    connection.initial_resume = parsed.model_dump()
+                if not connection.live and isinstance(parsed, ResumeMessage):
+                    # the first message: served before the live events held so far
+                    connection.push(_Outbound("resume", frame=parsed.model_dump()), first=True)
                 else:
                     await self._handle(connection, parsed)
             except ProtocolError as exc:
                 errors += 1
                 connection.push(_Outbound("frame", frame=exc.frame()))
-            connection.first_message.set()
+            connection.go_live()
             if errors >= MAX_ERRORS:
                 await connection.ws.close(CLOSE_POLICY, "too many invalid messages")
                 return

@@ -200,7 +200,7 @@ def main() -> None:
     args = parser.parse_args()
     clients = [1, 20] if args.quick else [1, 100, 1000]
     rates = [500] if args.quick else [500, 2000]
-    scale = 2000 if args.quick else 20_000
+    scale = 2000 if args.quick else 60_000
     print("raw ceiling:", flush=True)
     raw = asyncio.run(raw_path(clients, rates, scale))
     print("full path:", flush=True)
