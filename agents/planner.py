@@ -11,29 +11,49 @@ and no model. It is not a language model. Its rules:
 from __future__ import annotations
 
 import re
+from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-__all__ = ["BuiltinPlanner", "Final", "Planner", "TickerPlanner", "ToolCall", "ToolOutcome",
-           "Transcript"]
+__all__ = ["BuiltinPlanner", "Decision", "Final", "Planner", "Think", "TickerPlanner", "ToolCall",
+           "ToolOutcome", "Transcript"]
 
 
 @dataclass(frozen=True)
 class ToolCall:
+    """Call ``tool``. ``agent``: the pipeline stage that decided it (events carry that
+    name; None: the run's agent)."""
+
     tool: str
     arguments: dict[str, Any]
     thought: str
+    agent: str | None = None
+
+
+@dataclass(frozen=True)
+class Think:
+    """A step that only reasons aloud: one ``agent_thinking`` event, then the next step."""
+
+    thought: str
+    agent: str | None = None
 
 
 @dataclass(frozen=True)
 class Final:
     """The answer. ``deltas`` (joined, the answer) are streamed as ``partial_result``
-    events first, ``delta_interval_s`` apart."""
+    events first, ``delta_interval_s`` apart. A provider that streams sets
+    ``stream`` instead: each piece is emitted as it arrives, and the answer is
+    their concatenation (``answer`` is then ignored)."""
 
     answer: str
     thought: str = ""
     deltas: tuple[str, ...] = ()
     delta_interval_s: float = 0.0
+    agent: str | None = None
+    stream: AsyncIterator[str] | None = None
+
+
+Decision = ToolCall | Think | Final
 
 
 @dataclass(frozen=True)
@@ -50,7 +70,10 @@ class Transcript:
 
 
 class Planner(Protocol):
-    async def next_step(self, transcript: Transcript) -> ToolCall | Final: ...
+    """Decides a run's next step from what happened so far. A planner is shared by
+    every run of its agent: it keeps no state of its own between calls."""
+
+    async def next_step(self, transcript: Transcript) -> Decision: ...
 
 
 _EXPRESSION = re.compile(r"[-+(]*\s*\d[\d.\s]*(?:[-+*/%^x\u00d7]+\s*[-+(]*\s*\d[\d.\s]*[)]*\s*)+")
@@ -64,7 +87,7 @@ def find_expression(text: str) -> str | None:
 
 
 class BuiltinPlanner:
-    async def next_step(self, transcript: Transcript) -> ToolCall | Final:
+    async def next_step(self, transcript: Transcript) -> Decision:
         if not transcript.outcomes:
             expression = find_expression(transcript.input)
             if expression is None:
@@ -89,7 +112,7 @@ class TickerPlanner:
     streams 500 ``partial_result`` deltas of 200 bytes, 5 ms apart (at most 100,000
     ticks, 10 s apart, 64 KiB each). The answer says how many ticks were streamed."""
 
-    async def next_step(self, transcript: Transcript) -> ToolCall | Final:
+    async def next_step(self, transcript: Transcript) -> Decision:
         match = _TICKS.search(transcript.input)
         count = min(int(match.group(1)), 100_000) if match else 10
         interval_ms = min(float(match.group(2)), 10_000.0) if match and match.group(2) else 0.0

@@ -97,32 +97,44 @@ class Runtime:
             decision = await agent.planner.next_step(transcript)
             if decision.thought:
                 await ctx.emitter.emit("agent_thinking", {"text": decision.thought,
-                                                          "step": step})
+                                                          "step": step}, agent=decision.agent)
             if isinstance(decision, Final):
-                await self._stream(ctx, decision)
-                return decision.answer
-            transcript.outcomes.append(await self._call(ctx, agent, decision))
+                return await self._stream(ctx, decision)
+            if isinstance(decision, ToolCall):
+                transcript.outcomes.append(await self._call(ctx, agent, decision))
         raise AgentError(f"no answer within {self._max_steps} steps")
 
-    async def _stream(self, ctx: RunContext, final: Final) -> None:
-        """The answer's deltas as ``partial_result`` events: paced one by one, or,
-        when unpaced, in batches of one script call each."""
+    async def _stream(self, ctx: RunContext, final: Final) -> str:
+        """Emit the answer as ``partial_result`` events; returns the answer. Paced
+        deltas go one by one; unpaced ones in batches of one script call each; a
+        provider's stream piece by piece as it arrives."""
+        agent = final.agent
+        if final.stream is not None:
+            pieces = []
+            async for piece in final.stream:
+                if piece:
+                    pieces.append(piece)
+                    await ctx.emitter.emit("partial_result", {"delta": piece}, agent=agent)
+            return "".join(pieces)
         deltas = [{"delta": delta} for delta in final.deltas]
         if final.delta_interval_s:
             loop = asyncio.get_running_loop()
             start = loop.time()
             for n, payload in enumerate(deltas, 1):
-                await ctx.emitter.emit("partial_result", payload)
+                await ctx.emitter.emit("partial_result", payload, agent=agent)
                 # on a fixed schedule: the emit's own time does not slow the pace
                 await asyncio.sleep(max(0.0, start + n * final.delta_interval_s - loop.time()))
-            return
-        for start in range(0, len(deltas), self._stream_batch):
-            await ctx.emitter.emit_many("partial_result", deltas[start:start + self._stream_batch])
+        else:
+            for start in range(0, len(deltas), self._stream_batch):
+                await ctx.emitter.emit_many("partial_result",
+                                            deltas[start:start + self._stream_batch],
+                                            agent=agent)
+        return final.answer
 
     async def _call(self, ctx: RunContext, agent: Agent, call: ToolCall) -> ToolOutcome:
         call_id = f"tcl_{ULID()}"
         await ctx.emitter.emit("tool_executing", {"call_id": call_id, "tool": call.tool,
-                                                  "arguments": call.arguments})
+                                                  "arguments": call.arguments}, agent=call.agent)
         ctx.tool_calls += 1
         started = time.monotonic()
         payload: dict[str, Any] = {"call_id": call_id, "tool": call.tool}
@@ -139,7 +151,7 @@ class Runtime:
         except ToolError as exc:
             payload.update(ok=False, error={"code": exc.code, "message": exc.message})
         payload["duration_ms"] = _ms_since(started)
-        await ctx.emitter.emit("tool_completed", payload)
+        await ctx.emitter.emit("tool_completed", payload, agent=call.agent)
         ok = payload["ok"]
         return ToolOutcome(call=call, ok=ok, result=payload["result"] if ok else payload["error"])
 
