@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import socket
+from typing import Literal
 
-from pydantic import Field
+from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 __all__ = ["WorkerSettings"]
@@ -29,3 +30,11 @@ class WorkerSettings(BaseSettings):
     history_maxlen: int = 10_000
     history_ttl_s: int = 86_400
     log_level: str = "info"
+    # the planner of the built-in agents: deterministic rules, or an OpenAI-compatible
+    # chat-completions server (OpenAI, vLLM, Ollama, llama.cpp)
+    llm_provider: Literal["builtin", "openai"] = "builtin"
+    openai_base_url: str = "https://api.openai.com/v1"
+    openai_api_key: SecretStr | None = None  # sent as a bearer token only when set
+    openai_model: str = "gpt-4o-mini"
+    # per connect / read / write: the longest silence of a streaming answer
+    openai_timeout_s: float = Field(default=60.0, gt=0)

@@ -3,10 +3,11 @@
     AgentError          base
     ├── ToolError       a tool failed; the run is told (tool_completed ok=false) and goes on
     │   └── ToolArgumentsError   the arguments did not validate against the tool's model
-    └── PlannerError    the planner (model) produced something unusable; the run fails
+    ├── PlannerError    the planner (model) produced something unusable; the run fails
+    └── ProviderError   a model provider failed (HTTP error, unreachable, malformed stream)
 """
 
-__all__ = ["AgentError", "PlannerError", "ToolArgumentsError", "ToolError"]
+__all__ = ["AgentError", "PlannerError", "ProviderError", "ToolArgumentsError", "ToolError"]
 
 
 class AgentError(Exception):
@@ -29,3 +30,13 @@ class ToolArgumentsError(ToolError):
 
 class PlannerError(AgentError):
     """The planner could not decide a next step."""
+
+
+class ProviderError(AgentError):
+    """A model provider could not be asked or did not answer usably; the run fails.
+    ``status`` is the HTTP status when the server answered with one. The message
+    never holds the API key."""
+
+    def __init__(self, message: str, status: int | None = None) -> None:
+        super().__init__(message)
+        self.status = status
