@@ -1,19 +1,41 @@
-"""The built-in agents, by name."""
+"""The built-in agents, by name, with the planner the settings choose."""
 
 from __future__ import annotations
 
-from agents.planner import BuiltinPlanner, TickerPlanner
+from agents.builtin_tools import CLOCK, ESTIMATE_SAVINGS, QUERY_USAGE, THREAD_SEARCH
+from agents.config import WorkerSettings
+from agents.openai import make_openai_planner
+from agents.pipeline import PipelinePlanner
+from agents.planner import Planner, TickerPlanner
 from agents.runtime import Agent
 from agents.tools import CALCULATOR, ToolRegistry
 
-__all__ = ["builtin_agents"]
+__all__ = ["SYSTEM_PROMPT", "builtin_agents"]
+
+SYSTEM_PROMPT = (
+    "You are the supervisor of an AI-usage assistant. For questions about the user's AI "
+    "spend, call query_usage (per model), then estimate_savings with its items when the "
+    "user asks how to save, then answer with each model's requests and cost in dollars to "
+    "the cent and each saving. Use calculator for arithmetic, clock for the time, "
+    "thread_search for the user's earlier messages. Be brief.")
 
 
-def builtin_agents() -> dict[str, Agent]:
-    planner = BuiltinPlanner()
+def builtin_agents(settings: WorkerSettings) -> dict[str, Agent]:
+    everything = ToolRegistry([QUERY_USAGE, ESTIMATE_SAVINGS, CALCULATOR, CLOCK, THREAD_SEARCH])
+    supervisor: Planner = PipelinePlanner("supervisor")
+    if settings.llm_provider == "openai":
+        supervisor = make_openai_planner(settings, everything, system_prompt=SYSTEM_PROMPT)
     return {
-        "supervisor": Agent("supervisor", "The default agent: answers with its tools.",
-                            planner, ToolRegistry([CALCULATOR])),
+        "supervisor": Agent("supervisor", "The default agent: triage → data → optimization → "
+                            "report for spend questions; calculator, clock and message "
+                            "search otherwise.", supervisor, everything),
+        "triage": Agent("triage", "Classifies a request and says what it needs.",
+                        PipelinePlanner("triage"), ToolRegistry([])),
+        "data": Agent("data", "Your usage per model over the days you name.",
+                      PipelinePlanner("data"), ToolRegistry([QUERY_USAGE])),
+        "optimization": Agent("optimization", "Your usage and what a smaller model would "
+                              "save.", PipelinePlanner("optimization"),
+                              ToolRegistry([QUERY_USAGE, ESTIMATE_SAVINGS])),
         "ticker": Agent("ticker", "Diagnostics: 'ticks N every M ms' streams N deltas.",
                         TickerPlanner(), ToolRegistry([])),
     }

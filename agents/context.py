@@ -8,11 +8,32 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Literal
 
+from agents.backend_client import BackendClient
 from bridge.emitter import RunEmitter
 
-__all__ = ["RunContext", "StopReason"]
+__all__ = ["RunContext", "Services", "StopReason", "ToolRecord"]
 
 StopReason = Literal["user", "interrupt", "worker_lost"]
+
+
+@dataclass(frozen=True)
+class Services:
+    """What tools may use besides their arguments; shared by the worker's runs and
+    holding no user data (a tool passes the run's ``user_id`` itself)."""
+
+    backend: BackendClient | None = None
+
+
+@dataclass(frozen=True)
+class ToolRecord:
+    """One tool call of the run, for the analytics ``tool_calls`` table."""
+
+    tool: str
+    agent: str
+    ok: bool
+    error_code: str
+    duration_ms: int
+    ts: str
 
 
 @dataclass
@@ -24,5 +45,7 @@ class RunContext:
     input: str
     emitter: RunEmitter
     deadline: float  # event-loop time
+    services: Services = field(default_factory=Services)
     stop_reason: StopReason | None = None
     tool_calls: int = field(default=0)
+    tool_records: list[ToolRecord] = field(default_factory=list)

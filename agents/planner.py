@@ -1,11 +1,9 @@
 """Planners decide a run's next step; the runtime carries it out.
 
-:class:`BuiltinPlanner` is the embedded default: deterministic rules, no network
-and no model. It is not a language model. Its rules:
-
-- the input holds an arithmetic expression → call ``calculator`` with it, then
-  answer ``<expression> = <value>``;
-- otherwise → answer with what it can do.
+The types of a decision (:class:`ToolCall`, :class:`Think`, :class:`Final`), the
+transcript a planner decides from, and the diagnostic :class:`TickerPlanner`.
+The built-in rules live in ``agents.pipeline``; an OpenAI-compatible model in
+``agents.openai``.
 """
 
 from __future__ import annotations
@@ -15,7 +13,7 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-__all__ = ["BuiltinPlanner", "Decision", "Final", "Planner", "Think", "TickerPlanner", "ToolCall",
+__all__ = ["Decision", "Final", "Planner", "Think", "TickerPlanner", "ToolCall",
            "ToolOutcome", "Transcript"]
 
 
@@ -65,8 +63,12 @@ class ToolOutcome:
 
 @dataclass
 class Transcript:
+    """What happened in the run so far: its input, the tool calls' outcomes and the
+    reasoning-only steps (in order)."""
+
     input: str
     outcomes: list[ToolOutcome] = field(default_factory=list)
+    thoughts: list[Think] = field(default_factory=list)
 
 
 class Planner(Protocol):
@@ -84,23 +86,6 @@ def find_expression(text: str) -> str | None:
     if match is None:
         return None
     return re.sub(r"\s+", " ", match.group(0).replace("\u00d7", "*").replace("x", "*")).strip()
-
-
-class BuiltinPlanner:
-    async def next_step(self, transcript: Transcript) -> Decision:
-        if not transcript.outcomes:
-            expression = find_expression(transcript.input)
-            if expression is None:
-                return Final("I can evaluate arithmetic, for example: what is 17 * 23?",
-                             thought="No arithmetic in the request; nothing to compute.")
-            return ToolCall("calculator", {"expression": expression},
-                            thought=f"The request is arithmetic: {expression}. "
-                                    "Using the calculator.")
-        last = transcript.outcomes[-1]
-        if not last.ok:
-            return Final(f"I could not compute {last.call.arguments.get('expression')}: "
-                         f"{last.result.get('message', 'error')}")
-        return Final(f"{last.result['expression']} = {last.result['value']}")
 
 
 _TICKS = re.compile(r"ticks?\s+(\d+)(?:\s+every\s+(\d+(?:\.\d+)?)\s*ms)?"

@@ -16,11 +16,12 @@ from typing import Any
 
 from ulid import ULID
 
-from agents.context import RunContext
+from agents.context import RunContext, ToolRecord
 from agents.errors import AgentError, ToolError
 from agents.planner import Final, Planner, ToolCall, ToolOutcome, Transcript
 from agents.tools import ToolRegistry
 from bridge.errors import BridgeError
+from bridge.events import utc_timestamp
 
 __all__ = ["Agent", "Runtime"]
 
@@ -102,6 +103,8 @@ class Runtime:
                 return await self._stream(ctx, decision)
             if isinstance(decision, ToolCall):
                 transcript.outcomes.append(await self._call(ctx, agent, decision))
+            else:
+                transcript.thoughts.append(decision)
         raise AgentError(f"no answer within {self._max_steps} steps")
 
     async def _stream(self, ctx: RunContext, final: Final) -> str:
@@ -152,6 +155,10 @@ class Runtime:
             payload.update(ok=False, error={"code": exc.code, "message": exc.message})
         payload["duration_ms"] = _ms_since(started)
         await ctx.emitter.emit("tool_completed", payload, agent=call.agent)
+        ctx.tool_records.append(ToolRecord(
+            tool=call.tool, agent=call.agent or ctx.agent, ok=payload["ok"],
+            error_code="" if payload["ok"] else payload["error"]["code"],
+            duration_ms=payload["duration_ms"], ts=utc_timestamp()))
         ok = payload["ok"]
         return ToolOutcome(call=call, ok=ok, result=payload["result"] if ok else payload["error"])
 

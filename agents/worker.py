@@ -15,19 +15,22 @@ import json
 import logging
 import signal
 import sys
+from dataclasses import asdict
 
 import uvloop
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
+from agents.backend_client import BackendClient
 from agents.builtin import builtin_agents
 from agents.config import WorkerSettings
-from agents.context import RunContext, StopReason
+from agents.context import RunContext, Services, StopReason
 from agents.runtime import Agent, Runtime
 from bridge.cancel import CANCEL_CHANNEL, cancel_key
 from bridge.emitter import EventEmitter, RunEmitter
 from bridge.errors import EmitError, RunFinished
 from bridge.groups import autoclaim, ensure_group, read_group
+from bridge.ingest import append_rows
 from bridge.keys import UserKeys
 from bridge.queue import RUN_QUEUE, WORKER_GROUP, RunRequest
 from bridge.registry import ThreadRunRegistry
@@ -45,10 +48,12 @@ def alive_key(worker_id: str) -> str:
 
 
 class Worker:
-    def __init__(self, settings: WorkerSettings, redis: Redis, agents: dict[str, Agent]) -> None:
+    def __init__(self, settings: WorkerSettings, redis: Redis, agents: dict[str, Agent],
+                 services: Services | None = None) -> None:
         self._settings = settings
         self._redis = redis
         self._agents = agents
+        self._services = services or Services()
         self._emitter = EventEmitter(redis, history_maxlen=settings.history_maxlen,
                                      history_ttl_s=settings.history_ttl_s,
                                      emit_timeout_s=settings.emit_timeout_s)
@@ -163,7 +168,7 @@ class Worker:
                              thread_id=request.thread_id, agent=request.agent)
         ctx = RunContext(run_id=request.run_id, user_id=request.user_id,
                          thread_id=request.thread_id, agent=request.agent, input=request.input,
-                         emitter=emitter,
+                         emitter=emitter, services=self._services,
                          deadline=asyncio.get_running_loop().time() + self._settings.run_timeout_s)
         task = asyncio.create_task(self._execute(entry_id, ctx, agent), name=request.run_id)
         self._running[request.run_id] = (ctx, task)
@@ -199,6 +204,13 @@ class Worker:
         with contextlib.suppress(RedisError, OSError):
             await self._registry.release(ctx.run_id)
             await self._redis.xack(RUN_QUEUE, WORKER_GROUP, entry_id)
+        if ctx.tool_records:
+            try:
+                await append_rows(self._redis, "tool_calls", [
+                    {**asdict(record), "run_id": ctx.run_id, "user_id": ctx.user_id}
+                    for record in ctx.tool_records])
+            except (RedisError, OSError) as exc:
+                log.warning("tool metrics of run %s not recorded: %s", ctx.run_id, exc)
         self.completed += 1
 
     async def _fail_undeliverable(self, entry_id: bytes, ctx: RunContext) -> None:
@@ -269,13 +281,21 @@ def _text(value: bytes | str) -> str:
 
 async def serve(settings: WorkerSettings) -> None:
     redis = make_redis(settings.redis_url, timeout=5.0, max_connections=settings.concurrency + 8)
-    worker = Worker(settings, redis, builtin_agents())
+    token = settings.backend_token.get_secret_value() if settings.backend_token else None
+    backend = BackendClient(settings.backend_url, token, timeout_s=settings.tool_timeout_s)
+    agents = builtin_agents(settings)
+    worker = Worker(settings, redis, agents, Services(backend=backend))
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, worker.stop)
     try:
         await worker.run()
     finally:
+        await backend.aclose()
+        for planner in {id(a.planner): a.planner for a in agents.values()}.values():
+            closing = getattr(planner, "aclose", None)
+            if closing is not None:
+                await closing()
         await redis.aclose()
         log.info("worker %s stopped", settings.worker_id)
 

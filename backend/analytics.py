@@ -14,6 +14,7 @@ from collections import defaultdict
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
+from decimal import Decimal
 from typing import Any, TypeVar
 
 import clickhouse_connect
@@ -35,13 +36,33 @@ TABLES: dict[str, tuple[str, str]] = {
              "started_at DateTime64(3, 'UTC'), finished_at DateTime64(3, 'UTC'), "
              "duration_ms UInt32, tool_calls UInt16, error_code LowCardinality(String)",
              "(user_id, finished_at)"),
+    "tool_calls": ("run_id String, user_id String, agent LowCardinality(String), "
+                   "tool LowCardinality(String), ok Bool, error_code LowCardinality(String), "
+                   "duration_ms UInt32, ts DateTime64(3, 'UTC')",
+                   "(user_id, ts)"),
+    "usage": ("user_id String, ts DateTime64(3, 'UTC'), model LowCardinality(String), "
+              "prompt_tokens UInt32, completion_tokens UInt32, cost_usd Decimal(18, 6), "
+              "latency_ms UInt32, status LowCardinality(String)",
+              "(user_id, ts)"),
 }
 _DATETIME_COLUMNS = {"created_at", "started_at", "finished_at", "ts"}
+_DECIMAL_COLUMNS = {"cost_usd"}
 
 
-def _parse_row(table: str, row: dict[str, Any]) -> dict[str, Any]:
-    return {k: (datetime.fromisoformat(v.replace("Z", "+00:00"))
-                if k in _DATETIME_COLUMNS and isinstance(v, str) else v) for k, v in row.items()}
+def _parse_value(key: str, value: Any) -> Any:
+    if key in _DATETIME_COLUMNS and isinstance(value, str):
+        return datetime.fromisoformat(value.replace("Z", "+00:00"))
+    if key in _DECIMAL_COLUMNS and value is not None:
+        return Decimal(str(value))
+    return value
+
+
+def _parse_row(row: dict[str, Any]) -> dict[str, Any]:
+    return {k: _parse_value(k, v) for k, v in row.items()}
+
+
+def _naive_utc(value: datetime) -> datetime:
+    return value.astimezone(UTC).replace(tzinfo=None)
 
 
 class AnalyticsStore:
@@ -96,11 +117,45 @@ class AnalyticsStore:
             "tool_calls, error_code FROM {db}.runs WHERE user_id = {user:String} "
             "AND finished_at >= {start:DateTime64(3)} AND finished_at < {end:DateTime64(3)} "
             "ORDER BY finished_at DESC LIMIT 1000",
-            {"user": user_id, "start": start.astimezone(UTC).replace(tzinfo=None),
-             "end": end.astimezone(UTC).replace(tzinfo=None)})
+            {"user": user_id, "start": _naive_utc(start), "end": _naive_utc(end)})
         for row in rows:
             for key in ("created_at", "finished_at"):
                 row[key] = row[key].replace(tzinfo=UTC).isoformat()
+        return rows
+
+    async def usage(self, user_id: str, start: datetime, end: datetime, group_by: str,
+                    short_tokens: int | None = None) -> list[dict[str, Any]]:
+        """The user's usage aggregates per model (costliest first) or per day (in
+        order). ``short_tokens`` adds the requests whose completion was shorter
+        than that: the candidates for a smaller model."""
+        key = "model" if group_by == "model" else "toString(toDate(ts))"
+        # aggregates are named s_* in SQL: a ClickHouse alias equal to a column name
+        # would replace that column inside the other aggregates
+        short = ""
+        if short_tokens is not None:
+            cond = "completion_tokens < {short:UInt32}"
+            short = (f", countIf({cond}) AS s_short_requests"
+                     f", sumIf(prompt_tokens, {cond}) AS s_short_prompt_tokens"
+                     f", sumIf(completion_tokens, {cond}) AS s_short_completion_tokens"
+                     f", sumIf(cost_usd, {cond}) AS s_short_cost_usd")
+        order = "s_cost_usd DESC, key" if group_by == "model" else "key"
+        rows = await self.query(
+            f"SELECT {key} AS key, count() AS s_requests, sum(prompt_tokens) AS s_prompt_tokens, "
+            "sum(completion_tokens) AS s_completion_tokens, sum(cost_usd) AS s_cost_usd, "
+            f"quantileExact(0.5)(latency_ms) AS s_p50_latency_ms{short} "
+            "FROM {db}.usage WHERE user_id = {user:String} "
+            "AND ts >= {start:DateTime64(3)} AND ts < {end:DateTime64(3)} "
+            f"GROUP BY key ORDER BY {order}",
+            {"user": user_id, "start": _naive_utc(start), "end": _naive_utc(end),
+             "short": short_tokens or 0})
+        rows = [{name.removeprefix("s_"): value for name, value in row.items()}
+                for row in rows]
+        for row in rows:
+            for name, value in row.items():
+                if isinstance(value, Decimal):
+                    row[name] = float(value)  # six decimals: exact in a double's text
+                elif name != "key":
+                    row[name] = int(value)
         return rows
 
     def close(self) -> None:
@@ -145,10 +200,12 @@ class Ingester:
             by_table: dict[str, list[dict[str, Any]]] = defaultdict(list)
             for _, fields in entries:
                 table = fields[b"table"].decode()
+                rows = (json.loads(fields[b"rows"]) if b"rows" in fields
+                        else [json.loads(fields[b"row"])])
                 if table in TABLES:
-                    by_table[table].append(_parse_row(table, json.loads(fields[b"row"])))
+                    by_table[table].extend(_parse_row(row) for row in rows)
                 else:
-                    log.error("dropping a row for unknown table %r", table)
+                    log.error("dropping %d rows for unknown table %r", len(rows), table)
             for table, rows in by_table.items():
                 await self._store.insert(table, rows)
             await self._redis.xack(INGEST_STREAM, INGEST_GROUP, *[e for e, _ in entries])

@@ -4,16 +4,20 @@ from __future__ import annotations
 
 import json
 from datetime import UTC, datetime, timedelta
+from decimal import Decimal
 from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Query, Response
-from pydantic import BaseModel, Field
+from pydantic import AwareDatetime, BaseModel, Field
 
+from backend.analytics import AnalyticsStore
 from backend.deps import CurrentUser, State
+from backend.state import BackendState
 from bridge.cancel import request_cancel
+from bridge.ingest import append_rows
 from servicekit import ProblemError, StorableStr
 
-__all__ = ["router"]
+__all__ = ["router", "usage_answer"]
 
 router = APIRouter(prefix="/api")
 Limit = Annotated[int, Query(ge=1, le=200)]
@@ -126,17 +130,71 @@ async def run_events(run_id: str, user: CurrentUser, state: State,
     return {"items": items}
 
 
+class UsageRecord(BaseModel):
+    ts: AwareDatetime
+    model: StorableStr = Field(min_length=1, max_length=100)
+    prompt_tokens: int = Field(ge=0, le=100_000_000)
+    completion_tokens: int = Field(ge=0, le=100_000_000)
+    cost_usd: Decimal = Field(ge=0, le=1_000_000, decimal_places=6)
+    latency_ms: int = Field(ge=0, le=86_400_000)
+    status: StorableStr = Field(min_length=1, max_length=32)
+
+
+class UsageBody(BaseModel):
+    records: list[UsageRecord] = Field(min_length=1, max_length=10_000)
+
+
+GroupBy = Annotated[Literal["model", "day"], Query()]
+ShortTokens = Annotated[int | None, Query(ge=1, le=1_000_000)]
+
+
+@router.post("/analytics/usage", status_code=202)
+async def post_usage(body: UsageBody, user: CurrentUser, state: State) -> dict[str, Any]:
+    """The caller's AI usage records, queued on the ingest stream for ClickHouse."""
+    await append_rows(state.redis, "usage", [
+        {**record.model_dump(mode="json"), "user_id": user.user_id} for record in body.records])
+    return {"accepted": len(body.records)}
+
+
+@router.get("/analytics/usage")
+async def get_usage(
+    user: CurrentUser, state: State, group_by: GroupBy = "model",
+    start: Annotated[datetime | None, Query(alias="from")] = None,
+    end: Annotated[datetime | None, Query(alias="to")] = None,
+    short_tokens: ShortTokens = None,
+) -> dict[str, Any]:
+    return await usage_answer(state, user.user_id, start, end, group_by, short_tokens)
+
+
+async def usage_answer(state: BackendState, user_id: str, start: datetime | None,
+                       end: datetime | None, group_by: str, short_tokens: int | None
+                       ) -> dict[str, Any]:
+    """Usage aggregates of ``user_id`` between ``start`` and ``end`` (default: the
+    last 30 days)."""
+    analytics = _analytics(state)
+    end = _aware(end) or datetime.now(UTC) + timedelta(minutes=1)
+    start = _aware(start) or end - timedelta(days=30)
+    items = await analytics.usage(user_id, start, end, group_by, short_tokens)
+    return {"from": start.isoformat(), "to": end.isoformat(), "group_by": group_by,
+            "items": items}
+
+
+def _analytics(state: BackendState) -> AnalyticsStore:
+    if state.analytics is None:
+        raise ProblemError(503, "analytics_unavailable", "this replica does not serve analytics")
+    return state.analytics
+
+
 @router.get("/analytics/runs")
 async def analytics_runs(
     user: CurrentUser, state: State,
     start: Annotated[datetime | None, Query(alias="from")] = None,
     end: Annotated[datetime | None, Query(alias="to")] = None,
 ) -> dict[str, Any]:
-    if state.analytics is None:
-        raise ProblemError(503, "analytics_unavailable", "this replica does not serve analytics")
+    analytics = _analytics(state)
     end = _aware(end) or datetime.now(UTC) + timedelta(minutes=1)
     start = _aware(start) or end - timedelta(days=7)
-    return {"items": await state.analytics.runs(user.user_id, start, end)}
+    return {"items": await analytics.runs(user.user_id, start, end)}
 
 
 def _aware(value: datetime | None) -> datetime | None:

@@ -19,6 +19,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 from backend.analytics import AnalyticsStore, Ingester
 from backend.api import router
 from backend.config import BackendSettings
+from backend.internal import router as internal_router
 from backend.lifecycle import LifecycleApplier
 from backend.reaper import Reaper
 from backend.runs import RunService
@@ -156,6 +157,7 @@ def create_app(settings: BackendSettings) -> FastAPI:
 
     install_health_routes(app, checks, timeout=settings.dependency_timeout_s, extra=extra)
     app.include_router(router)
+    app.include_router(internal_router)
 
     return app
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import Field
+from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 __all__ = ["BackendSettings"]
@@ -20,6 +20,8 @@ class BackendSettings(BaseSettings):
     database_url: str = "postgresql://postgres@127.0.0.1:5432/agentchat"
     redis_url: str = "redis://127.0.0.1:6379/0"
     auth_url: str = "http://127.0.0.1:8001"
+    # the auth service as a browser reaches it (the web page at `/` calls it directly)
+    public_auth_url: str = "http://127.0.0.1:8001"
     token_issuer: str = "agentchat-auth"
     token_audience: str = "agentchat"
     # "chdb:///path" (embedded, one owning process) or "http://user:pass@host:8123"
@@ -52,3 +54,5 @@ class BackendSettings(BaseSettings):
     redis_max_connections: int = 128
     startup_timeout_s: float = 60.0
     log_level: str = "info"
+    # the service token of the internal API the agent workers call (None: no such API)
+    internal_token: SecretStr | None = None

@@ -102,6 +102,15 @@ class Store:
             thread_id, user_id, cursor, limit + 1)
         return _page([message_json(r) for r in rows], limit)
 
+    async def search_messages(self, user_id: str, text: str, limit: int
+                              ) -> list[dict[str, Any]]:
+        """The user's messages containing ``text`` (case-insensitive), newest first."""
+        pattern = "%" + text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
+        rows = await self.pool.fetch(
+            "SELECT * FROM app.messages WHERE user_id = $1 AND content ILIKE $2 "
+            "ORDER BY id DESC LIMIT $3", user_id, pattern, limit)
+        return [{**message_json(r), "thread_id": r["thread_id"]} for r in rows]
+
     async def run(self, user_id: str, run_id: str) -> dict[str, Any] | None:
         row = await self.pool.fetchrow(
             f"SELECT {_RUN_COLUMNS} FROM app.runs WHERE id = $1 AND user_id = $2",

@@ -12,13 +12,23 @@ from typing import Any
 
 from redis.asyncio import Redis
 
-__all__ = ["INGEST_GROUP", "INGEST_STREAM", "append_row"]
+__all__ = ["INGEST_GROUP", "INGEST_STREAM", "append_row", "append_rows"]
 
 INGEST_STREAM = "analytics:ingest"
 INGEST_GROUP = "ingester"
 _MAXLEN = 1_000_000
+#: rows per stream entry
+CHUNK = 1000
 
 
 async def append_row(redis: Redis, table: str, row: dict[str, Any]) -> None:
-    await redis.xadd(INGEST_STREAM, {"table": table, "row": json.dumps(row, default=str)},
-                     maxlen=_MAXLEN, approximate=True)
+    await append_rows(redis, table, [row])
+
+
+async def append_rows(redis: Redis, table: str, rows: list[dict[str, Any]]) -> None:
+    """Append rows for ``table``: one stream entry per ``CHUNK`` rows, all at once."""
+    async with redis.pipeline(transaction=True) as pipe:
+        for start in range(0, len(rows), CHUNK):
+            pipe.xadd(INGEST_STREAM, {"table": table, "rows": json.dumps(
+                rows[start:start + CHUNK], default=str)}, maxlen=_MAXLEN, approximate=True)
+        await pipe.execute()

@@ -2,6 +2,7 @@
 
     python -m e2e up                 # the whole stack in the foreground, Ctrl-C stops it
     python -m e2e demo               # a user asks a question; its events print as they arrive
+    python -m e2e seed --email E     # usage records for a user (signed up if new)
     python -m e2e run                # a fresh stack, every scenario, a report; exit 1 on failure
 """
 
@@ -20,6 +21,7 @@ from bridge.events import TERMINAL_TYPES
 from e2e.client import ApiError, ChatClient
 from e2e.scenarios import SCENARIOS, ScenarioResult, Target
 from e2e.stack import LocalStack, StackConfig, StackError, StackPorts, install_signal_exit
+from e2e.usage import generate
 
 DEMO_EMAIL = "demo@example.com"
 DEMO_PASSWORD = "demo password 123"
@@ -37,6 +39,7 @@ def cmd_up(args: argparse.Namespace) -> int:
     try:
         with stack:
             backend, auth = stack.backend_url(), stack.auth_url
+            seeded = asyncio.run(_seed(auth, backend, DEMO_EMAIL, DEMO_PASSWORD, 30))
             print(f"""
 The stack is up (data in {root}, logs in {stack.logs}).
 
@@ -45,6 +48,8 @@ The stack is up (data in {root}, logs in {stack.logs}).
   postgres  {stack.database_url}
   redis     {stack.redis_url}
   readiness {backend}/readyz   {auth}/readyz
+
+Log in as the demo user ({DEMO_EMAIL} / {DEMO_PASSWORD}): {seeded}.
 
 Watch an agent work, in another terminal:
   .venv/bin/python -m e2e demo --backend {backend} --auth {auth}
@@ -93,6 +98,26 @@ async def _demo(args: argparse.Namespace) -> int:
         await socket.close()
         run = await client.wait_run(answer["run_id"])
         print(f"run status over REST: {run['status']}; answer: {run.get('result')}")
+    return 0
+
+
+async def _seed(auth: str, backend: str, email: str, password: str, days: int) -> str:
+    """Sign the user up (or in) and give them ``days`` days of usage records, once."""
+    async with ChatClient(auth, backend) as client:
+        await client.signup(email, password)
+        if (await client.usage(**{"from": "2000-01-01T00:00:00Z"}))["items"]:
+            return "usage records already there"
+        count = await client.post_usage(generate(email, days))
+        return f"{count:,} usage records over {days} days"
+
+
+def cmd_seed(args: argparse.Namespace) -> int:
+    try:
+        print(asyncio.run(_seed(args.auth, args.backend, args.email, args.password,
+                                args.days)))
+    except (ApiError, OSError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
     return 0
 
 
@@ -161,6 +186,13 @@ def main(argv: list[str] | None = None) -> int:
     demo.add_argument("--auth", default="http://127.0.0.1:8001")
     demo.add_argument("--question", default="what is 17 * 23")
     demo.set_defaults(func=cmd_demo)
+    seed = sub.add_parser("seed", help="usage records for a user, signed up if new")
+    seed.add_argument("--backend", default="http://127.0.0.1:8000")
+    seed.add_argument("--auth", default="http://127.0.0.1:8001")
+    seed.add_argument("--email", default=DEMO_EMAIL)
+    seed.add_argument("--password", default=DEMO_PASSWORD)
+    seed.add_argument("--days", type=int, default=30)
+    seed.set_defaults(func=cmd_seed)
     run = sub.add_parser("run", help="start a fresh stack and run the scenarios")
     run.add_argument("--stack", choices=["local", "compose"], default="local")
     run.add_argument("--scenario", action="append", help="run only these (repeatable)")

@@ -127,6 +127,19 @@ class ChatClient:
         body = await self._call("GET", f"{self.backend_url}/api/analytics/runs")
         return body["items"]
 
+    async def post_usage(self, records: list[dict[str, Any]]) -> int:
+        """Post usage records, 10,000 a call; returns how many were accepted."""
+        accepted = 0
+        for start in range(0, len(records), 10_000):
+            body = await self._call("POST", f"{self.backend_url}/api/analytics/usage",
+                                    json={"records": records[start:start + 10_000]})
+            accepted += int(body["accepted"])
+        return accepted
+
+    async def usage(self, group_by: str = "model", **params: Any) -> Any:
+        return await self._call("GET", f"{self.backend_url}/api/analytics/usage",
+                                params={"group_by": group_by, **params})
+
     async def connect(self, ws_url: str, *, origin: str | None = None,
                       use_ticket: bool = True) -> EventSocket:
         socket = EventSocket(ws_url)

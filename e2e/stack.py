@@ -19,6 +19,7 @@ import asyncio
 import contextlib
 import os
 import pwd
+import secrets
 import shutil
 import signal
 import socket
@@ -248,6 +249,7 @@ class LocalStack:
         self._progress = progress or (lambda _: None)
         self.services: dict[str, Service] = {}
         self.timings: dict[str, float] = {}
+        self.internal_token = secrets.token_urlsafe(24)  # the backend's internal API
         self._build()
 
     # -- addresses ---------------------------------------------------------------------
@@ -322,11 +324,16 @@ class LocalStack:
                     "BACKEND_REDIS_URL": self.redis_url, "BACKEND_AUTH_URL": self.auth_url,
                     "BACKEND_CLICKHOUSE_URL": f"chdb://{self.root / 'clickhouse'}",
                     "BACKEND_ANALYTICS_INGEST": "true" if owner else "false",
-                    "BACKEND_WS_ALLOWED_ORIGINS": self._origins()}
+                    "BACKEND_WS_ALLOWED_ORIGINS": self._origins(),
+                    "BACKEND_PUBLIC_AUTH_URL": self.auth_url,
+                    "BACKEND_INTERNAL_TOKEN": self.internal_token}
         return settings
 
     def _worker_settings(self, name: str) -> Callable[[], dict[str, str]]:
-        return lambda: {"WORKER_WORKER_ID": name, "WORKER_REDIS_URL": self.redis_url}
+        # tools read users' data through the replica that owns ClickHouse
+        return lambda: {"WORKER_WORKER_ID": name, "WORKER_REDIS_URL": self.redis_url,
+                        "WORKER_BACKEND_URL": self.backend_url(1),
+                        "WORKER_BACKEND_TOKEN": self.internal_token}
 
     # -- lifecycle ---------------------------------------------------------------------
     def __enter__(self) -> LocalStack:
