@@ -26,6 +26,7 @@ from backend.runs import RunService
 from backend.state import BackendState
 from backend.store import Store
 from backend.tokens import TokenVerifier
+from backend.web import WebPage
 from backend.ws import Gateway
 from bridge.emitter import EventEmitter
 from bridge.fanout import UserEventHub
@@ -159,6 +160,12 @@ def create_app(settings: BackendSettings) -> FastAPI:
     app.include_router(router)
     app.include_router(internal_router)
 
+    # the web page: what it needs to know, then its files at `/`, after every other route
+    @app.get("/app-config.json", include_in_schema=False)
+    async def app_config() -> dict[str, str]:
+        return {"auth_url": settings.public_auth_url}
+
+    app.mount("/", WebPage(auth_url=settings.public_auth_url), name="web")
     return app
 
 
