@@ -3,9 +3,8 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Awaitable, Callable
 
-from fastapi import FastAPI, Request, Response
+from fastapi import FastAPI, Response
 from prometheus_client import (
     CONTENT_TYPE_LATEST,
     CollectorRegistry,
@@ -13,8 +12,41 @@ from prometheus_client import (
     Histogram,
     generate_latest,
 )
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 __all__ = ["install_metrics"]
+
+
+class _RequestMetrics:
+    """Counts and times HTTP requests by route template. A plain ASGI middleware: no
+    extra task or body stream per request, as ``BaseHTTPMiddleware`` would add."""
+
+    def __init__(self, app: ASGIApp, *, service: str, requests: Counter,
+                 latency: Histogram) -> None:
+        self._app = app
+        self._service = service
+        self._requests = requests
+        self._latency = latency
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self._app(scope, receive, send)
+            return
+        start = time.perf_counter()
+        status = 500
+
+        async def send_status(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+            await send(message)
+
+        try:
+            await self._app(scope, receive, send_status)
+        finally:
+            template = getattr(scope.get("route"), "path", "unmatched")
+            self._requests.labels(self._service, template, str(status)).inc()
+            self._latency.labels(self._service, template).observe(time.perf_counter() - start)
 
 
 def install_metrics(app: FastAPI, service: str) -> CollectorRegistry:
@@ -24,16 +56,7 @@ def install_metrics(app: FastAPI, service: str) -> CollectorRegistry:
     latency = Histogram("http_request_duration_seconds", "HTTP request latency",
                         ["service", "route"], registry=registry)
 
-    @app.middleware("http")
-    async def _measure(request: Request,
-                       call_next: Callable[[Request], Awaitable[Response]]) -> Response:
-        start = time.perf_counter()
-        response = await call_next(request)
-        route = request.scope.get("route")
-        template = getattr(route, "path", "unmatched")
-        requests.labels(service, template, str(response.status_code)).inc()
-        latency.labels(service, template).observe(time.perf_counter() - start)
-        return response
+    app.add_middleware(_RequestMetrics, service=service, requests=requests, latency=latency)
 
     @app.get("/metrics", include_in_schema=False)
     async def metrics() -> Response:

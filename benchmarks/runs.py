@@ -1,0 +1,183 @@
+"""Runs benchmark: the agent service under concurrent runs, beside the runtime alone.
+
+    .venv/bin/python -m benchmarks.runs [--quick]
+
+At 50, 200 and 500 concurrent runs, on one worker (concurrency 500), it prints runs
+per second and p50/p95 run latency for two built-in workloads, twice: end to end
+(from the run's POST to its terminal event on the owner's socket) and on the
+worker (from the run's creation, when it is queued, to its terminal event's
+timestamp: queue wait plus execution):
+
+- ``arithmetic``: "what is 17 * 23" (triage-free path: calculator, 5 events);
+- ``spend``: the supervisor pipeline on seeded usage (triage → data, a ClickHouse
+  query through the backend → optimization → report, about 40 events).
+
+Baseline, same run: the runtime alone in this process (the same planner and
+tools' logic, events emitted to the same Redis, no HTTP, no queue, no backend),
+for the arithmetic workload. It also prints the worker's RSS before and after.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import tempfile
+import time
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+from agents.builtin import builtin_agents
+from agents.config import WorkerSettings
+from agents.context import RunContext
+from agents.runtime import Runtime
+from bridge.emitter import EventEmitter, RunEmitter
+from bridge.events import TERMINAL_TYPES
+from e2e.client import ChatClient, EventSocket
+from e2e.measure import percentile, rss_kib
+from e2e.scenarios import PASSWORD, unique_email
+from e2e.stack import LocalStack, StackConfig
+from e2e.usage import generate
+from servicekit.redisclient import make_redis
+
+WORKLOADS = {"arithmetic": "what is 17 * 23",
+             "spend": "What did I spend on each model over the last 7 days, and how can I cut it?"}
+USERS = 25
+
+
+def _figures(latencies: list[float], elapsed: float) -> dict[str, float]:
+    return {"runs_per_s": len(latencies) / elapsed, "p50_ms": percentile(latencies, 0.5),
+            "p95_ms": percentile(latencies, 0.95)}
+
+
+async def baseline(redis_url: str, runs: int) -> dict[str, float]:
+    """The runtime alone: the same agent, its events to Redis, nothing else."""
+    redis = make_redis(redis_url, max_connections=runs + 8)
+    agent = builtin_agents(WorkerSettings())["supervisor"]
+    runtime = Runtime(max_steps=12, tool_timeout_s=10)
+    emitter = EventEmitter(redis)
+    loop = asyncio.get_running_loop()
+
+    async def one(n: int) -> float:
+        started = time.perf_counter()
+        ctx = RunContext(run_id=f"run_base{n}_{started}", user_id=f"usr_base{n % USERS}",
+                         thread_id="thr_base", agent="supervisor", input=WORKLOADS["arithmetic"],
+                         emitter=RunEmitter(emitter, user_id=f"usr_base{n % USERS}",
+                                            run_id=f"run_base{n}_{started}",
+                                            thread_id="thr_base", agent="supervisor"),
+                         deadline=loop.time() + 60)
+        await runtime.run(ctx, agent)
+        return (time.perf_counter() - started) * 1000
+
+    try:
+        started = time.perf_counter()
+        latencies = list(await asyncio.gather(*(one(n) for n in range(runs))))
+        return _figures(latencies, time.perf_counter() - started)
+    finally:
+        await redis.aclose()
+
+
+class User:
+    def __init__(self, client: ChatClient, socket: EventSocket) -> None:
+        self.client = client
+        self.socket = socket
+        self.threads: list[dict[str, Any]] = []
+
+
+async def _users(stack: LocalStack) -> list[User]:
+    users = []
+    for n in range(USERS):
+        client = ChatClient(stack.auth_url, stack.backend_url(), timeout=120)
+        await client.signup(unique_email(f"runs{n}"), PASSWORD)
+        await client.post_usage(generate(f"bench-{n}", 7, per_day=30))
+        users.append(User(client, await client.connect(stack.ws_url())))
+    return users
+
+
+async def full(users: list[User], runs: int, text: str) -> dict[str, float]:
+    """``runs`` runs at once, spread over the users; latency = POST → terminal event."""
+    per_user = [runs // USERS + (n < runs % USERS) for n in range(USERS)]
+    for user, count in zip(users, per_user, strict=True):  # fresh threads, made beforehand
+        user.threads = [await user.client.create_thread() for _ in range(count)]
+
+    sent: dict[str, tuple[float, float]] = {}  # run → (monotonic at POST, created_at)
+
+    async def one(user: User, thread: dict[str, Any]) -> None:
+        at = time.monotonic()
+        run = await user.client.start_run(thread["id"], text)
+        sent[run["id"]] = (at, _epoch(run["created_at"]))
+
+    started = time.monotonic()
+    marks = {id(user): len(user.socket.frames) for user in users}
+    await asyncio.gather(*(one(user, thread) for user in users for thread in user.threads))
+    ended: dict[str, tuple[float, float]] = {}  # run → (monotonic arrival, event ts)
+    while len(ended) < runs and time.monotonic() - started < 300:
+        await asyncio.sleep(0.02)
+        for user in users:  # new frames only: the clients' own cost stays small
+            frames = user.socket.frames
+            for received in frames[marks[id(user)]:]:
+                frame = received.frame
+                if frame.get("type") in TERMINAL_TYPES and frame.get("run_id") in sent:
+                    ended[frame["run_id"]] = (received.at, _epoch(frame["ts"]))
+            marks[id(user)] = len(frames)
+    if len(ended) < runs:
+        raise RuntimeError(f"only {len(ended)} of {runs} runs ended within 300 s")
+    end_to_end = [(ended[run][0] - at) * 1000 for run, (at, _) in sent.items()]
+    worker = [(ended[run][1] - created) * 1000 for run, (_, created) in sent.items()]
+    figures = _figures(end_to_end, max(at for at, _ in ended.values()) - started)
+    figures["worker_p50_ms"] = percentile(worker, 0.5)
+    figures["worker_p95_ms"] = percentile(worker, 0.95)
+    return figures
+
+
+def _epoch(stamp: str) -> float:
+    return datetime.fromisoformat(stamp.replace("Z", "+00:00")).timestamp()
+
+
+async def main_async(stack: LocalStack, levels: list[int]) -> None:
+    worker = stack.service("worker").process.pid
+    assert worker is not None
+    users = await _users(stack)
+    await asyncio.sleep(3)  # the seeded usage reaches ClickHouse
+    rss_before = rss_kib(worker)
+    rows: list[tuple[str, int, dict[str, float]]] = []
+    try:
+        for level in levels:
+            rows.append(("baseline: runtime alone, arithmetic", level,
+                         await baseline(stack.redis_url, level)))
+            for name, text in WORKLOADS.items():
+                figures = await full(users, level, text)
+                rows.append((f"full path, {name}", level, figures))
+                print(f"  {name} x{level}: " + ", ".join(f"{k}={v:,.1f}"
+                                                         for k, v in figures.items()),
+                      flush=True)
+        rss_after = rss_kib(worker)
+    finally:
+        for user in users:
+            await user.socket.close()
+            await user.client.aclose()
+    print(f"\n{'workload':<38}{'runs':>6}{'runs/s':>9}{'p50 ms':>9}{'p95 ms':>9}"
+          f"{'worker p50':>12}{'worker p95':>12}")
+    for name, level, figures in rows:
+        print(f"{name:<38}{level:>6}{figures['runs_per_s']:>9,.1f}{figures['p50_ms']:>9,.0f}"
+              f"{figures['p95_ms']:>9,.0f}{figures.get('worker_p50_ms', float('nan')):>12,.0f}"
+              f"{figures.get('worker_p95_ms', float('nan')):>12,.0f}")
+    print(f"\nworker RSS: {rss_before / 1024:,.1f} MiB before, {rss_after / 1024:,.1f} MiB "
+          f"after {sum(levels) * len(WORKLOADS):,} runs")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--quick", action="store_true", help="50 runs only")
+    args = parser.parse_args()
+    levels = [50] if args.quick else [50, 200, 500]
+    with tempfile.TemporaryDirectory() as tmp:
+        config = StackConfig.for_tests(Path(tmp), env={
+            "WORKER_CONCURRENCY": "500", "BACKEND_WS_SEND_QUEUE": "20000"})
+        with LocalStack(config) as stack:
+            asyncio.run(main_async(stack, levels))
+
+
+if __name__ == "__main__":
+    main()
