@@ -344,7 +344,7 @@ async function send(multitask = 'reject') {
   $('send').disabled = true;
   try {
     const run = await app.session.api(`/api/threads/${thread.id}/runs`, { method: 'POST', body: { input, agent, multitask } });
-    if (multitask === 'reject') $('input').value = '';
+    if ($('input').value.trim() === input) $('input').value = '';
     if (app.current?.id === thread.id) {
       addRunView(run.id, { agent: run.agent, status: run.status, input: run.input });
       scrollDown(true);

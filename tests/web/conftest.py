@@ -1,0 +1,156 @@
+"""Browser tests: Playwright for Python driving Debian's Chromium against the local stack.
+
+Without Chromium (``/usr/bin/chromium``) or the ``playwright`` package the browser
+tests are skipped, and the end of the session says plainly that they did not run
+and how to enable them. With ``CI=true`` a missing browser fails them instead.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+import re
+import shutil
+from collections.abc import Generator, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import pytest
+
+from e2e.stack import LocalStack
+
+if TYPE_CHECKING:
+    from playwright.sync_api import Browser, ConsoleMessage, Page
+
+ROOT = Path(__file__).resolve().parents[2]
+SCREENSHOTS = ROOT / "reports" / "screenshots"
+CHROMIUM = Path(os.environ.get("AGENTCHAT_CHROMIUM", "/usr/bin/chromium"))
+CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+                 "--disable-background-networking", "--disable-component-update",
+                 "--disable-sync"]
+HOW_TO_ENABLE = ("install Debian's Chromium (`apt-get install chromium`, as root) and the "
+                 "dev dependencies (`make install`)")
+_not_run: dict[str, int] = {}  # why the browser tests did not run -> how many
+
+
+def browser_missing() -> str | None:
+    """Why the browser tests cannot run here, or None when they can."""
+    if importlib.util.find_spec("playwright") is None:
+        return "the playwright package is not installed"
+    if not (CHROMIUM.is_file() and os.access(CHROMIUM, os.X_OK)):
+        return f"no Chromium at {CHROMIUM}"
+    return None
+
+
+def _in_ci() -> bool:
+    return os.environ.get("CI", "").lower() in {"true", "1", "yes"}
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_runtest_setup(item: pytest.Item) -> None:
+    """Before any fixture (so no stack starts for nothing): skip, or in CI fail, a
+    test that needs the browser when there is none."""
+    if "browser" not in getattr(item, "fixturenames", ()):
+        return
+    why = browser_missing()
+    if why is None:
+        return
+    message = f"browser tests did not run: {why}; to enable them, {HOW_TO_ENABLE}"
+    _not_run[message] = _not_run.get(message, 0) + 1
+    if _in_ci():
+        pytest.fail(f"{message} (CI=true: a missing browser is a failure)", pytrace=False)
+    pytest.skip(message)
+
+
+def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
+    for message, count in _not_run.items():
+        terminalreporter.write_sep("!", f"{count} BROWSER TESTS DID NOT RUN", red=True, bold=True)
+        terminalreporter.write_line(message)
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[Browser]:
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as playwright:
+        launched = playwright.chromium.launch(executable_path=str(CHROMIUM),
+                                              args=CHROMIUM_ARGS)
+        try:
+            yield launched
+        finally:
+            launched.close()
+
+
+@dataclass
+class Console:
+    """Errors the page logged (console errors and uncaught exceptions)."""
+
+    errors: list[str] = field(default_factory=list)
+    expected: list[re.Pattern[str]] = field(default_factory=list)
+
+    def on_console(self, message: ConsoleMessage) -> None:
+        if message.type == "error":
+            self.errors.append(f"console error: {message.text}")
+
+    def on_page_error(self, error: Exception) -> None:
+        self.errors.append(f"uncaught: {error}")
+
+    def expect(self, pattern: str) -> None:
+        """Errors the browser logs by itself in this test's situation (a refused
+        connection while a server restarts, an HTTP error the page handles)."""
+        self.expected.append(re.compile(pattern))
+
+    def unexpected(self) -> list[str]:
+        return [e for e in self.errors if not any(p.search(e) for p in self.expected)]
+
+
+@dataclass
+class Web:
+    page: Page
+    console: Console
+    stack: LocalStack
+
+    def screenshot(self, name: str) -> Path:
+        SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+        path = SCREENSHOTS / f"{name}.png"
+        self.page.screenshot(path=str(path))
+        return path
+
+    def publish(self, shot: Path, doc_name: str) -> None:
+        """With WEB_DOCS_SCREENSHOTS=1, also copy a screenshot into docs/img/."""
+        if os.environ.get("WEB_DOCS_SCREENSHOTS") == "1":
+            shutil.copyfile(shot, ROOT / "docs" / "img" / doc_name)
+
+
+@pytest.fixture
+def web(browser: Browser, stack: LocalStack, request: pytest.FixtureRequest) -> Iterator[Web]:
+    """A fresh browser context on the stack's backend; the test fails if the page
+    logged an error it did not expect."""
+    context = browser.new_context(base_url=stack.backend_url(),
+                                  viewport={"width": 1280, "height": 860})
+    context.set_default_timeout(15_000)
+    page = context.new_page()
+    console = Console()
+    page.on("console", console.on_console)
+    page.on("pageerror", console.on_page_error)
+    try:
+        yield Web(page, console, stack)
+        assert console.unexpected() == [], "the page logged errors"
+    finally:
+        if request.node.stash.get(FAILED, False):
+            SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+            page.screenshot(path=str(SCREENSHOTS / f"failed-{request.node.name}.png"))
+        context.close()
+
+
+FAILED = pytest.StashKey[bool]()
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_makereport(item: pytest.Item
+                              ) -> Generator[None, pytest.TestReport, pytest.TestReport]:
+    report = yield
+    if report.when == "call" and report.failed:
+        item.stash[FAILED] = True
+    return report
