@@ -33,6 +33,9 @@ class _Server(uvicorn.Server):
 def serve(app: Any, *, host: str, port: int, log_level: str,
           before_shutdown: Callable[[], Awaitable[None]] | None = None,
           **options: Any) -> None:
+    # keep-alive longer than clients' and proxies' idle timeouts (httpx: 5 s, common
+    # load balancers: 60 s): the server never closes a connection a client is
+    # about to reuse, which would fail that request
     config = uvicorn.Config(app, host=host, port=port, log_level=log_level, log_config=None,
-                            timeout_graceful_shutdown=10, **options)
+                            timeout_graceful_shutdown=10, timeout_keep_alive=75, **options)
     _Server(config, before_shutdown).run()
