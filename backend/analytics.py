@@ -158,6 +158,19 @@ class AnalyticsStore:
                     row[name] = int(value)
         return rows
 
+    async def tools(self, user_id: str, start: datetime, end: datetime
+                    ) -> list[dict[str, Any]]:
+        """Per tool: calls, failures and duration percentiles of the user's runs."""
+        rows = await self.query(
+            "SELECT tool, count() AS calls, countIf(NOT ok) AS failures, "
+            "quantileExact(0.5)(duration_ms) AS p50_duration_ms, "
+            "quantileExact(0.95)(duration_ms) AS p95_duration_ms "
+            "FROM {db}.tool_calls WHERE user_id = {user:String} "
+            "AND ts >= {start:DateTime64(3)} AND ts < {end:DateTime64(3)} "
+            "GROUP BY tool ORDER BY calls DESC, tool",
+            {"user": user_id, "start": _naive_utc(start), "end": _naive_utc(end)})
+        return [{k: (v if k == "tool" else int(v)) for k, v in row.items()} for row in rows]
+
     def close(self) -> None:
         self._executor.shutdown(wait=False, cancel_futures=True)
 

@@ -197,6 +197,19 @@ async def analytics_runs(
     return {"items": await analytics.runs(user.user_id, start, end)}
 
 
+@router.get("/analytics/tools")
+async def analytics_tools(
+    user: CurrentUser, state: State,
+    start: Annotated[datetime | None, Query(alias="from")] = None,
+    end: Annotated[datetime | None, Query(alias="to")] = None,
+) -> dict[str, Any]:
+    """Per tool: calls, failures and duration percentiles of the caller's runs."""
+    analytics = _analytics(state)
+    end = _aware(end) or datetime.now(UTC) + timedelta(minutes=1)
+    start = _aware(start) or end - timedelta(days=7)
+    return {"items": await analytics.tools(user.user_id, start, end)}
+
+
 def _aware(value: datetime | None) -> datetime | None:
     if value is not None and value.tzinfo is None:
         return value.replace(tzinfo=UTC)

@@ -3,6 +3,7 @@ worker goes on; tools that read data read only the run owner's."""
 
 from __future__ import annotations
 
+import asyncio
 import secrets
 from typing import Any
 
@@ -27,6 +28,15 @@ async def test_tool_errors_end_cleanly_and_the_next_run_succeeds(target: Target)
         paris = await _ask(client, "what time is it in Europe/Paris")
         assert "Europe/Paris" in paris["result"]
         assert (await _ask(client, "what is 2 + 2"))["result"] == "2 + 2 = 4"
+        # every call reaches ClickHouse's tool_calls through the ingest stream
+        url = f"{target.backend_url}/api/analytics/tools"
+        for _ in range(100):
+            tools = {t["tool"]: t for t in (await client._call("GET", url))["items"]}
+            if tools.get("clock", {}).get("calls") == 2 and "calculator" in tools:
+                break
+            await asyncio.sleep(0.1)
+        assert tools["calculator"]["calls"] == 2 and tools["calculator"]["failures"] == 1
+        assert tools["clock"] == {**tools["clock"], "calls": 2, "failures": 1}
 
 
 async def test_thread_search_finds_only_the_callers_messages(target: Target) -> None:
