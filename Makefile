@@ -13,7 +13,7 @@ help:
 	@echo "make demo       with 'make up' running: ask a question, watch the events arrive"
 	@echo "make test       install if needed, then lint, type-check and run every test"
 	@echo "make e2e        run the end-to-end scenarios on a fresh local stack, with a report"
-	@echo "make bench      run the benchmarks (auth, delivery); figures beside same-run baselines"
+	@echo "make bench      run the benchmarks (auth, delivery, runs); figures beside same-run baselines"
 	@echo "make clean      remove the virtual environment, caches and local stack data"
 
 $(STAMP): pyproject.toml
@@ -55,6 +55,7 @@ e2e: $(STAMP)
 bench: $(STAMP)
 	@$(BIN)/python -m benchmarks.auth
 	@$(BIN)/python -m benchmarks.delivery
+	@$(BIN)/python -m benchmarks.runs
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache reports .local-stack *.egg-info
