@@ -48,6 +48,7 @@ The stack is up (data in {root}, logs in {stack.logs}).
   postgres  {stack.database_url}
   redis     {stack.redis_url}
   readiness {backend}/readyz   {auth}/readyz
+  web page  {backend}/
 
 Log in as the demo user ({DEMO_EMAIL} / {DEMO_PASSWORD}): {seeded}.
 
@@ -92,7 +93,8 @@ async def _demo(args: argparse.Namespace) -> int:
         while True:
             frame = await socket.wait_for(lambda f: "seq" in f, start=seen, timeout=60)
             seen = next(i for i, r in enumerate(socket.frames) if r.frame is frame) + 1
-            print(f"  seq {frame['seq']:>4}  {frame['type']:<16} {json.dumps(frame['payload'])}")
+            print(f"  seq {frame['seq']:>4}  {frame['agent']:<12} {frame['type']:<16} "
+                  f"{json.dumps(frame['payload'])}")
             if frame["run_id"] == answer["run_id"] and frame["type"] in TERMINAL_TYPES:
                 break
         await socket.close()
