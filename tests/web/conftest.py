@@ -12,13 +12,14 @@ import os
 import re
 import shutil
 from collections.abc import Generator, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 import pytest
 
-from e2e.stack import LocalStack
+from e2e.stack import LocalStack, StackConfig
 
 if TYPE_CHECKING:
     from playwright.sync_api import Browser, ConsoleMessage, Page
@@ -71,8 +72,9 @@ def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
 
 @pytest.fixture(scope="module")
 def browser() -> Iterator[Browser]:
-    from playwright.sync_api import sync_playwright
+    from playwright.sync_api import expect, sync_playwright
 
+    expect.set_options(timeout=15_000)  # a loaded CI machine is slower than 5 s at times
     with sync_playwright() as playwright:
         launched = playwright.chromium.launch(executable_path=str(CHROMIUM),
                                               args=CHROMIUM_ARGS)
@@ -123,9 +125,9 @@ class Web:
             shutil.copyfile(shot, ROOT / "docs" / "img" / doc_name)
 
 
-@pytest.fixture
-def web(browser: Browser, stack: LocalStack, request: pytest.FixtureRequest) -> Iterator[Web]:
-    """A fresh browser context on the stack's backend; the test fails if the page
+@contextmanager
+def browsing(browser: Browser, stack: LocalStack, node: pytest.Item) -> Iterator[Web]:
+    """A fresh browser context on ``stack``'s backend; the test fails if the page
     logged an error it did not expect."""
     context = browser.new_context(base_url=stack.backend_url(),
                                   viewport={"width": 1280, "height": 860})
@@ -138,10 +140,31 @@ def web(browser: Browser, stack: LocalStack, request: pytest.FixtureRequest) -> 
         yield Web(page, console, stack)
         assert console.unexpected() == [], "the page logged errors"
     finally:
-        if request.node.stash.get(FAILED, False):
+        if node.stash.get(FAILED, False):
             SCREENSHOTS.mkdir(parents=True, exist_ok=True)
-            page.screenshot(path=str(SCREENSHOTS / f"failed-{request.node.name}.png"))
+            page.screenshot(path=str(SCREENSHOTS / f"failed-{node.name}.png"))
         context.close()
+
+
+@pytest.fixture
+def web(browser: Browser, stack: LocalStack, request: pytest.FixtureRequest) -> Iterator[Web]:
+    """The page on the session's shared stack."""
+    with browsing(browser, stack, request.node) as opened:
+        yield opened
+
+
+@pytest.fixture(scope="module")
+def own_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalStack]:
+    """A stack of the browser tests' own, for a test that loses Redis's data."""
+    with LocalStack(StackConfig.for_tests(tmp_path_factory.mktemp("web"))) as running:
+        yield running
+
+
+@pytest.fixture
+def web_on_own_stack(browser: Browser, own_stack: LocalStack,
+                     request: pytest.FixtureRequest) -> Iterator[Web]:
+    with browsing(browser, own_stack, request.node) as opened:
+        yield opened
 
 
 FAILED = pytest.StashKey[bool]()

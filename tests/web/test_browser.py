@@ -343,3 +343,34 @@ def test_the_usage_view_charts_spend_per_model_and_per_day(web: Web) -> None:
     assert sum(int(v.replace(",", "")) for v in page.locator(
         "#usage-body .bar-value").all_text_contents()) == len(records)
     web.screenshot("usage-per-day")
+
+
+def test_lost_history_makes_the_page_resync_and_reload(web_on_own_stack: Web) -> None:
+    """Redis comes back empty mid-run: the epoch changes, the page is told to resync,
+    reloads the thread over REST and goes on live in the new epoch."""
+    web = web_on_own_stack
+    page = web.page
+    sign_up(page)
+    new_thread(page)
+    first = ask(page, "what is 17 * 23")
+    expect(first).to_have_attribute("data-status", "succeeded")
+    run = ask(page, "ticks 300 every 15ms", agent="ticker")
+    expect(run.locator(".stream")).to_contain_text("tick 30 ")
+    record_connection_states(page)
+
+    web.stack.stop_service("redis")
+    web.stack.start_service("redis", wipe=True)
+
+    page.wait_for_function("() => window.connectionStates.includes('resync')",
+                           timeout=30_000)
+    expect(page.locator("#conn")).to_have_attribute("data-state", "connected")
+    # the thread was drawn anew from REST; the ticker run ends (its early ticks are lost)
+    expect(page.locator('article.run[data-status="running"]')).to_have_count(
+        0, timeout=60_000)
+    expect(page.locator(".bubble.user")).to_have_text(["what is 17 * 23",
+                                                       "ticks 300 every 15ms"])
+    expect(page.locator(".bubble.assistant").first).to_have_text("17 * 23 = 391")
+    again = ask(page, "what is 6 * 7")
+    expect(again).to_have_attribute("data-status", "succeeded")
+    expect(again.locator(".final-text")).to_have_text("6 * 7 = 42")
+    web.screenshot("resynced")
