@@ -17,7 +17,7 @@ from bridge.cancel import request_cancel
 from bridge.ingest import append_rows
 from servicekit import ProblemError, StorableStr
 
-__all__ = ["router", "usage_answer"]
+__all__ = ["From", "ShortTokens", "To", "router", "usage_answer"]
 
 router = APIRouter(prefix="/api")
 Limit = Annotated[int, Query(ge=1, le=200)]
@@ -145,6 +145,8 @@ class UsageBody(BaseModel):
 
 
 GroupBy = Annotated[Literal["model", "day"], Query()]
+From = Annotated[datetime | None, Query(alias="from")]
+To = Annotated[datetime | None, Query(alias="to")]
 ShortTokens = Annotated[int | None, Query(ge=1, le=1_000_000)]
 
 
@@ -159,8 +161,7 @@ async def post_usage(body: UsageBody, user: CurrentUser, state: State) -> dict[s
 @router.get("/analytics/usage")
 async def get_usage(
     user: CurrentUser, state: State, group_by: GroupBy = "model",
-    start: Annotated[datetime | None, Query(alias="from")] = None,
-    end: Annotated[datetime | None, Query(alias="to")] = None,
+    start: From = None, end: To = None,
     short_tokens: ShortTokens = None,
 ) -> dict[str, Any]:
     return await usage_answer(state, user.user_id, start, end, group_by, short_tokens)
@@ -171,10 +172,8 @@ async def usage_answer(state: BackendState, user_id: str, start: datetime | None
                        ) -> dict[str, Any]:
     """Usage aggregates of ``user_id`` between ``start`` and ``end`` (default: the
     last 30 days)."""
-    analytics = _analytics(state)
-    end = _aware(end) or datetime.now(UTC) + timedelta(minutes=1)
-    start = _aware(start) or end - timedelta(days=30)
-    items = await analytics.usage(user_id, start, end, group_by, short_tokens)
+    start, end = _window(start, end, 30)
+    items = await _analytics(state).usage(user_id, start, end, group_by, short_tokens)
     return {"from": start.isoformat(), "to": end.isoformat(), "group_by": group_by,
             "items": items}
 
@@ -188,26 +187,25 @@ def _analytics(state: BackendState) -> AnalyticsStore:
 @router.get("/analytics/runs")
 async def analytics_runs(
     user: CurrentUser, state: State,
-    start: Annotated[datetime | None, Query(alias="from")] = None,
-    end: Annotated[datetime | None, Query(alias="to")] = None,
+    start: From = None, end: To = None,
 ) -> dict[str, Any]:
-    analytics = _analytics(state)
-    end = _aware(end) or datetime.now(UTC) + timedelta(minutes=1)
-    start = _aware(start) or end - timedelta(days=7)
-    return {"items": await analytics.runs(user.user_id, start, end)}
+    return {"items": await _analytics(state).runs(user.user_id, *_window(start, end, 7))}
 
 
 @router.get("/analytics/tools")
 async def analytics_tools(
     user: CurrentUser, state: State,
-    start: Annotated[datetime | None, Query(alias="from")] = None,
-    end: Annotated[datetime | None, Query(alias="to")] = None,
+    start: From = None, end: To = None,
 ) -> dict[str, Any]:
     """Per tool: calls, failures and duration percentiles of the caller's runs."""
-    analytics = _analytics(state)
+    return {"items": await _analytics(state).tools(user.user_id, *_window(start, end, 7))}
+
+
+def _window(start: datetime | None, end: datetime | None, days: int
+            ) -> tuple[datetime, datetime]:
+    """The query's window: ``to`` defaults to now, ``from`` to ``days`` before it."""
     end = _aware(end) or datetime.now(UTC) + timedelta(minutes=1)
-    start = _aware(start) or end - timedelta(days=7)
-    return {"items": await analytics.tools(user.user_id, start, end)}
+    return _aware(start) or end - timedelta(days=days), end
 
 
 def _aware(value: datetime | None) -> datetime | None:

@@ -9,13 +9,12 @@ token configured, the internal API answers 404: it does not exist.
 from __future__ import annotations
 
 import secrets
-from datetime import datetime
 from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Depends, Query
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
-from backend.api import ShortTokens, usage_answer
+from backend.api import From, ShortTokens, To, usage_answer
 from backend.deps import State
 from servicekit import ProblemError, StorableStr
 
@@ -44,8 +43,7 @@ router = APIRouter(prefix="/internal/users/{user_id}", dependencies=[Depends(_se
 @router.get("/usage")
 async def usage(
     user_id: str, state: State, group_by: Literal["model", "day"] = "model",
-    start: Annotated[datetime | None, Query(alias="from")] = None,
-    end: Annotated[datetime | None, Query(alias="to")] = None,
+    start: From = None, end: To = None,
     short_tokens: ShortTokens = None,
 ) -> dict[str, Any]:
     return await usage_answer(state, user_id, start, end, group_by, short_tokens)
