@@ -6,6 +6,7 @@ duplicate, a reordering, a missing terminal event or another user's event.
 
 from __future__ import annotations
 
+import json
 from collections import defaultdict
 from collections.abc import Iterable
 from typing import Any
@@ -14,8 +15,8 @@ from pydantic import ValidationError
 
 from bridge.events import TERMINAL_TYPES, validate_event
 
-__all__ = ["check_all", "check_isolation", "check_run_invariants", "check_schema",
-           "check_sequence"]
+__all__ = ["check_all", "check_complete", "check_isolation", "check_markers",
+           "check_run_invariants", "check_schema", "check_sequence", "delivery_counts"]
 
 Event = dict[str, Any]
 
@@ -91,3 +92,36 @@ def check_all(events: list[Event], run_ids: set[str], user: str,
               *, first: int | None = None) -> list[str]:
     return (check_schema(events) + check_sequence(events, first=first)
             + check_run_invariants(events, run_ids) + check_isolation(events, run_ids, user))
+
+
+def delivery_counts(events: Iterable[Event], run_id: str, expected: int) -> tuple[int, int]:
+    """(lost, duplicated) events of ``run_id`` against the ``expected`` count."""
+    seqs = [e.get("seq") for e in events if e.get("run_id") == run_id]
+    unique = set(seqs)
+    return max(0, expected - len(unique)), len(seqs) - len(unique)
+
+
+def check_complete(events: Iterable[Event], run_id: str, expected: int) -> list[str]:
+    """The run arrived whole: ``expected`` events, none twice."""
+    lost, duplicated = delivery_counts(events, run_id, expected)
+    problems = []
+    if lost:
+        problems.append(f"{run_id}: {lost} of {expected} events never arrived")
+    if duplicated:
+        problems.append(f"{run_id}: {duplicated} events arrived twice")
+    return problems
+
+
+def check_markers(frames: Iterable[dict[str, Any]], own: str,
+                  markers: Iterable[str]) -> list[str]:
+    """No frame a user received carries another user's marker (a random word only
+    that user put in its thread title and run inputs)."""
+    others = [m for m in markers if m != own]
+    problems = []
+    for frame in frames:
+        text = json.dumps(frame)
+        for marker in others:
+            if marker in text:
+                problems.append(f"the user of {own} received {marker} "
+                                f"(seq {frame.get('seq')}, {frame.get('type')})")
+    return problems

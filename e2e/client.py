@@ -37,6 +37,7 @@ class ApiError(Exception):
 class Received:
     frame: dict[str, Any]
     at: float  # time.monotonic() on arrival
+    wall: float = 0.0  # time.time() on arrival: compared with an event's ``ts``
 
 
 class ChatClient:
@@ -123,6 +124,19 @@ class ChatClient:
         body = await self._call("GET", f"{self.backend_url}/api/threads/{thread_id}/messages")
         return body["items"]
 
+    async def threads(self) -> Any:
+        body = await self._call("GET", f"{self.backend_url}/api/threads")
+        return body["items"]
+
+    async def thread(self, thread_id: str) -> Any:
+        return await self._call("GET", f"{self.backend_url}/api/threads/{thread_id}")
+
+    async def run_events(self, run_id: str, after: int = 0) -> Any:
+        """The run's events still in the user's history (what the server sent)."""
+        body = await self._call("GET", f"{self.backend_url}/api/runs/{run_id}/events",
+                                params={"after": after})
+        return body["items"]
+
     async def analytics_runs(self) -> Any:
         body = await self._call("GET", f"{self.backend_url}/api/analytics/runs")
         return body["items"]
@@ -176,7 +190,7 @@ class EventSocket:
         try:
             async for message in self._conn:
                 frame = json.loads(message)
-                self.frames.append(Received(frame, time.monotonic()))
+                self.frames.append(Received(frame, time.monotonic(), time.time()))
                 async with self._changed:
                     self._changed.notify_all()
         except Exception:  # the connection ended; close_code tells how
@@ -221,6 +235,30 @@ class EventSocket:
             lambda f: f.get("run_id") == run_id and f.get("type") in TERMINAL_TYPES,
             timeout=timeout)
 
+    async def wait_terminals(self, run_ids: set[str], *, timeout: float = 30.0) -> None:
+        """Until every run in ``run_ids`` ended. One pass over the frames however many
+        runs: waiting on each run with :meth:`wait_terminal` rescans every frame at
+        every arrival, which a socket carrying thousands of events cannot afford."""
+        pending, index = set(run_ids), 0
+        deadline = time.monotonic() + timeout
+        async with self._changed:
+            while True:
+                while index < len(self.frames):
+                    frame = self.frames[index].frame
+                    index += 1
+                    if frame.get("type") in TERMINAL_TYPES:
+                        pending.discard(frame.get("run_id", ""))
+                if not pending:
+                    return
+                if self.close_code is not None or (self._reader and self._reader.done()):
+                    raise ConnectionError(f"socket closed ({self.close_code}) while "
+                                          f"{len(pending)} runs were still going")
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    raise TimeoutError(f"{len(pending)} runs did not end in time")
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._changed.wait(), remaining)
+
     def run_events(self, run_id: str) -> list[dict[str, Any]]:
         return [e for e in self.events if e["run_id"] == run_id]
 
@@ -228,6 +266,14 @@ class EventSocket:
         if self._reader is not None:
             await asyncio.wait_for(asyncio.shield(self._reader), timeout)
         return self.close_code
+
+    async def abort(self) -> None:
+        """Drop the connection without a closing handshake, as a lost network does."""
+        if self._conn is not None:
+            self._conn.transport.abort()
+        if self._reader is not None:
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(self._reader, 5)
 
     async def close(self) -> None:
         if self._conn is not None:
