@@ -44,6 +44,11 @@ TABLES: dict[str, tuple[str, str]] = {
               "prompt_tokens UInt32, completion_tokens UInt32, cost_usd Decimal(18, 6), "
               "latency_ms UInt32, status LowCardinality(String)",
               "(user_id, ts)"),
+    # one row per scenario of an end-to-end run (python -m e2e run), to trend them
+    "e2e_runs": ("run_id String, started_at DateTime64(3, 'UTC'), stack LowCardinality(String), "
+                 "scale LowCardinality(String), scenario LowCardinality(String), passed Bool, "
+                 "metrics String, duration_ms UInt32",
+                 "(scenario, started_at)"),
 }
 _DATETIME_COLUMNS = {"created_at", "started_at", "finished_at", "ts"}
 _DECIMAL_COLUMNS = {"cost_usd"}

@@ -4,6 +4,7 @@
     python -m e2e demo               # a user asks a question; its events print as they arrive
     python -m e2e seed --email E     # usage records for a user (signed up if new)
     python -m e2e run                # a fresh stack, every scenario, a report; exit 1 on failure
+    python -m e2e run --scale smoke --scenario load --stack compose
 """
 
 from __future__ import annotations
@@ -12,14 +13,17 @@ import argparse
 import asyncio
 import json
 import sys
-import tempfile
 import time
-from dataclasses import asdict
+from collections.abc import Callable
 from pathlib import Path
 
 from bridge.events import TERMINAL_TYPES
+from e2e import thresholds
 from e2e.client import ApiError, ChatClient
-from e2e.scenarios import SCENARIOS, ScenarioResult, Target
+from e2e.compose import ComposeDriver
+from e2e.drivers import LocalDriver, Shape, StackDriver
+from e2e.scenarios import SCENARIOS
+from e2e.scenarios.suite import run_suite
 from e2e.stack import LocalStack, StackConfig, StackError, StackPorts, install_signal_exit
 from e2e.usage import generate
 
@@ -131,47 +135,41 @@ def cmd_demo(args: argparse.Namespace) -> int:
         return 1
 
 
-async def _run_scenarios(target: Target, names: list[str]) -> list[ScenarioResult]:
-    results = []
-    for name in names:
-        _say(f"scenario {name} …")
-        result = await SCENARIOS[name](target)
-        verdict = "passed" if result.passed else "FAILED"
-        _say(f"scenario {name} {verdict}: " + ", ".join(
-            f"{k}={v:.1f}" for k, v in result.metrics.items()))
-        for failure in result.failures:
-            _say(f"  - {failure}")
-        results.append(result)
-    return results
+def _progress(message: str) -> None:
+    print(f"[e2e {time.strftime('%H:%M:%S')}] {message}", flush=True)
+
+
+def _driver_factory(kind: str) -> Callable[[Shape], StackDriver]:
+    def make(shape: Shape) -> StackDriver:
+        if kind == "compose":
+            return ComposeDriver(shape, progress=_progress)
+        return LocalDriver(shape, progress=_progress)
+    return make
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    if args.stack != "local":
-        print("error: only --stack local is available so far", file=sys.stderr)
-        return 2
     names = args.scenario or list(SCENARIOS)
     unknown = [n for n in names if n not in SCENARIOS]
     if unknown:
         print(f"error: unknown scenario(s) {unknown}; have {list(SCENARIOS)}", file=sys.stderr)
         return 2
+    try:
+        settings = thresholds.load(args.scale, Path(args.thresholds) if args.thresholds
+                                   else None)
+    except thresholds.ThresholdError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
     install_signal_exit()
-    with tempfile.TemporaryDirectory(prefix="agentchat-e2e-") as tmp:
-        try:
-            with LocalStack(StackConfig.for_tests(Path(tmp)), progress=_say) as stack:
-                target = Target(stack.auth_url, stack.backend_url(), stack.ws_url())
-                results = asyncio.run(_run_scenarios(target, names))
-                timings = dict(stack.timings)
-        except StackError as exc:
-            print(f"error: {exc}", file=sys.stderr)
-            return 1
     report_dir = Path(args.report_dir)
-    report_dir.mkdir(parents=True, exist_ok=True)
-    report = {"stack": args.stack, "service_start_s": timings,
-              "scenarios": [asdict(r) | {"passed": r.passed} for r in results]}
-    (report_dir / "report.json").write_text(json.dumps(report, indent=2))
-    passed = sum(r.passed for r in results)
-    print(f"{passed} passed, {len(results) - passed} failed   (report: {report_dir}/report.json)")
-    return 0 if passed == len(results) else 1
+    started = time.monotonic()
+    report = asyncio.run(run_suite(
+        _driver_factory(args.stack), [SCENARIOS[n] for n in names], settings, report_dir,
+        stack=args.stack, progress=_progress))
+    passed = sum(r.passed for r in report.results)
+    print(f"{'PASSED' if report.passed else 'FAILED'}: {passed} of {len(report.results)} "
+          f"passed in {time.monotonic() - started:.0f} s; report: {report_dir}/report.html "
+          f"(and report.md, report.json)", flush=True)
+    return 0 if report.passed else 1
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -195,10 +193,18 @@ def main(argv: list[str] | None = None) -> int:
     seed.add_argument("--password", default=DEMO_PASSWORD)
     seed.add_argument("--days", type=int, default=30)
     seed.set_defaults(func=cmd_seed)
-    run = sub.add_parser("run", help="start a fresh stack and run the scenarios")
-    run.add_argument("--stack", choices=["local", "compose"], default="local")
-    run.add_argument("--scenario", action="append", help="run only these (repeatable)")
+    run = sub.add_parser("run", help="start a fresh stack, run the scenarios, write a report",
+                         description="Start a fresh stack, run the scenarios, judge them "
+                         "against e2e/thresholds.toml and write report.json, report.md and "
+                         "report.html. Exits 1 when any scenario or threshold fails.")
+    run.add_argument("--stack", choices=["local", "compose"], default="local",
+                     help="local processes (default) or docker compose (needs Docker and .env)")
+    run.add_argument("--scenario", action="append", choices=list(SCENARIOS),
+                     help="run only these (repeatable); default: all, in order")
+    run.add_argument("--scale", choices=["smoke", "full"], default="full",
+                     help="workload size: full (default) or smoke (a quick pass)")
     run.add_argument("--report-dir", default="reports/latest")
+    run.add_argument("--thresholds", help="settings file (default: e2e/thresholds.toml)")
     run.set_defaults(func=cmd_run)
     args = parser.parse_args(argv)
     code: int = args.func(args)

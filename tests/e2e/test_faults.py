@@ -12,7 +12,7 @@ import httpx
 import pytest
 
 from e2e.client import ApiError, ChatClient
-from e2e.scenarios import PASSWORD, Target, agent_flow, unique_email
+from e2e.scenarios import PASSWORD, Target, arithmetic_flow, unique_email
 from e2e.stack import LocalStack, StackConfig
 
 
@@ -51,7 +51,7 @@ def test_readyz_names_a_killed_dependency_and_recovers(
     for url in urls:
         assert _wait_readyz(url, 200)["status"] == "ok"
     target = Target(fault_stack.auth_url, fault_stack.backend_url(), fault_stack.ws_url())
-    result = asyncio.run(agent_flow(target))
+    result = asyncio.run(arithmetic_flow(target))
     assert result.failures == []
 
 
