@@ -81,3 +81,19 @@ def test_dockerfile_builds_the_package_on_python_311() -> None:
     for package in ("auth", "backend", "agents", "bridge", "servicekit"):
         assert f"COPY {package} ./{package}" in dockerfile
     assert "USER app" in dockerfile
+
+
+def test_the_image_gets_every_data_file_of_the_packages() -> None:
+    """The Dockerfile installs the project (not editable): a file of a package that
+    package-data does not name would be missing from the image."""
+    import tomllib
+    from fnmatch import fnmatch
+
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())
+    patterns = project["tool"]["setuptools"]["package-data"]["*"]
+    packages = project["tool"]["setuptools"]["packages"]["find"]["include"]
+    missing = [str(path.relative_to(ROOT)) for package in packages
+               for path in ROOT.glob(package.rstrip("*") + "/**/*") if path.is_file()
+               and path.suffix not in (".py", ".pyc") and "__pycache__" not in path.parts
+               and not any(fnmatch(path.name, pattern) for pattern in patterns)]
+    assert missing == []
