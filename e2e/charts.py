@@ -29,7 +29,7 @@ def _ticks(low: float, high: float, count: int = 5) -> list[float]:
     raw = (high - low) / count
     magnitude = 10 ** math.floor(math.log10(raw))
     step = next(m * magnitude for m in (1, 2, 2.5, 5, 10) if m * magnitude >= raw)
-    first = math.floor(low / step) * step
+    first = math.ceil(low / step - 1e-9) * step
     return [first + i * step for i in range(int((high - first) / step) + 2)
             if first + i * step <= high + step * 0.001]
 
@@ -183,7 +183,8 @@ def timeline(entries: Sequence[dict[str, Any]], *, title: str, width: int = 720)
         colour = PALETTE[2] if ok else PALETTE[1]
         label = str(entry.get("fault", "?"))
         duration = entry.get("duration_ms")
-        text = f"{_fmt(float(duration))} ms" if duration is not None else "not back"
+        text = ("not back" if duration is None else f"{float(duration) / 1000:.1f} s"
+                if float(duration) >= 10_000 else f"{float(duration):.0f} ms")
         body.append(f'<text x="{plot.left - 6}" y="{y + 12}" text-anchor="end" {_FONT}>'
                     f"{escape(label)}</text>"
                     f'<rect x="{start:.1f}" y="{y + 3}" width="{max(end - start, 2):.1f}" '
