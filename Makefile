@@ -49,8 +49,9 @@ test: lint typecheck
 	@echo "==> pytest (unit, integration and end-to-end tests on real servers)"
 	@$(BIN)/pytest tests
 
+# every scenario at full scale on a fresh local stack; E2E_ARGS="--scale smoke" etc.
 e2e: $(STAMP)
-	@$(BIN)/python -m e2e run --report-dir reports/latest
+	@$(BIN)/python -m e2e run --report-dir reports/latest $(E2E_ARGS)
 
 bench: $(STAMP)
 	@$(BIN)/python -m benchmarks.auth
