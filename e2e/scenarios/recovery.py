@@ -125,6 +125,7 @@ async def backend_kill(ctx: Context) -> None:
         killed = time.monotonic()
         restart = asyncio.create_task(ctx.driver.start_service(name))
         try:
+            await first.wait_closed(timeout=15)  # frames in flight still arrive first
             second, attempts, back = await reconnect_and_resume(
                 ctx, client, first.events[-1]["seq"], first.welcome["epoch"], lambda: [1],
                 timeout=60)

@@ -47,7 +47,10 @@ async def _prepare(ctx: Context, number: int, text: str) -> _User:
 
 
 async def _move(ctx: Context, user: _User) -> None:
+    """Redial backend 1 and resume after the last event the dead socket delivered:
+    only once that socket has ended, since frames already in flight still arrive."""
     assert user.far is not None
+    await user.far.wait_closed(timeout=15)
     with_seq = user.far.events
     after = with_seq[-1]["seq"] if with_seq else user.far.welcome["last_seq"]
     user.moved, user.attempts, user.resumed_at = await reconnect_and_resume(
