@@ -221,6 +221,7 @@ class ComposeDriver(StackDriver):
 
     kind = "compose"
     memory_source = "docker stats --no-stream (MemUsage of each container)"
+    per_service_start = False  # `up --wait` starts them together
 
     def __init__(self, shape: Shape, progress: Progress | None = None, *,
                  commands: ComposeCommands | None = None, runner: Runner | None = None,

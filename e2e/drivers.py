@@ -60,6 +60,8 @@ class StackDriver(abc.ABC):
     kind: str
     #: how memory is read ("/proc VmRSS" …), or None when this driver cannot
     memory_source: str | None = None
+    #: whether ``start_timings`` has each service's own start (not the whole stack's)
+    per_service_start = True
 
     def __init__(self, shape: Shape, progress: Progress | None = None) -> None:
         self.shape = shape

@@ -114,7 +114,8 @@ def render_markdown(report: Report) -> str:
              f"{report.shape.get('workers')} workers), scale `{report.scale}`",
              f"- thresholds: `{report.settings.get('source', '?')}`",
              f"- memory: {report.memory_source or 'not available from this driver'}",
-             f"- analytics: {report.analytics or 'not written'}", ""]
+             f"- analytics: {report.analytics or 'not written'}",
+             *[f"- {note}" for note in report.notes], ""]
     lines += ["| scenario | verdict | duration | failures | checks failed |",
               "| --- | --- | --- | --- | --- |"]
     for result in report.results:
@@ -209,7 +210,8 @@ def render_html(report: Report) -> str:
              f"workers; scale <code>{escape(report.scale)}</code>; thresholds from "
              f"<code>{escape(str(report.settings.get('source', '?')))}</code>.</p>",
              f"<p>Memory: {escape(report.memory_source or 'not available from this driver')}"
-             f". Analytics: {escape(report.analytics or 'not written')}.</p>"]
+             f". Analytics: {escape(report.analytics or 'not written')}.</p>",
+             *[f"<p>{escape(note)}</p>" for note in report.notes]]
     rows, classes = [], []
     for result in report.results:
         for check in result.checks:

@@ -20,9 +20,10 @@ from e2e.client import ChatClient, EventSocket, Received
 from e2e.drivers import Shape, StackDriver
 from e2e.measure import latency_metrics, thin
 from e2e.thresholds import Check
+from servicekit.redisclient import make_redis
 
 __all__ = ["PASSWORD", "Context", "Scenario", "ScenarioResult", "Target", "delivery_ms",
-           "eventually", "reconnect_and_resume", "unique_email"]
+           "eventually", "lease_holder", "reconnect_and_resume", "unique_email"]
 
 PASSWORD = "correct horse battery staple"
 
@@ -135,6 +136,22 @@ async def eventually(probe: Callable[[], Awaitable[bool]], timeout: float,
             return True
         await asyncio.sleep(interval)
     return False
+
+
+async def lease_holder(redis_url: str, run_id: str, *, timeout: float = 10.0) -> str:
+    """The id of the worker running ``run_id``, from its lease in Redis: the one
+    thing a scenario reads outside HTTP and WebSocket, to know which worker to kill."""
+    redis = make_redis(redis_url)
+    try:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            holder = await redis.get(f"run:lease:{run_id}")
+            if holder is not None:
+                return holder.decode() if isinstance(holder, bytes) else str(holder)
+            await asyncio.sleep(0.05)
+        raise TimeoutError(f"no worker took {run_id} within {timeout:.0f} s")
+    finally:
+        await redis.aclose()
 
 
 def _parse_ts(text: str) -> float:

@@ -25,8 +25,13 @@ import httpx
 
 from e2e.checks import check_all, check_run_invariants, delivery_counts
 from e2e.client import ApiError, ChatClient, EventSocket
-from e2e.scenarios.base import PASSWORD, Context, reconnect_and_resume, unique_email
-from servicekit.redisclient import make_redis
+from e2e.scenarios.base import (
+    PASSWORD,
+    Context,
+    lease_holder,
+    reconnect_and_resume,
+    unique_email,
+)
 
 __all__ = ["FAULTS", "failure_recovery"]
 
@@ -164,25 +169,12 @@ async def redis_restart(ctx: Context) -> None:
         await client.aclose()
 
 
-async def _lease_holder(ctx: Context, run_id: str) -> str:
-    redis = make_redis(ctx.driver.redis_url)
-    try:
-        for _ in range(200):
-            holder = await redis.get(f"run:lease:{run_id}")
-            if holder is not None:
-                return holder.decode() if isinstance(holder, bytes) else str(holder)
-            await asyncio.sleep(0.05)
-        raise RuntimeError(f"no worker took {run_id} within 10 s")
-    finally:
-        await redis.aclose()
-
-
 async def worker_kill(ctx: Context) -> None:
     client, socket = await _signed_in(ctx, "workerkill")
     name: str | None = None
     try:
         run_id = await _stream(ctx, client, socket, 200, 100, after_tick=3)
-        holder = await _lease_holder(ctx, run_id)
+        holder = await lease_holder(ctx.driver.redis_url, run_id)
         name = ctx.driver.worker_service(holder)
         if name is None:
             raise RuntimeError(f"the lease holder {holder!r} is none of "

@@ -46,10 +46,14 @@ def shape_for(scenarios: list[Scenario], settings: Settings) -> Shape:
 
 async def _stack_checks(driver: StackDriver, result: ScenarioResult) -> None:
     """Start times and health: every HTTP service answers /healthz and /readyz 200."""
-    if driver.start_timings:
+    if driver.per_service_start and driver.start_timings:
         result.metrics["start_s"] = max(driver.start_timings.values())
-        for name, seconds in driver.start_timings.items():
-            result.metrics[f"start_s.{name}"] = seconds
+    else:
+        result.unmeasurable.append("start_s")
+        result.notes.append(f"the {driver.kind} driver times the whole stack's start, not "
+                            "each service's")
+    for name, seconds in driver.start_timings.items():
+        result.metrics[f"start_s.{name}"] = seconds
     async with httpx.AsyncClient(timeout=5) as http:
         for name, url in driver.http_services().items():
             alive = await http.get(f"{url}/healthz")

@@ -8,13 +8,12 @@ import time
 from collections.abc import Iterator
 
 import pytest
-from redis.asyncio import Redis
 
 from e2e.checks import check_all
 from e2e.client import ChatClient, EventSocket
 from e2e.scenarios import PASSWORD, unique_email
+from e2e.scenarios.base import lease_holder
 from e2e.stack import LocalStack, StackConfig
-from servicekit.redisclient import make_redis
 
 
 @pytest.fixture(scope="module")
@@ -69,26 +68,13 @@ async def test_concurrent_start_run_on_one_thread_accepts_exactly_one(
         await client.aclose()
 
 
-async def _lease_holder(stack: LocalStack, run_id: str) -> str:
-    redis: Redis = make_redis(stack.redis_url)
-    try:
-        for _ in range(100):
-            holder = await redis.get(f"run:lease:{run_id}")
-            if holder is not None:
-                return holder.decode() if isinstance(holder, bytes) else str(holder)
-            await asyncio.sleep(0.05)
-        raise AssertionError(f"no worker took {run_id}")
-    finally:
-        await redis.aclose()
-
-
 async def test_a_killed_worker_ends_its_run_as_worker_lost(replicas: LocalStack) -> None:
     client = await _user(replicas)
     socket = await client.connect(replicas.ws_url(1))
     try:
         thread = await client.create_thread()
         run = await client.start_run(thread["id"], "ticks 200 every 100ms", agent="ticker")
-        worker = await _lease_holder(replicas, run["id"])
+        worker = await lease_holder(replicas.redis_url, run["id"])
         await socket.wait_for(lambda f: f.get("type") == "partial_result")
         replicas.kill(worker)
         killed = time.monotonic()
