@@ -17,7 +17,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
-from e2e.checks import check_all
+from e2e.checks import check_all, check_isolation
 from e2e.client import ChatClient, EventSocket, Received
 from e2e.drivers import Shape
 from e2e.measure import per_second
@@ -175,9 +175,12 @@ def _measure(ctx: Context, users: list[_User], started: float, ended: float,
                                        f"{got[-1].frame['type']}, expected {ticks + 3}")
         for value in delivery_ms(user.socket.frames):
             result.sample("event_latency_ms", value)
-        result.failures += check_all(user.socket.events, set(user.runs),
-                                     user.client.user.get("id", "?"),
+        uid = user.client.user.get("id", "?")
+        result.failures += check_all(user.socket.events, set(user.runs), uid,
                                      first=user.socket.welcome["last_seq"] + 1)
+        result.count("isolation_violations",
+                     len(check_isolation(user.socket.events, set(user.runs), uid)))
+    result.metrics.setdefault("isolation_violations", 0)
     result.metrics["events_received"] = len(arrivals)
     result.metrics["events_received_unique"] = unique
     if firsts and lasts:

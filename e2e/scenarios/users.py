@@ -135,12 +135,17 @@ async def concurrent_users(ctx: Context) -> None:
         await asyncio.gather(*(_probe(u, ready[(i + 1) % len(ready)])
                                for i, u in enumerate(ready) if len(ready) > 1))
         markers = [u.marker for u in users]
+        stored = await asyncio.gather(*(u.client.run_events(r) for u in ready
+                                        for r in u.run_ids))
+        result.metrics["events_sent"] = sum(len(events) for events in stored)
         for user in ready:
             _check(user, markers)
             assert user.socket is not None
             for value in delivery_ms(user.socket.frames):
                 result.sample("event_latency_ms", value)
             result.count("events_received", len(user.socket.events))
+            result.count("tools_executed", sum(e["type"] == "tool_completed"
+                                               for e in user.socket.events))
     finally:
         for user in users:
             if user.socket is not None:
@@ -151,4 +156,6 @@ async def concurrent_users(ctx: Context) -> None:
     successes = sum(u.succeeded and not u.problems and not u.violations for u in users)
     result.metrics["users"] = count
     result.metrics["success_rate"] = successes / count
+    sent = result.metrics.get("events_sent", 0)
+    result.metrics["delivery_rate"] = result.metrics.get("events_received", 0) / sent if sent else 0
     result.metrics["isolation_violations"] = sum(len(u.violations) for u in users)
