@@ -36,7 +36,7 @@ def _ticks(low: float, high: float, count: int = 5) -> list[float]:
 
 def _fmt(value: float) -> str:
     if abs(value) >= 10_000:
-        return f"{value / 1000:.0f}k"
+        return f"{value / 1000:.4g}k"
     if abs(value) >= 100 or value == int(value):
         return f"{value:.0f}"
     return f"{value:.1f}"

@@ -193,8 +193,7 @@ def _charts(result: ScenarioResult, report: Report) -> list[str]:
         out.append(charts.lines(rss, title=f"{result.name}: resident memory per service",
                                 y_label="MB"))
     if result.timeline:
-        out.append(charts.timeline(result.timeline, title=f"{result.name}: faults and "
-                                                          "recoveries"))
+        out.append(charts.timeline(result.timeline, title=f"{result.name}: timeline"))
     return out
 
 

@@ -77,7 +77,7 @@ def test_html_is_one_offline_page_with_charts_and_the_table() -> None:
     assert "load: response_ms" in titles  # latency histogram
     assert "load: events received per second" in titles
     assert "load: resident memory per service" in titles
-    assert "failure_recovery: faults and recoveries" in titles
+    assert "failure_recovery: timeline" in titles  # faults and recoveries
     assert "<th>scenario</th><th>measure</th><th>value</th><th>limit</th>" in html
     assert '<td class="fail">FAIL</td>' in html
     assert "&lt;b&gt;" in html and "<b>" not in html  # text is escaped
