@@ -91,10 +91,6 @@ class Context:
     progress: Callable[[str], None] = lambda _: None
     started: float = field(default_factory=time.monotonic)
 
-    def target(self, replica: int = 1) -> Target:
-        return Target(self.driver.auth_url, self.driver.backend_url(replica),
-                      self.driver.ws_url(replica))
-
     def client(self, replica: int = 1, timeout: float = 30.0) -> ChatClient:
         return ChatClient(self.driver.auth_url, self.driver.backend_url(replica),
                           timeout=timeout)
