@@ -120,6 +120,9 @@ class ChatClient:
                 return run
             await asyncio.sleep(0.05)
 
+    async def cancel_run(self, run_id: str) -> Any:
+        return await self._call("POST", f"{self.backend_url}/api/runs/{run_id}/cancel")
+
     async def messages(self, thread_id: str) -> Any:
         body = await self._call("GET", f"{self.backend_url}/api/threads/{thread_id}/messages")
         return body["items"]

@@ -55,13 +55,16 @@ async def test_concurrent_start_run_on_one_thread_accepts_exactly_one(
         thread = await client.create_thread()
         other = ChatClient(replicas.auth_url, replicas.backend_url(2))
         other.access_token = client.access_token
-        attempts = [c.start_run(thread["id"], "ticks 20 every 10ms", agent="ticker")
+        # the accepted run outlasts every attempt, however slow the machine (a run
+        # that already ended no longer makes the thread busy); it is cancelled after
+        attempts = [c.start_run(thread["id"], "ticks 3000 every 10ms", agent="ticker")
                     for c in (client, other) for _ in range(5)]
         results = await asyncio.gather(*attempts, return_exceptions=True)
         accepted = [r for r in results if isinstance(r, dict)]
         refused = [r for r in results if not isinstance(r, dict)]
         assert len(accepted) == 1
         assert all(getattr(r, "code", None) == "thread_busy" for r in refused)
+        await client.cancel_run(accepted[0]["id"])
         await client.wait_run(accepted[0]["id"])
         await other.aclose()
     finally:
@@ -144,7 +147,8 @@ async def test_enqueue_and_interrupt_across_replicas_and_workers(replicas: Local
     second.access_token = first.access_token
     try:
         thread = await first.create_thread()
-        active = await first.start_run(thread["id"], "ticks 300 every 20ms", agent="ticker")
+        # long enough to be still running when the interrupt comes, on a slow machine too
+        active = await first.start_run(thread["id"], "ticks 3000 every 20ms", agent="ticker")
         queued = [await c.start_run(thread["id"], f"what is {n} * 2", multitask="enqueue")
                   for n, c in ((1, second), (2, first))]
         interrupting = await second.start_run(thread["id"], "what is 9 * 9",
