@@ -4,6 +4,7 @@ and the usage chart. Screenshots of the main states go to reports/screenshots/."
 
 from __future__ import annotations
 
+import re
 import time
 import uuid
 from datetime import UTC, datetime, timedelta
@@ -364,9 +365,13 @@ def test_lost_history_makes_the_page_resync_and_reload(web_on_own_stack: Web) ->
     page.wait_for_function("() => window.connectionStates.includes('resync')",
                            timeout=30_000)
     expect(page.locator("#conn")).to_have_attribute("data-state", "connected")
-    # the thread was drawn anew from REST; the ticker run ends (its early ticks are lost)
-    expect(page.locator('article.run[data-status="running"]')).to_have_count(
-        0, timeout=60_000)
+    # the thread was drawn anew from REST; the ticker run ends (its early ticks are
+    # lost): wait for its final status, not for no run drawn as running (while the
+    # thread is redrawn there is none, and the thread may still be busy)
+    ticker = page.locator("article.run").filter(has_text=re.compile(r"tick \d+ ")).last
+    expect(ticker).to_have_attribute(
+        "data-status", re.compile(r"^(succeeded|failed|cancelled|timed_out)$"),
+        timeout=60_000)
     expect(page.locator(".bubble.user")).to_have_text(["what is 17 * 23",
                                                        "ticks 300 every 15ms"])
     expect(page.locator(".bubble.assistant").first).to_have_text("17 * 23 = 391")
