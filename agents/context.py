@@ -47,5 +47,8 @@ class RunContext:
     deadline: float  # event-loop time
     services: Services = field(default_factory=Services)
     stop_reason: StopReason | None = None
+    # set by the runtime once it handles the stop: the run is being ended, and a
+    # repeated request must not interrupt the emit of its terminal event
+    stopping: bool = False
     tool_calls: int = field(default=0)
     tool_records: list[ToolRecord] = field(default_factory=list)

@@ -65,9 +65,10 @@ class Runtime:
             reason = ctx.stop_reason
             if reason is None:
                 raise
+            ctx.stopping = True
             task = asyncio.current_task()
-            if task is not None:
-                task.uncancel()
+            while task is not None and task.cancelling():
+                task.uncancel()  # every request (repeated ones too) is answered here
             if reason == "worker_lost":
                 await self._fail(ctx, "worker_lost", "the worker stopped during the run",
                                  "worker_lost")

@@ -239,6 +239,10 @@ class Worker:
         ctx, task = entry
         if ctx.stop_reason is None:
             ctx.stop_reason = reason
+        # again on every request until the runtime handles it: a cancellation can be
+        # swallowed on its way (asyncio.wait_for in Python 3.11 loses one that races
+        # with its inner result), and the heartbeat repeats the request
+        if not ctx.stopping and not task.done():
             task.cancel()
         return True
 

@@ -278,16 +278,23 @@ def test_a_running_run_is_cancelled(web: Web) -> None:
     web.screenshot("cancelled")
 
 
-def test_a_busy_thread_offers_to_interrupt(web: Web) -> None:
+def _ask_a_busy_thread(web: Web, ticker_input: str) -> tuple[Page, Locator]:
+    """A ticker run streaming on a new thread, then a question on that thread:
+    the page is told the thread is busy. Returns the page and the ticker's run."""
     page = web.page
-    web.console.expect(r"status of 409")  # thread_busy, answered by the choice below
+    web.console.expect(r"status of 409")  # thread_busy, answered by the choice offered
     sign_up(page)
     new_thread(page)
-    first = ask(page, "ticks 3000 every 20ms", agent="ticker")
+    first = ask(page, ticker_input, agent="ticker")
     expect(first.locator(".stream")).to_contain_text("tick 5 ")
     page.select_option("#agent", "supervisor")
     page.fill("#input", "what is 6 * 7")
     page.press("#input", "Enter")
+    return page, first
+
+
+def test_a_busy_thread_offers_to_interrupt(web: Web) -> None:
+    page, first = _ask_a_busy_thread(web, "ticks 3000 every 20ms")
     expect(page.locator("#busy")).to_be_visible()
     web.screenshot("thread-busy")
     page.click("#busy-interrupt")
@@ -300,15 +307,7 @@ def test_a_busy_thread_offers_to_interrupt(web: Web) -> None:
 
 
 def test_a_busy_thread_offers_to_queue(web: Web) -> None:
-    page = web.page
-    web.console.expect(r"status of 409")  # thread_busy, answered by the choice below
-    sign_up(page)
-    new_thread(page)
-    first = ask(page, "ticks 150 every 20ms", agent="ticker")
-    expect(first.locator(".stream")).to_contain_text("tick 5 ")
-    page.select_option("#agent", "supervisor")
-    page.fill("#input", "what is 6 * 7")
-    page.press("#input", "Enter")
+    page, first = _ask_a_busy_thread(web, "ticks 150 every 20ms")
     page.click("#busy-enqueue")
     second = page.locator("article.run").nth(1)
     expect(second).to_have_attribute("data-status", "queued")
