@@ -187,7 +187,11 @@ class RunEmitter:
         self._started = False
         self._finished = False
         self._open_calls: dict[str, str] = {}
-        self.events_emitted = 0  # also the number of the last event of this run
+        self.events_emitted = 0
+        # numbers are taken before the emit: one that failed after reaching Redis
+        # (cancelled or timed out before the answer) may have been stored, so its
+        # number is never given to the next event (which would pass for a retry)
+        self._numbers = 0
 
     @property
     def started(self) -> bool:
@@ -211,7 +215,7 @@ class RunEmitter:
                 agent=agent or self.agent,
                 type=type,
                 payload=payload,
-                number=self.events_emitted + 1,
+                number=self._take(1),
             )
         except RunFinished:
             self._finished = True
@@ -242,12 +246,18 @@ class RunEmitter:
             events = await self._emitter.emit_batch(
                 user_id=self.user_id, run_id=self.run_id, thread_id=self.thread_id,
                 items=[(agent or self.agent, type, payload) for payload in payloads],
-                first_number=self.events_emitted + 1)
+                first_number=self._take(len(payloads)))
         except RunFinished:
             self._finished = True
             raise
         self.events_emitted += len(events)
         return events
+
+    def _take(self, count: int) -> int:
+        """Reserve ``count`` consecutive numbers of this run; returns the first."""
+        first = self._numbers + 1
+        self._numbers += count
+        return first
 
     def _check(self, type: EventType, payload: dict[str, Any]) -> None:
         if self._finished:
@@ -274,7 +284,7 @@ class RunEmitter:
                     "error": {"code": "interrupted", "message": "the run ended during the call"},
                     "duration_ms": 0,
                 },
-                number=self.events_emitted + 1,
+                number=self._take(1),
             )
             self.events_emitted += 1
             del self._open_calls[call_id]

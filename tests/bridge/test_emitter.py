@@ -214,3 +214,31 @@ async def test_an_emit_that_cannot_be_kept_fails_loudly(redis: Redis,
             await _emit(emitter, "usr_m", "run_m")
     finally:
         await redis_server.astart_service("redis")
+
+
+async def test_an_event_after_an_emit_lost_in_flight_is_not_taken_for_a_retry(
+        redis: Redis) -> None:
+    class AnswerLost(EventEmitter):
+        """Stores the batch, then loses the answer (cancelled while reading it)."""
+
+        lose = True
+
+        async def emit_batch(self, **kwargs: Any) -> Any:
+            events = await super().emit_batch(**kwargs)
+            if self.lose:
+                self.lose = False
+                raise asyncio.CancelledError
+            return events
+
+    run = RunEmitter(AnswerLost(redis), user_id="usr_p", run_id="run_p", thread_id="thr",
+                     agent="a")
+    run._emitter.lose = False  # type: ignore[attr-defined]
+    await run.emit("agent_started", {"input": "x"})
+    run._emitter.lose = True  # type: ignore[attr-defined]
+    with pytest.raises(asyncio.CancelledError):
+        await run.emit("partial_result", {"delta": "d"})
+    cancelled = await run.emit("agent_cancelled", {"by": "user"})
+    assert not cancelled["duplicate"]
+    page = await UserStreams(redis).read_after("usr_p", 0)
+    assert [json.loads(raw)["type"] for _, raw in page.events] == [
+        "agent_started", "partial_result", "agent_cancelled"]
