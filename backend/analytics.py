@@ -21,6 +21,7 @@ import clickhouse_connect
 from clickhouse_connect.driver import options as clickhouse_options
 from redis.asyncio import Redis
 
+from bridge.events import parse_timestamp
 from bridge.groups import ensure_group, read_group
 from bridge.ingest import INGEST_GROUP, INGEST_STREAM
 
@@ -56,7 +57,7 @@ _DECIMAL_COLUMNS = {"cost_usd"}
 
 def _parse_value(key: str, value: Any) -> Any:
     if key in _DATETIME_COLUMNS and isinstance(value, str):
-        return datetime.fromisoformat(value.replace("Z", "+00:00"))
+        return parse_timestamp(value)
     if key in _DECIMAL_COLUMNS and value is not None:
         return Decimal(str(value))
     return value

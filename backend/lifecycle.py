@@ -20,6 +20,7 @@ from redis.exceptions import RedisError
 
 from backend.runs import dispatch_next
 from backend.store import new_id
+from bridge.events import parse_timestamp
 from bridge.groups import autoclaim, ensure_group, read_group
 from bridge.ingest import append_row
 from bridge.keys import LIFECYCLE_STREAM
@@ -38,8 +39,6 @@ def final_status(event_type: str, payload: dict[str, Any]) -> str:
     return "timed_out" if payload.get("cause") == "timeout" else "failed"
 
 
-def _ts(value: str) -> datetime:
-    return datetime.fromisoformat(value.replace("Z", "+00:00"))
 
 
 class LifecycleApplier:
@@ -87,7 +86,7 @@ class LifecycleApplier:
 
     async def apply(self, fields: dict[bytes, bytes]) -> None:
         data = {k.decode(): v.decode() for k, v in fields.items()}
-        event_type, run_id, ts = data["type"], data["run_id"], _ts(data["ts"])
+        event_type, run_id, ts = data["type"], data["run_id"], parse_timestamp(data["ts"])
         payload = json.loads(data["payload"])
         if event_type == "agent_started":
             await self._pool.execute(

@@ -27,12 +27,12 @@ import sys
 import tempfile
 import time
 from collections.abc import Awaitable, Callable
-from datetime import datetime
 from pathlib import Path
 
 import httpx
 from websockets.asyncio.client import ClientConnection, connect
 
+from bridge.events import parse_timestamp
 from e2e.client import ChatClient
 from e2e.measure import percentile, rss_kib
 from e2e.scenarios import PASSWORD, unique_email
@@ -42,7 +42,7 @@ from e2e.stack import LocalStack, StackConfig, free_port
 def _ts(value: float | str) -> float:
     if isinstance(value, int | float):
         return float(value)
-    return datetime.fromisoformat(value.replace("Z", "+00:00")).timestamp()
+    return parse_timestamp(value).timestamp()
 
 
 class Sink:

@@ -23,7 +23,6 @@ import argparse
 import asyncio
 import tempfile
 import time
-from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -32,7 +31,7 @@ from agents.config import WorkerSettings
 from agents.context import RunContext
 from agents.runtime import Runtime
 from bridge.emitter import EventEmitter, RunEmitter
-from bridge.events import TERMINAL_TYPES
+from bridge.events import TERMINAL_TYPES, parse_timestamp
 from e2e.client import ChatClient, EventSocket
 from e2e.measure import percentile, rss_kib
 from e2e.scenarios import PASSWORD, unique_email
@@ -105,7 +104,7 @@ async def full(users: list[User], runs: int, text: str) -> dict[str, float]:
     async def one(user: User, thread: dict[str, Any]) -> None:
         at = time.monotonic()
         run = await user.client.start_run(thread["id"], text)
-        sent[run["id"]] = (at, _epoch(run["created_at"]))
+        sent[run["id"]] = (at, parse_timestamp(run["created_at"]).timestamp())
 
     started = time.monotonic()
     marks = {id(user): len(user.socket.frames) for user in users}
@@ -118,7 +117,7 @@ async def full(users: list[User], runs: int, text: str) -> dict[str, float]:
             for received in frames[marks[id(user)]:]:
                 frame = received.frame
                 if frame.get("type") in TERMINAL_TYPES and frame.get("run_id") in sent:
-                    ended[frame["run_id"]] = (received.at, _epoch(frame["ts"]))
+                    ended[frame["run_id"]] = (received.at, parse_timestamp(frame["ts"]).timestamp())
             marks[id(user)] = len(frames)
     if len(ended) < runs:
         raise RuntimeError(f"only {len(ended)} of {runs} runs ended within 300 s")
@@ -128,10 +127,6 @@ async def full(users: list[User], runs: int, text: str) -> dict[str, float]:
     figures["worker_p50_ms"] = percentile(worker, 0.5)
     figures["worker_p95_ms"] = percentile(worker, 0.95)
     return figures
-
-
-def _epoch(stamp: str) -> float:
-    return datetime.fromisoformat(stamp.replace("Z", "+00:00")).timestamp()
 
 
 async def main_async(stack: LocalStack, levels: list[int]) -> None:

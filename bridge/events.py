@@ -27,6 +27,7 @@ __all__ = [
     "PartialResult",
     "ToolCompleted",
     "ToolExecuting",
+    "parse_timestamp",
     "utc_timestamp",
     "validate_event",
 ]
@@ -142,6 +143,11 @@ class Event(BaseModel):
 def validate_event(data: dict[str, Any]) -> Event:
     """Parse and check an event (envelope and payload); raises ``ValidationError``."""
     return Event.model_validate(data)
+
+
+def parse_timestamp(text: str) -> datetime:
+    """A contract timestamp (or any ISO 8601 one, ``Z`` allowed) as an aware datetime."""
+    return datetime.fromisoformat(text.replace("Z", "+00:00"))
 
 
 def utc_timestamp(now: datetime | None = None) -> str:

@@ -157,6 +157,11 @@ class ChatClient:
         return await self._call("GET", f"{self.backend_url}/api/analytics/usage",
                                 params={"group_by": group_by, **params})
 
+    async def usage_requests(self) -> int:
+        """How many of the caller's usage records ClickHouse holds (any time)."""
+        items = (await self.usage(**{"from": "2000-01-01T00:00:00Z"}))["items"]
+        return sum(int(i["requests"]) for i in items)
+
     async def connect(self, ws_url: str, *, origin: str | None = None,
                       use_ticket: bool = True) -> EventSocket:
         socket = EventSocket(ws_url)

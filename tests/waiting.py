@@ -19,3 +19,12 @@ async def refused_within(client: ChatClient, limit: float) -> float:
             return time.monotonic() - started
         await asyncio.sleep(0.05)
     raise AssertionError(f"the access token still works after {limit + 1.0} s")
+
+
+async def usage_visible(client: ChatClient, count: int, timeout: float = 20.0) -> None:
+    """Wait until ClickHouse holds ``count`` of the client's usage records."""
+    deadline = time.monotonic() + timeout
+    while await client.usage_requests() < count:
+        if time.monotonic() > deadline:
+            raise AssertionError(f"{count} usage records not visible within {timeout} s")
+        await asyncio.sleep(0.1)

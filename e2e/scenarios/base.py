@@ -13,9 +13,9 @@ import time
 import uuid
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from typing import Any
 
+from bridge.events import parse_timestamp
 from e2e.client import ChatClient, EventSocket, Received
 from e2e.drivers import Shape, StackDriver
 from e2e.measure import latency_metrics, thin
@@ -151,7 +151,7 @@ async def lease_holder(redis_url: str, run_id: str, *, timeout: float = 10.0) ->
 
 
 def _parse_ts(text: str) -> float:
-    return datetime.fromisoformat(text.replace("Z", "+00:00")).astimezone(UTC).timestamp()
+    return parse_timestamp(text).timestamp()
 
 
 def delivery_ms(frames: list[Received]) -> list[float]:

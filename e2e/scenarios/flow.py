@@ -53,8 +53,7 @@ async def _post_records(ctx: Context, client: ChatClient) -> list[dict[str, Any]
                       f"{accepted} of {len(old) + len(recent)} usage records accepted")
 
     async def visible() -> bool:
-        items = (await client.usage(**{"from": "2000-01-01T00:00:00Z"}))["items"]
-        return sum(i["requests"] for i in items) >= len(old) + len(recent)
+        return await client.usage_requests() >= len(old) + len(recent)
 
     ctx.result.expect(await eventually(visible, timeout=30),
                       "the posted usage records were not visible within 30 s")

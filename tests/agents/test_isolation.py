@@ -11,13 +11,14 @@ from agents.pricing import cents
 from e2e.client import ChatClient
 from e2e.scenarios import PASSWORD, Target, unique_email
 from e2e.usage import generate, totals
+from tests.waiting import usage_visible
 
 USERS, RUNS_EACH = 50, 4
 QUESTION = "What did I spend on each model over the last 7 days?"
 _LINE = re.compile(r"^- \S+: [\d,]+ requests, \$[\d,.]+$", re.MULTILINE)
 
 
-async def _user(target: Target, n: int) -> tuple[ChatClient, set[str]]:
+async def _user(target: Target, n: int) -> tuple[ChatClient, set[str], int]:
     client = ChatClient(target.auth_url, target.backend_url, timeout=60)
     await client.signup(unique_email(f"iso{n}"), PASSWORD)
     records = generate(f"isolation-{n}", 5, per_day=4 + n % 7)
@@ -25,17 +26,7 @@ async def _user(target: Target, n: int) -> tuple[ChatClient, set[str]]:
     since = datetime.now(UTC) - timedelta(days=7)
     expected = {f"- {model}: {count:,} requests, {cents(cost)}"
                 for model, (count, cost) in totals(records, since=since).items()}
-    return client, expected
-
-
-async def _visible(client: ChatClient, lines: set[str]) -> None:
-    want = sum(int(line.split(": ")[1].split(" ")[0].replace(",", "")) for line in lines)
-    for _ in range(200):
-        items = (await client.usage())["items"]
-        if sum(i["requests"] for i in items) >= want:
-            return
-        await asyncio.sleep(0.1)
-    raise AssertionError("usage records not visible in time")
+    return client, expected, len(records)
 
 
 async def _ask(client: ChatClient) -> str:
@@ -50,11 +41,11 @@ async def _ask(client: ChatClient) -> str:
 async def test_each_answer_holds_only_its_own_users_figures(target: Target) -> None:
     users = await asyncio.gather(*(_user(target, n) for n in range(USERS)))
     try:
-        await asyncio.gather(*(_visible(client, lines) for client, lines in users))
-        answers = await asyncio.gather(*(_ask(client) for client, _ in users
+        await asyncio.gather(*(usage_visible(client, posted) for client, _, posted in users))
+        answers = await asyncio.gather(*(_ask(client) for client, _, _ in users
                                          for _ in range(RUNS_EACH)))
         for index, answer in enumerate(answers):
-            _, expected = users[index // RUNS_EACH]
+            _, expected, _ = users[index // RUNS_EACH]
             assert set(_LINE.findall(answer)) == expected, (index, answer, expected)
     finally:
-        await asyncio.gather(*(client.aclose() for client, _ in users))
+        await asyncio.gather(*(client.aclose() for client, _, _ in users))

@@ -3,9 +3,7 @@ REST land in ClickHouse, and the answer's figures are those records' own sums.""
 
 from __future__ import annotations
 
-import asyncio
 import re
-import time
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from typing import Any
@@ -15,18 +13,9 @@ from e2e.checks import check_all
 from e2e.client import ChatClient
 from e2e.scenarios import PASSWORD, Target, unique_email
 from e2e.usage import generate, totals
+from tests.waiting import usage_visible
 
 QUESTION = "What did I spend on each model over the last 7 days, and how can I cut it?"
-
-
-async def _visible(client: ChatClient, count: int, timeout: float = 20.0) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        items = (await client.usage(**{"from": "2000-01-01T00:00:00Z"}))["items"]
-        if sum(i["requests"] for i in items) >= count:
-            return
-        await asyncio.sleep(0.2)
-    raise AssertionError(f"{count} usage records not visible within {timeout}s")
 
 
 def _expected_lines(records: list[dict[str, Any]], since: datetime) -> list[str]:
@@ -40,7 +29,7 @@ async def _seed(client: ChatClient, key: str) -> list[dict[str, Any]]:
     recent = generate(key, 6, end=now, per_day=25)
     old = generate(key + "/old", 4, end=now - timedelta(days=10), per_day=25)
     assert await client.post_usage(old + recent) == len(old) + len(recent)
-    await _visible(client, len(old) + len(recent))
+    await usage_visible(client, len(old) + len(recent))
     return recent
 
 
@@ -83,7 +72,7 @@ async def test_usage_answers_per_day_and_refuses_bad_records(target: Target) -> 
         await client.signup(unique_email("usage"), PASSWORD)
         records = generate("per-day", 3, per_day=10)
         await client.post_usage(records)
-        await _visible(client, len(records))
+        await usage_visible(client, len(records))
         days = (await client.usage("day"))["items"]
         assert sum(d["requests"] for d in days) == len(records)
         assert [d["key"] for d in days] == sorted(d["key"] for d in days)
