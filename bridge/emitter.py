@@ -22,6 +22,7 @@ from redis.exceptions import RedisError
 from bridge.errors import EmitError, InvariantError, RunFinished
 from bridge.events import TERMINAL_TYPES, EventType, utc_timestamp
 from bridge.keys import LIFECYCLE_STREAM, UserKeys
+from servicekit.autopipeline import AutoPipeline
 
 __all__ = ["LIFECYCLE_TYPES", "EmittedEvent", "EventEmitter", "RunEmitter", "new_epoch"]
 
@@ -65,6 +66,8 @@ class EventEmitter:
     ) -> None:
         self._redis = redis
         self._script = redis.register_script(_EMIT_LUA)
+        # the emits of all runs of the process share round trips to Redis
+        self._pipeline = AutoPipeline(redis)
         self._history_maxlen = history_maxlen
         self._history_ttl_s = history_ttl_s
         self._emit_timeout_s = emit_timeout_s
@@ -144,7 +147,7 @@ class EventEmitter:
     async def _run_script(self, keys: list[str], args: list[Any], type: str,
                           run_id: str) -> Any:
         try:
-            return await self._script(keys=keys, args=args)
+            return await self._pipeline.script(self._script, keys, args)
         except RedisError as first:
             if self._waiting >= self._max_pending:
                 raise EmitError(f"could not emit {type} of {run_id}: {first}; "
@@ -157,7 +160,7 @@ class EventEmitter:
             while True:
                 await asyncio.sleep(delay)
                 try:
-                    return await self._script(keys=keys, args=args)
+                    return await self._pipeline.script(self._script, keys, args)
                 except RedisError as exc:
                     if self._clock() >= deadline:
                         raise EmitError(f"could not emit {type} of {run_id} within "
