@@ -7,7 +7,6 @@ from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
 from pathlib import Path
 
-import asyncpg
 from fastapi import FastAPI
 from fastapi.middleware.cors import CORSMiddleware
 from redis.asyncio import Redis
@@ -28,6 +27,7 @@ from servicekit import (
     migrate,
 )
 from servicekit.migrations import MIGRATION_MISTAKES
+from servicekit.postgres import create_pool
 from servicekit.redisclient import make_redis
 from servicekit.startup import retry_until
 
@@ -52,10 +52,8 @@ def create_app(settings: AuthSettings) -> FastAPI:
         await retry_until(lambda: migrate(settings.database_url, MIGRATIONS, "auth"),
                           what="postgres migrations", give_up_on=MIGRATION_MISTAKES,
                           timeout=settings.startup_timeout_s)
-        pool = await asyncpg.create_pool(
-            settings.database_url, min_size=1, max_size=10,
-            timeout=settings.dependency_timeout_s,
-            command_timeout=settings.dependency_timeout_s * 5)
+        pool = await create_pool(settings.database_url, max_size=10,
+                                 timeout_s=settings.dependency_timeout_s)
         redis = make_redis(settings.redis_url, timeout=settings.dependency_timeout_s)
         keys = KeyStore(Path(settings.keys_dir))
         app.state.auth = AuthState(

@@ -31,7 +31,8 @@ def ws_ticket_key(ticket: str) -> str:
     return f"wsticket:{ticket}"
 
 
-def get_state(request: Request) -> AuthState:
+# a coroutine: FastAPI would run a plain function on a worker thread, per request
+async def get_state(request: Request) -> AuthState:
     state: AuthState = request.app.state.auth
     return state
 

@@ -10,7 +10,6 @@ from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
-import asyncpg
 import httpx
 from fastapi import FastAPI, WebSocket
 from prometheus_client import Gauge
@@ -42,6 +41,7 @@ from servicekit import (
     migrate,
 )
 from servicekit.migrations import MIGRATION_MISTAKES
+from servicekit.postgres import create_pool
 from servicekit.redisclient import make_redis
 from servicekit.startup import retry_until
 
@@ -60,10 +60,8 @@ def create_app(settings: BackendSettings) -> FastAPI:
         await retry_until(lambda: migrate(settings.database_url, MIGRATIONS, "app"),
                           what="postgres migrations", give_up_on=MIGRATION_MISTAKES,
                           timeout=timeout)
-        pool = await asyncpg.create_pool(
-            settings.database_url, min_size=1, max_size=20,
-            timeout=settings.dependency_timeout_s,
-            command_timeout=settings.dependency_timeout_s * 5)
+        pool = await create_pool(settings.database_url, max_size=20,
+                                 timeout_s=settings.dependency_timeout_s)
         redis = make_redis(settings.redis_url, timeout=settings.dependency_timeout_s,
                            max_connections=settings.redis_max_connections)
         http = httpx.AsyncClient(timeout=settings.dependency_timeout_s)

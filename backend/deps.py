@@ -16,7 +16,8 @@ __all__ = ["CurrentUser", "State"]
 _bearer = HTTPBearer(auto_error=False)
 
 
-def get_state(request: Request) -> BackendState:
+# a coroutine: FastAPI would run a plain function on a worker thread, per request
+async def get_state(request: Request) -> BackendState:
     state: BackendState = request.app.state.backend
     return state
 
