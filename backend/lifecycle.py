@@ -39,6 +39,25 @@ def final_status(event_type: str, payload: dict[str, Any]) -> str:
     return "timed_out" if payload.get("cause") == "timeout" else "failed"
 
 
+#: The run's final status, and its answer as an assistant message, in one statement;
+#: no row when the run was already final.
+_FINISH = """
+WITH done AS (
+    UPDATE app.runs SET status = $2, result = $3, error = $4::jsonb, finished_at = $5,
+                        started_at = coalesce(started_at, $5)
+    WHERE id = $1 AND status IN ('queued', 'running') RETURNING *
+), answer AS (
+    INSERT INTO app.messages (id, thread_id, user_id, role, content, run_id)
+    SELECT $6, thread_id, user_id, 'assistant', $3, id FROM done WHERE $3::text IS NOT NULL
+)
+SELECT * FROM done
+"""
+
+
+def _parse(fields: dict[bytes, bytes]) -> tuple[str, str, datetime, dict[str, Any]]:
+    data = {k.decode(): v.decode() for k, v in fields.items()}
+    return (data["type"], data["run_id"], parse_timestamp(data["ts"]),
+            json.loads(data["payload"]))
 
 
 class LifecycleApplier:
@@ -71,29 +90,33 @@ class LifecycleApplier:
             if start == "0" and not entries:
                 start = ">"
                 continue
-            for entry_id, fields in entries:
-                await self.apply(fields)
-                await self._redis.xack(LIFECYCLE_STREAM, GROUP, entry_id)
+            await self.apply_all(entries)
             if start == ">" and not entries:
                 await self._claim_abandoned()
 
     async def _claim_abandoned(self) -> None:
-        claimed = await autoclaim(self._redis, LIFECYCLE_STREAM, GROUP, self._consumer,
-                                  min_idle_ms=self._claim_idle_ms)
-        for entry_id, fields in claimed:
-            await self.apply(fields)
-            await self._redis.xack(LIFECYCLE_STREAM, GROUP, entry_id)
+        await self.apply_all(await autoclaim(self._redis, LIFECYCLE_STREAM, GROUP,
+                                             self._consumer, min_idle_ms=self._claim_idle_ms))
 
-    async def apply(self, fields: dict[bytes, bytes]) -> None:
-        data = {k.decode(): v.decode() for k, v in fields.items()}
-        event_type, run_id, ts = data["type"], data["run_id"], parse_timestamp(data["ts"])
-        payload = json.loads(data["payload"])
-        if event_type == "agent_started":
-            await self._pool.execute(
-                "UPDATE app.runs SET status = 'running', started_at = $2 "
-                "WHERE id = $1 AND status = 'queued'", run_id, ts)
+    async def apply_all(self, entries: list[tuple[bytes, dict[bytes, bytes]]]) -> None:
+        """Apply a batch of entries, then acknowledge them together. The runs that
+        started are marked in one statement; each ending is its own transaction.
+        Applying an entry twice changes nothing, so a batch cut short is safe to
+        apply again."""
+        if not entries:
             return
-        await self._finish(run_id, event_type, payload, ts)
+        events = [_parse(fields) for _, fields in entries]
+        started = [(run_id, ts) for kind, run_id, ts, _ in events if kind == "agent_started"]
+        if started:
+            await self._pool.execute(
+                "UPDATE app.runs SET status = 'running', started_at = s.ts "
+                "FROM unnest($1::text[], $2::timestamptz[]) AS s(id, ts) "
+                "WHERE app.runs.id = s.id AND status = 'queued'",
+                [run_id for run_id, _ in started], [ts for _, ts in started])
+        for kind, run_id, ts, payload in events:
+            if kind != "agent_started":
+                await self._finish(run_id, kind, payload, ts)
+        await self._redis.xack(LIFECYCLE_STREAM, GROUP, *[entry_id for entry_id, _ in entries])
 
     async def _finish(self, run_id: str, event_type: str, payload: dict[str, Any],
                       ts: datetime) -> None:
@@ -101,22 +124,13 @@ class LifecycleApplier:
         result = payload.get("result") if event_type == "agent_completed" else None
         error = json.dumps(payload["error"]) if event_type == "agent_failed" else None
         async with self._pool.acquire() as conn, conn.transaction():
-            thread_id = await conn.fetchval("SELECT thread_id FROM app.runs WHERE id = $1",
-                                            run_id)
+            # the thread's lock orders this with run creation (multitask policies)
+            thread_id = await conn.fetchval(
+                "SELECT t.id FROM app.runs r JOIN app.threads t ON t.id = r.thread_id "
+                "WHERE r.id = $1 FOR UPDATE OF t", run_id)
             if thread_id is None:
                 return  # unknown run (its thread was deleted)
-            # the thread's lock orders this with run creation (multitask policies)
-            await conn.execute("SELECT 1 FROM app.threads WHERE id = $1 FOR UPDATE", thread_id)
-            row = await conn.fetchrow(
-                "UPDATE app.runs SET status = $2, result = $3, error = $4::jsonb, "
-                "finished_at = $5, started_at = coalesce(started_at, $5) "
-                "WHERE id = $1 AND status IN ('queued', 'running') RETURNING *",
-                run_id, status, result, error, ts)
-            if row is not None and result is not None:
-                await conn.execute(
-                    "INSERT INTO app.messages (id, thread_id, user_id, role, content, run_id) "
-                    "VALUES ($1, $2, $3, 'assistant', $4, $5)",
-                    new_id("msg"), row["thread_id"], row["user_id"], result, run_id)
+            row = await conn.fetchrow(_FINISH, run_id, status, result, error, ts, new_id("msg"))
             await dispatch_next(conn, self._redis, thread_id)
         if row is None:
             return  # already final: applying twice changes nothing

@@ -7,6 +7,7 @@ thread are serialised by Postgres whichever replica they reach; with policy
 
 from __future__ import annotations
 
+import time
 from typing import Any, Literal
 
 import asyncpg
@@ -22,6 +23,26 @@ __all__ = ["RunService", "dispatch", "dispatch_next"]
 
 Multitask = Literal["reject", "enqueue", "interrupt"]
 
+_AGENTS_TTL_S = 1.0
+
+#: With the thread locked and no active run on it: the user message, the run
+#: (dispatched at once) and the thread's updated_at, in one statement. No row when
+#: the thread has an active run.
+_CREATE_IF_IDLE = """
+WITH idle AS (
+    SELECT 1 WHERE NOT EXISTS (
+        SELECT 1 FROM app.runs WHERE thread_id = $1 AND status = ANY($7::text[]))
+), message AS (
+    INSERT INTO app.messages (id, thread_id, user_id, role, content, run_id)
+    SELECT $5, $1, $2, 'user', $3, $4 FROM idle
+), touched AS (
+    UPDATE app.threads SET updated_at = now() WHERE id = $1 AND EXISTS (SELECT 1 FROM idle)
+)
+INSERT INTO app.runs (id, thread_id, user_id, agent, status, input, dispatched_at)
+SELECT $4, $1, $2, $6, 'queued', $3, now() FROM idle
+RETURNING *
+"""
+
 
 async def dispatch(redis: Redis, row: asyncpg.Record) -> None:
     """Hand a run to the workers."""
@@ -35,15 +56,12 @@ async def dispatch_next(conn: asyncpg.Connection, redis: Redis, thread_id: str) 
 
     Called with the thread row locked, in the transaction that ended a run.
     """
-    busy = await conn.fetchval(
-        "SELECT 1 FROM app.runs WHERE thread_id = $1 AND status IN ('queued', 'running') "
-        "AND dispatched_at IS NOT NULL LIMIT 1", thread_id)
-    if busy:
-        return
     row = await conn.fetchrow(
         "UPDATE app.runs SET dispatched_at = now() WHERE id = (SELECT id FROM app.runs "
         "WHERE thread_id = $1 AND status = 'queued' AND dispatched_at IS NULL "
-        "ORDER BY created_at, id LIMIT 1) RETURNING *", thread_id)
+        "ORDER BY created_at, id LIMIT 1) AND NOT EXISTS (SELECT 1 FROM app.runs "
+        "WHERE thread_id = $1 AND status IN ('queued', 'running') "
+        "AND dispatched_at IS NOT NULL) RETURNING *", thread_id)
     if row is not None:
         await dispatch(redis, row)
 
@@ -55,11 +73,19 @@ class RunService:
         self._redis = redis
         self._registry = registry
         self._default_agent = default_agent
+        self._agents: set[str] | None = None
+        self._agents_read_at = float("-inf")
 
     async def known_agents(self) -> set[str] | None:
-        """Agents announced by the workers; None while no worker has announced any."""
-        names = await self._redis.hkeys("agents:catalog")
-        return {n.decode() if isinstance(n, bytes) else n for n in names} if names else None
+        """Agents announced by the workers; None while no worker has announced any.
+        Read from Redis at most once a second (the catalog changes when workers start)."""
+        now = time.monotonic()
+        if now - self._agents_read_at > _AGENTS_TTL_S:
+            names = await self._redis.hkeys("agents:catalog")
+            self._agents = ({n.decode() if isinstance(n, bytes) else n for n in names}
+                            if names else None)
+            self._agents_read_at = now
+        return self._agents
 
     async def create(self, user_id: str, thread_id: str, text: str, agent: str | None,
                      multitask: Multitask = "reject") -> dict[str, Any]:
@@ -72,34 +98,47 @@ class RunService:
                 "SELECT user_id FROM app.threads WHERE id = $1 FOR UPDATE", thread_id)
             if owner != user_id:
                 raise ProblemError(404, "not_found", "no such thread")
-            active = await conn.fetch(
-                "SELECT id FROM app.runs WHERE thread_id = $1 AND status = ANY($2::text[])",
-                thread_id, list(ACTIVE))
-            # a run whose terminal event is out is over, even if its record lags
-            live = [run["id"] for run in active
-                    if not await self._registry.ended(user_id, run["id"])]
-            if live and multitask == "reject":
-                raise ProblemError(409, "thread_busy", f"run {live[0]} is active on this thread")
-            if live and multitask == "interrupt":
-                for active_id in live:
-                    await request_cancel(self._redis, active_id, by="interrupt")
             run_id = new_id("run")
-            await conn.execute(
-                "INSERT INTO app.messages (id, thread_id, user_id, role, content, run_id) "
-                "VALUES ($1, $2, $3, 'user', $4, $5)",
-                new_id("msg"), thread_id, user_id, text, run_id)
-            # with runs still live, the new one waits its turn (enqueue, interrupt):
-            # the backend dispatches it when the thread's last run ends
-            row = await conn.fetchrow(
-                "INSERT INTO app.runs (id, thread_id, user_id, agent, status, input, "
-                "dispatched_at) VALUES ($1, $2, $3, $4, 'queued', $5, "
-                "CASE WHEN $6 THEN NULL ELSE now() END) RETURNING *",
-                run_id, thread_id, user_id, agent, text, bool(live))
-            await conn.execute("UPDATE app.threads SET updated_at = now() WHERE id = $1",
-                               thread_id)
-            if not live:
+            # a free thread (the usual case) takes one statement; a busy one a few more.
+            # This statement's snapshot is taken after the lock, so it sees every run
+            # created before (those creations held the lock until they committed).
+            row = await conn.fetchrow(_CREATE_IF_IDLE, thread_id, user_id, text, run_id,
+                                      new_id("msg"), agent, list(ACTIVE))
+            if row is None:
+                row = await self._create_on_busy(conn, user_id, thread_id, text, agent,
+                                                 multitask, run_id)
+            if row["dispatched_at"] is not None:
                 await dispatch(self._redis, row)
         return run_json(row)
+
+    async def _create_on_busy(self, conn: asyncpg.Connection, user_id: str, thread_id: str,
+                              text: str, agent: str, multitask: Multitask, run_id: str
+                              ) -> asyncpg.Record:
+        active = await conn.fetch(
+            "SELECT id FROM app.runs WHERE thread_id = $1 AND status = ANY($2::text[])",
+            thread_id, list(ACTIVE))
+        # a run whose terminal event is out is over, even if its record lags
+        live = [run["id"] for run in active
+                if not await self._registry.ended(user_id, run["id"])]
+        if live and multitask == "reject":
+            raise ProblemError(409, "thread_busy", f"run {live[0]} is active on this thread")
+        if live and multitask == "interrupt":
+            for active_id in live:
+                await request_cancel(self._redis, active_id, by="interrupt")
+        await conn.execute(
+            "INSERT INTO app.messages (id, thread_id, user_id, role, content, run_id) "
+            "VALUES ($1, $2, $3, 'user', $4, $5)",
+            new_id("msg"), thread_id, user_id, text, run_id)
+        # with runs still live, the new one waits its turn (enqueue, interrupt):
+        # the backend dispatches it when the thread's last run ends
+        row: asyncpg.Record = await conn.fetchrow(
+            "INSERT INTO app.runs (id, thread_id, user_id, agent, status, input, "
+            "dispatched_at) VALUES ($1, $2, $3, $4, 'queued', $5, "
+            "CASE WHEN $6 THEN NULL ELSE now() END) RETURNING *",
+            run_id, thread_id, user_id, agent, text, bool(live))
+        await conn.execute("UPDATE app.threads SET updated_at = now() WHERE id = $1",
+                           thread_id)
+        return row
 
     async def cancel(self, user_id: str, run_id: str) -> None:
         """Ask the worker running ``run_id`` to stop; it ends with ``agent_cancelled``."""
