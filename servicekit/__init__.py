@@ -3,19 +3,36 @@
 Problem documents (RFC 9457) and their handlers, readiness checks, Prometheus
 metrics, logging and the alembic runner. ``auth`` and ``backend`` both use it;
 it imports none of the project's other packages.
+
+Names are imported on first use: the agent worker needs the Redis client and
+the logs, not FastAPI or alembic (most of a second of imports and tens of MB).
 """
 
-from servicekit.health import Check, ReadinessReport, check_all, install_health_routes
-from servicekit.logs import configure_logging
-from servicekit.metrics import install_metrics
-from servicekit.migrations import migrate
-from servicekit.problems import (
-    ProblemError,
-    install_problem_handlers,
-    problem,
-    problem_responses,
-)
-from servicekit.text import StorableStr, storable
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from servicekit.health import Check, ReadinessReport, check_all, install_health_routes
+    from servicekit.logs import configure_logging
+    from servicekit.metrics import install_metrics
+    from servicekit.migrations import migrate
+    from servicekit.problems import (
+        ProblemError,
+        install_problem_handlers,
+        problem,
+        problem_responses,
+    )
+    from servicekit.text import StorableStr, storable
+
+_HOMES = {
+    "Check": "health", "ReadinessReport": "health", "check_all": "health",
+    "install_health_routes": "health", "configure_logging": "logs",
+    "install_metrics": "metrics", "migrate": "migrations", "ProblemError": "problems",
+    "install_problem_handlers": "problems", "problem": "problems",
+    "problem_responses": "problems", "StorableStr": "text", "storable": "text",
+}
 
 __all__ = [
     "Check",
@@ -32,3 +49,10 @@ __all__ = [
     "problem_responses",
     "storable",
 ]
+
+
+def __getattr__(name: str) -> Any:
+    home = _HOMES.get(name)
+    if home is None:
+        raise AttributeError(f"module 'servicekit' has no attribute {name!r}")
+    return getattr(importlib.import_module(f"servicekit.{home}"), name)
