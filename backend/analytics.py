@@ -2,17 +2,23 @@
 
 The clickhouse-connect client is synchronous (and chDB, the embedded engine, is
 in-process), so every call runs on one dedicated thread; the event loop never
-blocks on ClickHouse.
+blocks on ClickHouse. Usage queries are batched: the ``usage()`` requests that
+wait while that thread is busy are answered together by one statement (the usage
+table joined with a table of the requests, from array parameters), and each gets
+its own rows.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
-from collections import defaultdict
+import threading
+from collections import defaultdict, deque
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any, TypeVar
@@ -53,6 +59,8 @@ TABLES: dict[str, tuple[str, str]] = {
 }
 _DATETIME_COLUMNS = {"created_at", "started_at", "finished_at", "ts"}
 _DECIMAL_COLUMNS = {"cost_usd"}
+#: the most usage() requests one statement answers
+_USAGE_BATCH_MAX = 256
 
 
 def _parse_value(key: str, value: Any) -> Any:
@@ -71,12 +79,104 @@ def _naive_utc(value: datetime) -> datetime:
     return value.astimezone(UTC).replace(tzinfo=None)
 
 
+_Rows = list[dict[str, Any]]
+
+
+def _time_text(value: datetime) -> str:
+    """A window's bound as a DateTime64 parameter: naive UTC, as clickhouse-connect
+    writes a datetime but with the year in four digits (its text of a year before
+    1000 fails the statement, which would fail a whole batch). Texts of this fixed
+    width sort as their times do."""
+    utc = _naive_utc(value)
+    return f"{utc.year:04d}-{utc:%m-%d %H:%M:%S.%f}"
+
+
+@dataclass(eq=False, slots=True)
+class _UsageRequest:
+    """One pending usage() call: its arguments and the future its caller awaits."""
+
+    user_id: str
+    start: str  # the window, as _time_text writes it
+    end: str
+    by_day: bool
+    short_tokens: int | None
+    loop: asyncio.AbstractEventLoop
+    future: asyncio.Future[_Rows]
+
+
+def _answer(requests: list[_UsageRequest], outcome: list[_Rows] | Exception) -> None:
+    """Settles the callers' futures (on their event loop): each its rows, or the error."""
+    for i, request in enumerate(requests):
+        if request.future.done():  # the caller was cancelled
+            continue
+        if isinstance(outcome, Exception):
+            request.future.set_exception(outcome)
+        else:
+            request.future.set_result(outcome[i])
+
+
+def _send(loop: asyncio.AbstractEventLoop, requests: list[_UsageRequest],
+          outcome: list[_Rows] | Exception) -> None:
+    """From any thread: settles the requests' futures on their event loop."""
+    with contextlib.suppress(RuntimeError):  # that loop is closed: nobody waits any more
+        loop.call_soon_threadsafe(_answer, requests, outcome)
+
+
+def _usage_aggregates(short: str, day: str) -> str:
+    """The usage() key and aggregates, for a request's ``short`` tokens and ``day``
+    (1: per day, 0: per model). They are named s_*: a ClickHouse alias equal to a
+    column name would replace that column inside the other aggregates."""
+    cond = f"u.completion_tokens < {short}"
+    return (f"if({day} = 1, toString(toDate(u.ts)), toString(u.model)) AS key, "
+            "count() AS s_requests, sum(u.prompt_tokens) AS s_prompt_tokens, "
+            "sum(u.completion_tokens) AS s_completion_tokens, sum(u.cost_usd) AS s_cost_usd, "
+            "quantileExact(0.5)(u.latency_ms) AS s_p50_latency_ms, "
+            f"countIf({cond}) AS s_short_requests, "
+            f"sumIf(u.prompt_tokens, {cond}) AS s_short_prompt_tokens, "
+            f"sumIf(u.completion_tokens, {cond}) AS s_short_completion_tokens, "
+            f"sumIf(u.cost_usd, {cond}) AS s_short_cost_usd")
+
+
+# A request alone: the user's rows, read through the primary key (user_id, ts).
+_USAGE_ONE_SQL = (
+    "SELECT 0 AS idx, " + _usage_aggregates("{short:UInt32}", "{day:UInt8}") +
+    " FROM {db}.usage AS u WHERE u.user_id = {user:String} "
+    "AND u.ts >= {start:DateTime64(3)} AND u.ts < {end:DateTime64(3)} GROUP BY key")
+# A batch: the usage table joined with a table of the requests, made of one array
+# parameter per column (ARRAY JOIN zips them: seven parameters whatever the batch,
+# where values() with a parameter per field spends close to 1 ms a request in chDB
+# binding them). The join costs a few ms more than the query of one request: a
+# batch of one runs that one.
+_USAGE_BATCH_SQL = (
+    "SELECT r.idx AS idx, " + _usage_aggregates("r.short", "r.day") +
+    " FROM {db}.usage AS u INNER JOIN ("
+    "SELECT idx, user, start, end, short, day FROM system.one ARRAY JOIN "
+    "range(length({users:Array(String)})) AS idx, {users:Array(String)} AS user, "
+    "{starts:Array(DateTime64(3))} AS start, {ends:Array(DateTime64(3))} AS end, "
+    "{shorts:Array(UInt32)} AS short, {days:Array(UInt8)} AS day) AS r "
+    "ON u.user_id = r.user "
+    # the users and the overall window again, on the usage table alone: its primary
+    # key then skips the rows no request asks for
+    "WHERE u.user_id IN {users:Array(String)} "
+    "AND u.ts >= {lo:DateTime64(3)} AND u.ts < {hi:DateTime64(3)} "
+    "AND u.ts >= r.start AND u.ts < r.end "
+    "GROUP BY idx, key")
+
+
 class AnalyticsStore:
     def __init__(self, url: str, database: str) -> None:
         self._url = url
         self._db = database
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="clickhouse")
         self._client: Any = None
+        # usage() requests not yet taken by a batch, and whether a batch job is queued
+        # on the thread (the lock: the event loop adds requests, the thread takes them)
+        self._usage_lock = threading.Lock()
+        self._usage_pending: deque[_UsageRequest] = deque()
+        self._usage_queued = False
+        self._closed = False
+        #: statements run for usage() requests (each answers a batch of them)
+        self.usage_batches = 0
 
     async def _call(self, fn: Callable[..., T], *args: Any) -> T:
         return await asyncio.get_running_loop().run_in_executor(self._executor, fn, *args)
@@ -133,36 +233,81 @@ class AnalyticsStore:
                     short_tokens: int | None = None) -> list[dict[str, Any]]:
         """The user's usage aggregates per model (costliest first) or per day (in
         order). ``short_tokens`` adds the requests whose completion was shorter
-        than that: the candidates for a smaller model."""
-        key = "model" if group_by == "model" else "toString(toDate(ts))"
-        # aggregates are named s_* in SQL: a ClickHouse alias equal to a column name
-        # would replace that column inside the other aggregates
-        short = ""
-        if short_tokens is not None:
-            cond = "completion_tokens < {short:UInt32}"
-            short = (f", countIf({cond}) AS s_short_requests"
-                     f", sumIf(prompt_tokens, {cond}) AS s_short_prompt_tokens"
-                     f", sumIf(completion_tokens, {cond}) AS s_short_completion_tokens"
-                     f", sumIf(cost_usd, {cond}) AS s_short_cost_usd")
-        order = "s_cost_usd DESC, key" if group_by == "model" else "key"
-        rows = await self.query(
-            f"SELECT {key} AS key, count() AS s_requests, sum(prompt_tokens) AS s_prompt_tokens, "
-            "sum(completion_tokens) AS s_completion_tokens, sum(cost_usd) AS s_cost_usd, "
-            f"quantileExact(0.5)(latency_ms) AS s_p50_latency_ms{short} "
-            "FROM {db}.usage WHERE user_id = {user:String} "
-            "AND ts >= {start:DateTime64(3)} AND ts < {end:DateTime64(3)} "
-            f"GROUP BY key ORDER BY {order}",
-            {"user": user_id, "start": _naive_utc(start), "end": _naive_utc(end),
-             "short": short_tokens or 0})
-        rows = [{name.removeprefix("s_"): value for name, value in row.items()}
-                for row in rows]
-        for row in rows:
-            for name, value in row.items():
-                if isinstance(value, Decimal):
-                    row[name] = float(value)  # six decimals: exact in a double's text
-                elif name != "key":
-                    row[name] = int(value)
-        return rows
+        than that: the candidates for a smaller model.
+
+        The request joins the queue of pending ones; the next batch job on the
+        ClickHouse thread answers all of them (at most ``_USAGE_BATCH_MAX``) at once.
+        """
+        # a value the statement could not take fails its caller here, not a whole batch
+        user_id.encode()  # no lone surrogates
+        if short_tokens is not None and not 0 <= short_tokens <= 0xFFFF_FFFF:
+            raise ValueError(f"short_tokens out of range: {short_tokens}")
+        loop = asyncio.get_running_loop()
+        request = _UsageRequest(user_id, _time_text(start), _time_text(end),
+                                group_by == "day", short_tokens, loop, loop.create_future())
+        with self._usage_lock:
+            if self._closed:
+                raise RuntimeError("the analytics store is closed")
+            if not self._usage_queued:
+                # the job reads the queue under this lock: after this append
+                self._executor.submit(self._usage_batch)
+                self._usage_queued = True
+            self._usage_pending.append(request)
+        try:
+            return await request.future
+        except asyncio.CancelledError:
+            with self._usage_lock:  # not yet taken by a batch: it leaves the queue
+                if request in self._usage_pending:
+                    self._usage_pending.remove(request)
+            raise
+
+    def _usage_batch(self) -> None:
+        """On the ClickHouse thread: answers the requests that waited, in one statement."""
+        with self._usage_lock:
+            batch = [self._usage_pending.popleft()
+                     for _ in range(min(len(self._usage_pending), _USAGE_BATCH_MAX))]
+            # the rest, if any, in the next job: queued behind the calls waiting now
+            self._usage_queued = bool(self._usage_pending)
+            if self._usage_queued:
+                self._executor.submit(self._usage_batch)
+        if not batch:
+            return
+        outcome: list[_Rows] | Exception
+        try:
+            outcome = self._usage_query(batch)
+        except Exception as exc:  # every request of the batch fails with it
+            outcome = exc
+        by_loop: dict[asyncio.AbstractEventLoop, list[int]] = defaultdict(list)
+        for i, request in enumerate(batch):
+            by_loop[request.loop].append(i)
+        for loop, indices in by_loop.items():
+            _send(loop, [batch[i] for i in indices],
+                  outcome if isinstance(outcome, Exception) else [outcome[i] for i in indices])
+
+    def _usage_query(self, batch: list[_UsageRequest]) -> list[_Rows]:
+        # every value of a request is a bound parameter, never SQL text
+        sql: str
+        parameters: dict[str, Any]
+        if len(batch) == 1:
+            (one,) = batch
+            sql, parameters = _USAGE_ONE_SQL, {
+                "user": one.user_id, "start": one.start, "end": one.end,
+                "short": one.short_tokens or 0, "day": int(one.by_day)}
+        else:
+            sql, parameters = _USAGE_BATCH_SQL, {
+                "users": [r.user_id for r in batch],
+                "starts": [r.start for r in batch], "ends": [r.end for r in batch],
+                "shorts": [r.short_tokens or 0 for r in batch],
+                "days": [int(r.by_day) for r in batch],
+                "lo": min(r.start for r in batch), "hi": max(r.end for r in batch)}
+        self.usage_batches += 1
+        result = self._connect().query(sql.replace("{db}", self._db), parameters=parameters)
+        names = [name.removeprefix("s_") for name in result.column_names]
+        grouped: list[list[dict[str, Any]]] = [[] for _ in batch]
+        for row in result.result_rows:
+            record = dict(zip(names, row, strict=True))
+            grouped[record.pop("idx")].append(record)
+        return [_usage_rows(rows, request) for rows, request in zip(grouped, batch, strict=True)]
 
     async def tools(self, user_id: str, start: datetime, end: datetime
                     ) -> list[dict[str, Any]]:
@@ -178,7 +323,36 @@ class AnalyticsStore:
         return [{k: (v if k == "tool" else int(v)) for k, v in row.items()} for row in rows]
 
     def close(self) -> None:
+        with self._usage_lock:
+            self._closed = True
+            pending = list(self._usage_pending)
+            self._usage_pending.clear()
         self._executor.shutdown(wait=False, cancel_futures=True)
+        for request in pending:  # their batch job was cancelled with the thread's queue
+            _send(request.loop, [request], RuntimeError("the analytics store is closed"))
+
+
+def _usage_rows(rows: list[dict[str, Any]], request: _UsageRequest) -> _Rows:
+    """One request's rows of a batch, as its own query answered them: in order,
+    ``short_*`` only if it asked, Decimal as float and counts as int."""
+    if request.by_day:
+        rows.sort(key=lambda row: row["key"])
+    else:  # costliest first, exact on the Decimal sums
+        rows.sort(key=lambda row: (-row["cost_usd"], row["key"]))
+    answer = []
+    for row in rows:
+        item: dict[str, Any] = {}
+        for name, value in row.items():
+            if name.startswith("short_") and request.short_tokens is None:
+                continue
+            if isinstance(value, Decimal):
+                item[name] = float(value)  # six decimals: exact in a double's text
+            elif name != "key":
+                item[name] = int(value)
+            else:
+                item[name] = value
+        answer.append(item)
+    return answer
 
 
 class Ingester:
