@@ -11,7 +11,9 @@ from pathlib import Path
 from typing import Any
 
 import httpx
-from fastapi import FastAPI, WebSocket
+from clickhouse_connect.driver.exceptions import ClickHouseError
+from fastapi import FastAPI, Request, WebSocket
+from fastapi.responses import JSONResponse
 from prometheus_client import Gauge
 from starlette.types import ASGIApp, Receive, Scope, Send
 
@@ -39,15 +41,22 @@ from servicekit import (
     install_metrics,
     install_problem_handlers,
     migrate,
+    problem,
 )
 from servicekit.migrations import MIGRATION_MISTAKES
 from servicekit.postgres import create_pool
 from servicekit.redisclient import make_redis
 from servicekit.startup import retry_until
 
-__all__ = ["create_app", "socket_first"]
+__all__ = ["analytics_failed", "create_app", "socket_first"]
 
 log = logging.getLogger(__name__)
+
+
+async def analytics_failed(_: Request, exc: Exception) -> JSONResponse:
+    """ClickHouse did not answer (down, or a statement failed): 503, retry later."""
+    log.warning("clickhouse could not answer: %s", exc)
+    return problem(503, "analytics_unavailable", "analytics could not be read; retry later")
 MIGRATIONS = Path(__file__).parent / "migrations"
 
 
@@ -129,6 +138,8 @@ def create_app(settings: BackendSettings) -> FastAPI:
     app = FastAPI(title="agentchat backend", version="0.1.0", lifespan=lifespan)
     app.state.gateway = gateway
     install_problem_handlers(app)
+    app.add_exception_handler(ClickHouseError, analytics_failed)
+
     registry = install_metrics(app, "backend")
     bridge_state = Gauge("bridge_state", "AgentWebSocketBridge state: 0 UNINITIALIZED, "
                          "1 INITIALIZING, 2 ACTIVE, 3 DEGRADED, 4 FAILED", registry=registry)

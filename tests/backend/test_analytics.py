@@ -13,10 +13,13 @@ from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from typing import Any
 
+import httpx
 import pytest
 from clickhouse_connect.driver.exceptions import ClickHouseError
+from fastapi import FastAPI
 
 from backend.analytics import _USAGE_BATCH_MAX, AnalyticsStore, _parse_row
+from backend.app import analytics_failed
 from e2e.usage import generate
 
 END = datetime(2025, 6, 1, tzinfo=UTC)
@@ -235,3 +238,18 @@ async def test_a_request_the_statement_could_not_take_fails_alone(seeded: Seeded
         assert answer == _expected(seeded.rows.get(call[0], []), call), call
     everything = (USERS[1], END - timedelta(days=30), END, "model", 100)
     assert await ancient == _expected(seeded.rows[USERS[1]], everything)
+
+
+async def test_a_clickhouse_failure_is_answered_503_analytics_unavailable() -> None:
+    app = FastAPI()
+    app.add_exception_handler(ClickHouseError, analytics_failed)
+
+    @app.get("/usage")
+    async def usage() -> None:
+        raise ClickHouseError("Code: 60. Unknown table")
+
+    transport = httpx.ASGITransport(app=app)
+    async with httpx.AsyncClient(transport=transport, base_url="http://backend") as client:
+        response = await client.get("/usage")
+    assert response.status_code == 503
+    assert response.json()["code"] == "analytics_unavailable"
