@@ -47,8 +47,11 @@ class RunContext:
     deadline: float  # event-loop time
     services: Services = field(default_factory=Services)
     stop_reason: StopReason | None = None
-    # set by the runtime once it handles the stop: the run is being ended, and a
-    # repeated request must not interrupt the emit of its terminal event
+    # set by the worker once a stop request may cancel the run's task (before, the
+    # worker only records the request and ends the run itself when it begins)
+    cancellable: bool = False
+    # set once the stop is being handled: the run is being ended, and a repeated
+    # request must not interrupt the emit of its terminal event
     stopping: bool = False
     tool_calls: int = field(default=0)
     tool_records: list[ToolRecord] = field(default_factory=list)

@@ -176,16 +176,21 @@ class Worker:
     async def _execute(self, entry_id: bytes, ctx: RunContext, agent: Agent | None) -> None:
         try:
             await self._registry.hold([ctx.run_id], self._settings.worker_id)
-            cancelled_by = await self._redis.get(cancel_key(ctx.run_id))
-            if cancelled_by is not None:
-                await ctx.emitter.emit("agent_started", {"input": ctx.input})
-                await ctx.emitter.emit("agent_cancelled", {"by": _text(cancelled_by)})
+            requested = await self._redis.get(cancel_key(ctx.run_id))
+            if requested is not None and ctx.stop_reason is None:
+                ctx.stop_reason = "interrupt" if _text(requested) == "interrupt" else "user"
+            if ctx.stop_reason is not None:
+                await self._stop_before_start(ctx)
             elif agent is None:
                 await ctx.emitter.emit("agent_started", {"input": ctx.input})
                 await ctx.emitter.emit("agent_failed", {
                     "error": {"code": "unknown_agent", "message": f"no agent {ctx.agent!r}"},
                     "cause": "error"})
             else:
+                # from here a stop request cancels this task and the runtime ends the
+                # run; before, it is only recorded (a task cancelled before its first
+                # step would end without a single event) and checked just above
+                ctx.cancellable = True
                 await self._runtime.run(ctx, agent)
             await self._finish(entry_id, ctx)
         except RunFinished:
@@ -199,6 +204,17 @@ class Worker:
         finally:
             self._running.pop(ctx.run_id, None)
             self._slots.release()
+
+    async def _stop_before_start(self, ctx: RunContext) -> None:
+        """The run was stopped before its runtime began: it starts and ends at once."""
+        ctx.stopping = True
+        await ctx.emitter.emit("agent_started", {"input": ctx.input})
+        if ctx.stop_reason == "worker_lost":
+            await ctx.emitter.emit("agent_failed", {
+                "error": {"code": "worker_lost", "message": "the worker stopped during the run"},
+                "cause": "worker_lost"})
+        else:
+            await ctx.emitter.emit("agent_cancelled", {"by": ctx.stop_reason})
 
     async def _finish(self, entry_id: bytes, ctx: RunContext) -> None:
         with contextlib.suppress(RedisError, OSError):
@@ -242,7 +258,7 @@ class Worker:
         # again on every request until the runtime handles it: a cancellation can be
         # swallowed on its way (asyncio.wait_for in Python 3.11 loses one that races
         # with its inner result), and the heartbeat repeats the request
-        if not ctx.stopping and not task.done():
+        if ctx.cancellable and not ctx.stopping and not task.done():
             task.cancel()
         return True
 
