@@ -14,7 +14,9 @@ timestamp: queue wait plus execution):
 
 Baseline, same run: the runtime alone in this process (the same planner and
 tools' logic, events emitted to the same Redis, no HTTP, no queue, no backend),
-for the arithmetic workload. It also prints the worker's RSS before and after.
+for the arithmetic workload. It also prints the CPU seconds each process (backend,
+worker, Postgres, Redis, the clients) used during each row, and the worker's RSS
+before and after.
 """
 
 from __future__ import annotations
@@ -35,7 +37,7 @@ from agents.runtime import Runtime
 from bridge.emitter import EventEmitter, RunEmitter
 from bridge.events import TERMINAL_TYPES, parse_timestamp
 from e2e.client import ChatClient, EventSocket
-from e2e.measure import percentile, rss_kib
+from e2e.measure import cpu_seconds, percentile, rss_kib
 from e2e.scenarios import PASSWORD, unique_email
 from e2e.stack import LocalStack, StackConfig
 from e2e.usage import generate
@@ -115,8 +117,25 @@ async def _users(stack: LocalStack) -> list[User]:
     return users
 
 
-async def full(users: list[User], runs: int, text: str) -> dict[str, float]:
-    """``runs`` runs at once, spread over the users; latency = POST → terminal event."""
+#: the processes whose CPU time each level reports (postgres with its children)
+SERVICES = ("backend", "worker", "postgres", "redis")
+
+
+def _pid(stack: LocalStack, name: str) -> int:
+    pid = stack.service(name).process.pid
+    assert pid is not None, f"{name} is not running"
+    return pid
+
+
+def _cpu(pids: dict[str, int]) -> dict[str, float]:
+    return {**{name: cpu_seconds(pid) for name, pid in pids.items()},
+            "clients": time.process_time()}
+
+
+async def full(users: list[User], runs: int, text: str, pids: dict[str, int]
+               ) -> dict[str, float]:
+    """``runs`` runs at once, spread over the users; latency = POST → terminal event.
+    Also the CPU seconds each process used meanwhile (``cpu_<name>``)."""
     per_user = [runs // USERS + (n < runs % USERS) for n in range(USERS)]
     for user, count in zip(users, per_user, strict=True):  # fresh threads, made beforehand
         user.threads = [await user.client.create_thread() for _ in range(count)]
@@ -128,6 +147,7 @@ async def full(users: list[User], runs: int, text: str) -> dict[str, float]:
         run = await user.start_run(thread["id"], text)
         sent[run["id"]] = (at, parse_timestamp(run["created_at"]).timestamp())
 
+    cpu_before = _cpu(pids)
     started = time.monotonic()
     marks = {id(user): len(user.socket.frames) for user in users}
     await asyncio.gather(*(one(user, thread) for user in users for thread in user.threads))
@@ -143,17 +163,18 @@ async def full(users: list[User], runs: int, text: str) -> dict[str, float]:
             marks[id(user)] = len(frames)
     if len(ended) < runs:
         raise RuntimeError(f"only {len(ended)} of {runs} runs ended within 300 s")
+    cpu = {f"cpu_{name}": after - cpu_before[name] for name, after in _cpu(pids).items()}
     end_to_end = [(ended[run][0] - at) * 1000 for run, (at, _) in sent.items()]
     worker = [(ended[run][1] - created) * 1000 for run, (_, created) in sent.items()]
     figures = _figures(end_to_end, max(at for at, _ in ended.values()) - started)
     figures["worker_p50_ms"] = percentile(worker, 0.5)
     figures["worker_p95_ms"] = percentile(worker, 0.95)
-    return figures
+    return {**figures, **cpu}
 
 
 async def main_async(stack: LocalStack, levels: list[int]) -> None:
-    worker = stack.service("worker").process.pid
-    assert worker is not None
+    pids = {name: _pid(stack, name) for name in SERVICES}
+    worker = pids["worker"]
     users = await _users(stack)
     await asyncio.sleep(3)  # the seeded usage reaches ClickHouse
     rss_before = rss_kib(worker)
@@ -163,7 +184,7 @@ async def main_async(stack: LocalStack, levels: list[int]) -> None:
             rows.append(("baseline: runtime alone, arithmetic", level,
                          await baseline(stack.redis_url, level)))
             for name, text in WORKLOADS.items():
-                figures = await full(users, level, text)
+                figures = await full(users, level, text, pids)
                 rows.append((f"full path, {name}", level, figures))
                 print(f"  {name} x{level}: " + ", ".join(f"{k}={v:,.1f}"
                                                          for k, v in figures.items()),
@@ -178,6 +199,16 @@ async def main_async(stack: LocalStack, levels: list[int]) -> None:
         print(f"{name:<38}{level:>6}{figures['runs_per_s']:>9,.1f}{figures['p50_ms']:>9,.0f}"
               f"{figures['p95_ms']:>9,.0f}{figures.get('worker_p50_ms', float('nan')):>12,.0f}"
               f"{figures.get('worker_p95_ms', float('nan')):>12,.0f}")
+    print("\nCPU seconds used while the runs of a row ran (two cores: at most twice "
+          "the wall time)")
+    print(f"{'workload':<38}{'runs':>6}{'wall s':>8}"
+          + "".join(f"{name:>10}" for name in (*SERVICES, "clients")) + f"{'total':>8}")
+    for name, level, figures in rows:
+        if "cpu_backend" not in figures:
+            continue
+        cpu = [figures[f"cpu_{service}"] for service in (*SERVICES, "clients")]
+        print(f"{name:<38}{level:>6}{level / figures['runs_per_s']:>8.2f}"
+              + "".join(f"{value:>10.2f}" for value in cpu) + f"{sum(cpu):>8.2f}")
     print(f"\nworker RSS: {rss_before / 1024:,.1f} MiB before, {rss_after / 1024:,.1f} MiB "
           f"after {sum(levels) * len(WORKLOADS):,} runs")
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import math
 from pathlib import Path
 
-__all__ = ["latency_metrics", "per_second", "percentile", "rss_kib", "thin"]
+__all__ = ["cpu_seconds", "latency_metrics", "per_second", "percentile", "rss_kib", "thin"]
 
 
 def percentile(values: list[float], q: float) -> float:
@@ -45,6 +45,21 @@ def thin(values: list[float], limit: int = 2000) -> list[float]:
         return list(values)
     step = len(values) / limit
     return [values[int(i * step)] for i in range(limit)]
+
+
+def cpu_seconds(pid: int) -> float:
+    """CPU time (user + system) a process and its live children have used so far."""
+    import psutil  # in the local stack's extra
+
+    process = psutil.Process(pid)
+    total = 0.0
+    for each in [process, *process.children(recursive=True)]:
+        try:
+            times = each.cpu_times()
+        except psutil.NoSuchProcess:
+            continue
+        total += times.user + times.system
+    return total
 
 
 def rss_kib(pid: int) -> int:
