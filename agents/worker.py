@@ -30,10 +30,11 @@ from bridge.cancel import CANCEL_CHANNEL, cancel_key
 from bridge.emitter import EventEmitter, RunEmitter
 from bridge.errors import EmitError, RunFinished
 from bridge.groups import autoclaim, ensure_group, read_group
-from bridge.ingest import append_rows
+from bridge.ingest import CHUNK, append_command
 from bridge.keys import UserKeys
 from bridge.queue import RUN_QUEUE, WORKER_GROUP, RunRequest
-from bridge.registry import ThreadRunRegistry
+from bridge.registry import ThreadRunRegistry, lease_key
+from servicekit.autopipeline import AutoPipeline
 from servicekit.logs import configure_logging
 from servicekit.redisclient import make_redis
 from servicekit.startup import retry_until
@@ -58,6 +59,7 @@ class Worker:
                                      history_ttl_s=settings.history_ttl_s,
                                      emit_timeout_s=settings.emit_timeout_s)
         self._registry = ThreadRunRegistry(redis, lease_ttl_s=settings.lease_ttl_s)
+        self._auto = AutoPipeline(redis)  # the runs' own commands share round trips
         self._runtime = Runtime(max_steps=settings.max_steps,
                                 tool_timeout_s=settings.tool_timeout_s)
         self._running: dict[str, tuple[RunContext, asyncio.Task[None]]] = {}
@@ -175,8 +177,12 @@ class Worker:
 
     async def _execute(self, entry_id: bytes, ctx: RunContext, agent: Agent | None) -> None:
         try:
-            await self._registry.hold([ctx.run_id], self._settings.worker_id)
-            requested = await self._redis.get(cancel_key(ctx.run_id))
+            # the lease, and a stop requested before the run was taken: one round trip
+            # shared with the other runs starting now
+            _, requested = await asyncio.gather(
+                self._auto.execute("SET", lease_key(ctx.run_id), self._settings.worker_id,
+                                   "PX", self._registry.lease_ttl_ms),
+                self._auto.execute("GET", cancel_key(ctx.run_id)))
             if requested is not None and ctx.stop_reason is None:
                 ctx.stop_reason = "interrupt" if _text(requested) == "interrupt" else "user"
             if ctx.stop_reason is not None:
@@ -217,16 +223,17 @@ class Worker:
             await ctx.emitter.emit("agent_cancelled", {"by": ctx.stop_reason})
 
     async def _finish(self, entry_id: bytes, ctx: RunContext) -> None:
-        with contextlib.suppress(RedisError, OSError):
-            await self._registry.release(ctx.run_id)
-            await self._redis.xack(RUN_QUEUE, WORKER_GROUP, entry_id)
-        if ctx.tool_records:
-            try:
-                await append_rows(self._redis, "tool_calls", [
-                    {**asdict(record), "run_id": ctx.run_id, "user_id": ctx.user_id}
-                    for record in ctx.tool_records])
-            except (RedisError, OSError) as exc:
-                log.warning("tool metrics of run %s not recorded: %s", ctx.run_id, exc)
+        """Release the lease, acknowledge the queue entry and record the tool calls,
+        in one round trip shared with the other runs ending now."""
+        rows = [{**asdict(record), "run_id": ctx.run_id, "user_id": ctx.user_id}
+                for record in ctx.tool_records]
+        commands = [("DEL", lease_key(ctx.run_id)), ("XACK", RUN_QUEUE, WORKER_GROUP, entry_id),
+                    *(append_command("tool_calls", rows[start:start + CHUNK])
+                      for start in range(0, len(rows), CHUNK))]
+        outcomes = await asyncio.gather(*(self._auto.execute(*command) for command in commands),
+                                        return_exceptions=True)
+        for failed in (o for o in outcomes[2:] if isinstance(o, BaseException)):
+            log.warning("tool metrics of run %s not recorded: %s", ctx.run_id, failed)
         self.completed += 1
 
     async def _fail_undeliverable(self, entry_id: bytes, ctx: RunContext) -> None:

@@ -12,7 +12,7 @@ from typing import Any
 
 from redis.asyncio import Redis
 
-__all__ = ["INGEST_GROUP", "INGEST_STREAM", "append_row", "append_rows"]
+__all__ = ["INGEST_GROUP", "INGEST_STREAM", "append_command", "append_row", "append_rows"]
 
 INGEST_STREAM = "analytics:ingest"
 INGEST_GROUP = "ingester"
@@ -23,6 +23,15 @@ CHUNK = 1000
 
 async def append_row(redis: Redis, table: str, row: dict[str, Any]) -> None:
     await append_rows(redis, table, [row])
+
+
+def append_command(table: str, rows: list[dict[str, Any]]) -> tuple[Any, ...]:
+    """The command that appends at most ``CHUNK`` rows as one entry, for a caller
+    that sends it along with others."""
+    if len(rows) > CHUNK:
+        raise ValueError(f"{len(rows)} rows: at most {CHUNK} in one entry")
+    return ("XADD", INGEST_STREAM, "MAXLEN", "~", _MAXLEN, "*", "table", table,
+            "rows", json.dumps(rows, default=str))
 
 
 async def append_rows(redis: Redis, table: str, rows: list[dict[str, Any]]) -> None:

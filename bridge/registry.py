@@ -26,9 +26,13 @@ from bridge.emitter import EventEmitter
 from bridge.errors import RunFinished
 from bridge.keys import UserKeys
 
-__all__ = ["RunRecord", "ThreadRunRegistry"]
+__all__ = ["RunRecord", "ThreadRunRegistry", "lease_key"]
 
 log = logging.getLogger(__name__)
+
+
+def lease_key(run_id: str) -> str:
+    return f"run:lease:{run_id}"
 
 
 @dataclass(frozen=True, slots=True)
@@ -44,6 +48,7 @@ class ThreadRunRegistry:
     def __init__(self, redis: Redis, *, lease_ttl_s: float = 10.0) -> None:
         self._redis = redis
         self.lease_ttl_s = lease_ttl_s
+        self.lease_ttl_ms = int(lease_ttl_s * 1000)
         self._unleased_since: dict[str, float] = {}
 
     async def ended(self, user_id: str, run_id: str) -> bool:
@@ -55,11 +60,11 @@ class ThreadRunRegistry:
         """Take or renew the leases of the runs this worker executes."""
         async with self._redis.pipeline(transaction=False) as pipe:
             for run_id in run_ids:
-                pipe.set(f"run:lease:{run_id}", worker_id, px=int(self.lease_ttl_s * 1000))
+                pipe.set(lease_key(run_id), worker_id, px=self.lease_ttl_ms)
             await pipe.execute()
 
     async def release(self, run_id: str) -> None:
-        await self._redis.delete(f"run:lease:{run_id}")
+        await self._redis.delete(lease_key(run_id))
 
     # -- lost runs (backend side) ----------------------------------------------------------
     async def unleased(self, runs: list[RunRecord]) -> list[RunRecord]:
@@ -67,7 +72,7 @@ class ThreadRunRegistry:
             return []
         async with self._redis.pipeline(transaction=False) as pipe:
             for run in runs:
-                pipe.exists(f"run:lease:{run.run_id}")
+                pipe.exists(lease_key(run.run_id))
             held = await pipe.execute()
         return [run for run, alive in zip(runs, held, strict=True) if not alive]
 

@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from bridge.events import parse_timestamp
+from bridge.registry import lease_key
 from e2e.client import ChatClient, EventSocket, Received
 from e2e.drivers import Shape, StackDriver
 from e2e.measure import latency_metrics, thin
@@ -141,7 +142,7 @@ async def lease_holder(redis_url: str, run_id: str, *, timeout: float = 10.0) ->
     try:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
-            holder = await redis.get(f"run:lease:{run_id}")
+            holder = await redis.get(lease_key(run_id))
             if holder is not None:
                 return holder.decode() if isinstance(holder, bytes) else str(holder)
             await asyncio.sleep(0.05)
