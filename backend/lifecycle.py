@@ -22,8 +22,9 @@ from backend.runs import dispatch_next
 from backend.store import new_id
 from bridge.events import parse_timestamp
 from bridge.groups import autoclaim, ensure_group, read_group
-from bridge.ingest import append_row
+from bridge.ingest import append_rows
 from bridge.keys import LIFECYCLE_STREAM
+from servicekit.autopipeline import AutoPipeline
 
 __all__ = ["LifecycleApplier", "final_status"]
 
@@ -65,6 +66,7 @@ class LifecycleApplier:
                  claim_idle_ms: int = 15_000) -> None:
         self._pool = pool
         self._redis = redis
+        self._auto = AutoPipeline(redis)  # the dispatches of the runs ending now
         self._consumer = consumer
         self._claim_idle_ms = claim_idle_ms
 
@@ -100,8 +102,9 @@ class LifecycleApplier:
 
     async def apply_all(self, entries: list[tuple[bytes, dict[bytes, bytes]]]) -> None:
         """Apply a batch of entries, then acknowledge them together. The runs that
-        started are marked in one statement; each ending is its own transaction.
-        Applying an entry twice changes nothing, so a batch cut short is safe to
+        started are marked in one statement; each ending is its own transaction;
+        the ended runs' analytics rows go out together, before the acknowledgement. Applying an
+        entry twice changes nothing in Postgres, so a batch cut short is safe to
         apply again."""
         if not entries:
             return
@@ -113,13 +116,19 @@ class LifecycleApplier:
                 "FROM unnest($1::text[], $2::timestamptz[]) AS s(id, ts) "
                 "WHERE app.runs.id = s.id AND status = 'queued'",
                 [run_id for run_id, _ in started], [ts for _, ts in started])
+        rows = []
         for kind, run_id, ts, payload in events:
             if kind != "agent_started":
-                await self._finish(run_id, kind, payload, ts)
+                row = await self._finish(run_id, kind, payload, ts)
+                if row is not None:
+                    rows.append(row)
+        if rows:  # before the acknowledgement: a row is never acknowledged unsent
+            await append_rows(self._redis, "runs", rows)
         await self._redis.xack(LIFECYCLE_STREAM, GROUP, *[entry_id for entry_id, _ in entries])
 
     async def _finish(self, run_id: str, event_type: str, payload: dict[str, Any],
-                      ts: datetime) -> None:
+                      ts: datetime) -> dict[str, Any] | None:
+        """End the run's record; returns its analytics row (None: nothing changed)."""
         status = final_status(event_type, payload)
         result = payload.get("result") if event_type == "agent_completed" else None
         error = json.dumps(payload["error"]) if event_type == "agent_failed" else None
@@ -129,12 +138,12 @@ class LifecycleApplier:
                 "SELECT t.id FROM app.runs r JOIN app.threads t ON t.id = r.thread_id "
                 "WHERE r.id = $1 FOR UPDATE OF t", run_id)
             if thread_id is None:
-                return  # unknown run (its thread was deleted)
+                return None  # unknown run (its thread was deleted)
             row = await conn.fetchrow(_FINISH, run_id, status, result, error, ts, new_id("msg"))
-            await dispatch_next(conn, self._redis, thread_id)
+            await dispatch_next(conn, self._auto, thread_id)
         if row is None:
-            return  # already final: applying twice changes nothing
-        await append_row(self._redis, "runs", {
+            return None  # already final: applying twice changes nothing
+        return {
             "run_id": run_id, "user_id": row["user_id"], "thread_id": row["thread_id"],
             "agent": row["agent"], "status": status,
             "created_at": row["created_at"].isoformat(),
@@ -144,4 +153,4 @@ class LifecycleApplier:
                 (row["finished_at"] - row["started_at"]).total_seconds() * 1000),
             "tool_calls": payload.get("tool_calls", 0),
             "error_code": (payload.get("error") or {}).get("code", ""),
-        })
+        }

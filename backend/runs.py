@@ -18,6 +18,7 @@ from bridge.cancel import request_cancel
 from bridge.queue import RUN_QUEUE, RunRequest
 from bridge.registry import ThreadRunRegistry
 from servicekit import ProblemError
+from servicekit.autopipeline import AutoPipeline
 
 __all__ = ["RunService", "dispatch", "dispatch_next"]
 
@@ -44,14 +45,16 @@ RETURNING *
 """
 
 
-async def dispatch(redis: Redis, row: asyncpg.Record) -> None:
+async def dispatch(redis: AutoPipeline, row: asyncpg.Record) -> None:
     """Hand a run to the workers."""
     request = RunRequest(run_id=row["id"], user_id=row["user_id"], thread_id=row["thread_id"],
                          agent=row["agent"], input=row["input"])
-    await redis.xadd(RUN_QUEUE, request.fields())
+    fields = [part for pair in request.fields().items() for part in pair]
+    await redis.execute("XADD", RUN_QUEUE, "*", *fields)
 
 
-async def dispatch_next(conn: asyncpg.Connection, redis: Redis, thread_id: str) -> None:
+async def dispatch_next(conn: asyncpg.Connection, redis: AutoPipeline, thread_id: str
+                        ) -> None:
     """Dispatch the thread's oldest waiting run once no dispatched run is active.
 
     Called with the thread row locked, in the transaction that ended a run.
@@ -71,6 +74,7 @@ class RunService:
                  default_agent: str = "supervisor") -> None:
         self._store = store
         self._redis = redis
+        self._queue = AutoPipeline(redis)  # the dispatches of concurrent requests
         self._registry = registry
         self._default_agent = default_agent
         self._agents: set[str] | None = None
@@ -108,7 +112,7 @@ class RunService:
                 row = await self._create_on_busy(conn, user_id, thread_id, text, agent,
                                                  multitask, run_id)
             if row["dispatched_at"] is not None:
-                await dispatch(self._redis, row)
+                await dispatch(self._queue, row)
         return run_json(row)
 
     async def _create_on_busy(self, conn: asyncpg.Connection, user_id: str, thread_id: str,

@@ -12,17 +12,13 @@ from typing import Any
 
 from redis.asyncio import Redis
 
-__all__ = ["INGEST_GROUP", "INGEST_STREAM", "append_command", "append_row", "append_rows"]
+__all__ = ["CHUNK", "INGEST_GROUP", "INGEST_STREAM", "append_command", "append_rows"]
 
 INGEST_STREAM = "analytics:ingest"
 INGEST_GROUP = "ingester"
 _MAXLEN = 1_000_000
 #: rows per stream entry
 CHUNK = 1000
-
-
-async def append_row(redis: Redis, table: str, row: dict[str, Any]) -> None:
-    await append_rows(redis, table, [row])
 
 
 def append_command(table: str, rows: list[dict[str, Any]]) -> tuple[Any, ...]:
