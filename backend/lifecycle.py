@@ -66,7 +66,7 @@ class LifecycleApplier:
                  claim_idle_ms: int = 15_000) -> None:
         self._pool = pool
         self._redis = redis
-        self._auto = AutoPipeline(redis)  # the dispatches of the runs ending now
+        self._queue = AutoPipeline(redis)  # the dispatches of waiting runs
         self._consumer = consumer
         self._claim_idle_ms = claim_idle_ms
 
@@ -140,7 +140,7 @@ class LifecycleApplier:
             if thread_id is None:
                 return None  # unknown run (its thread was deleted)
             row = await conn.fetchrow(_FINISH, run_id, status, result, error, ts, new_id("msg"))
-            await dispatch_next(conn, self._auto, thread_id)
+            await dispatch_next(conn, self._queue, thread_id)
         if row is None:
             return None  # already final: applying twice changes nothing
         return {

@@ -26,34 +26,35 @@ Multitask = Literal["reject", "enqueue", "interrupt"]
 
 _AGENTS_TTL_S = 1.0
 
-#: With the thread locked and no active run on it: the user message, the run
-#: (dispatched at once) and the thread's updated_at, in one statement. No row when
-#: the thread has an active run.
-_CREATE_IF_IDLE = """
-WITH idle AS (
-    SELECT 1 WHERE NOT EXISTS (
+#: With the thread locked: the user message, the run and the thread's updated_at, in
+#: one statement. With $8 (check idle), nothing is written and no row comes back
+#: while the thread has an active run; $9: dispatched now, or waiting its turn.
+_CREATE = """
+WITH allowed AS (
+    SELECT 1 WHERE NOT $8 OR NOT EXISTS (
         SELECT 1 FROM app.runs WHERE thread_id = $1 AND status = ANY($7::text[]))
 ), message AS (
     INSERT INTO app.messages (id, thread_id, user_id, role, content, run_id)
-    SELECT $5, $1, $2, 'user', $3, $4 FROM idle
+    SELECT $5, $1, $2, 'user', $3, $4 FROM allowed
 ), touched AS (
-    UPDATE app.threads SET updated_at = now() WHERE id = $1 AND EXISTS (SELECT 1 FROM idle)
+    UPDATE app.threads SET updated_at = now() WHERE id = $1 AND EXISTS (SELECT 1 FROM allowed)
 )
 INSERT INTO app.runs (id, thread_id, user_id, agent, status, input, dispatched_at)
-SELECT $4, $1, $2, $6, 'queued', $3, now() FROM idle
+SELECT $4, $1, $2, $6, 'queued', $3, CASE WHEN $9 THEN now() END FROM allowed
 RETURNING *
 """
 
 
-async def dispatch(redis: AutoPipeline, row: asyncpg.Record) -> None:
-    """Hand a run to the workers."""
+async def dispatch(queue: AutoPipeline, row: asyncpg.Record) -> None:
+    """Hand a run to the workers (through ``queue``: concurrent dispatches share
+    their round trips to Redis)."""
     request = RunRequest(run_id=row["id"], user_id=row["user_id"], thread_id=row["thread_id"],
                          agent=row["agent"], input=row["input"])
     fields = [part for pair in request.fields().items() for part in pair]
-    await redis.execute("XADD", RUN_QUEUE, "*", *fields)
+    await queue.execute("XADD", RUN_QUEUE, "*", *fields)
 
 
-async def dispatch_next(conn: asyncpg.Connection, redis: AutoPipeline, thread_id: str
+async def dispatch_next(conn: asyncpg.Connection, queue: AutoPipeline, thread_id: str
                         ) -> None:
     """Dispatch the thread's oldest waiting run once no dispatched run is active.
 
@@ -66,7 +67,7 @@ async def dispatch_next(conn: asyncpg.Connection, redis: AutoPipeline, thread_id
         "WHERE thread_id = $1 AND status IN ('queued', 'running') "
         "AND dispatched_at IS NOT NULL) RETURNING *", thread_id)
     if row is not None:
-        await dispatch(redis, row)
+        await dispatch(queue, row)
 
 
 class RunService:
@@ -102,22 +103,23 @@ class RunService:
                 "SELECT user_id FROM app.threads WHERE id = $1 FOR UPDATE", thread_id)
             if owner != user_id:
                 raise ProblemError(404, "not_found", "no such thread")
-            run_id = new_id("run")
             # a free thread (the usual case) takes one statement; a busy one a few more.
             # This statement's snapshot is taken after the lock, so it sees every run
             # created before (those creations held the lock until they committed).
-            row = await conn.fetchrow(_CREATE_IF_IDLE, thread_id, user_id, text, run_id,
-                                      new_id("msg"), agent, list(ACTIVE))
+            args = (thread_id, user_id, text, new_id("run"), new_id("msg"), agent, list(ACTIVE))
+            row = await conn.fetchrow(_CREATE, *args, True, True)
             if row is None:
-                row = await self._create_on_busy(conn, user_id, thread_id, text, agent,
-                                                 multitask, run_id)
+                live = await self._live_runs(conn, user_id, thread_id, multitask)
+                # with runs still live, the new one waits its turn (enqueue, interrupt):
+                # the backend dispatches it when the thread's last run ends
+                row = await conn.fetchrow(_CREATE, *args, False, not live)
             if row["dispatched_at"] is not None:
                 await dispatch(self._queue, row)
         return run_json(row)
 
-    async def _create_on_busy(self, conn: asyncpg.Connection, user_id: str, thread_id: str,
-                              text: str, agent: str, multitask: Multitask, run_id: str
-                              ) -> asyncpg.Record:
+    async def _live_runs(self, conn: asyncpg.Connection, user_id: str, thread_id: str,
+                         multitask: Multitask) -> list[str]:
+        """The thread's live runs, once the policy allows a new run beside them."""
         active = await conn.fetch(
             "SELECT id FROM app.runs WHERE thread_id = $1 AND status = ANY($2::text[])",
             thread_id, list(ACTIVE))
@@ -129,20 +131,7 @@ class RunService:
         if live and multitask == "interrupt":
             for active_id in live:
                 await request_cancel(self._redis, active_id, by="interrupt")
-        await conn.execute(
-            "INSERT INTO app.messages (id, thread_id, user_id, role, content, run_id) "
-            "VALUES ($1, $2, $3, 'user', $4, $5)",
-            new_id("msg"), thread_id, user_id, text, run_id)
-        # with runs still live, the new one waits its turn (enqueue, interrupt):
-        # the backend dispatches it when the thread's last run ends
-        row: asyncpg.Record = await conn.fetchrow(
-            "INSERT INTO app.runs (id, thread_id, user_id, agent, status, input, "
-            "dispatched_at) VALUES ($1, $2, $3, $4, 'queued', $5, "
-            "CASE WHEN $6 THEN NULL ELSE now() END) RETURNING *",
-            run_id, thread_id, user_id, agent, text, bool(live))
-        await conn.execute("UPDATE app.threads SET updated_at = now() WHERE id = $1",
-                           thread_id)
-        return row
+        return live
 
     async def cancel(self, user_id: str, run_id: str) -> None:
         """Ask the worker running ``run_id`` to stop; it ends with ``agent_cancelled``."""
