@@ -62,20 +62,12 @@ class Runtime:
             await self._fail(ctx, "run_timeout", "the run exceeded its deadline", "timeout")
             return "agent_failed"
         except asyncio.CancelledError:
-            reason = ctx.stop_reason
-            if reason is None:
+            if ctx.stop_reason is None:
                 raise
-            ctx.stopping = True
             task = asyncio.current_task()
             while task is not None and task.cancelling():
                 task.uncancel()  # every request (repeated ones too) is answered here
-            if reason == "worker_lost":
-                await self._fail(ctx, "worker_lost", "the worker stopped during the run",
-                                 "worker_lost")
-                return "agent_failed"
-            await self._ensure_started(ctx)
-            await emit("agent_cancelled", {"by": reason})
-            return "agent_cancelled"
+            return await self.end_stopped(ctx)
         except BridgeError:
             raise  # events cannot be delivered: nothing more can be told to the user
         except Exception as exc:
@@ -83,6 +75,18 @@ class Runtime:
             code = "agent_error" if isinstance(exc, AgentError) else "internal_error"
             await self._fail(ctx, code, str(exc) or type(exc).__name__, "error")
             return "agent_failed"
+
+    async def end_stopped(self, ctx: RunContext) -> str:
+        """End a run whose stop was requested (``ctx.stop_reason``), whatever it had
+        emitted so far; returns the terminal event type."""
+        ctx.stopping = True
+        if ctx.stop_reason == "worker_lost":
+            await self._fail(ctx, "worker_lost", "the worker stopped during the run",
+                             "worker_lost")
+            return "agent_failed"
+        await self._ensure_started(ctx)
+        await ctx.emitter.emit("agent_cancelled", {"by": ctx.stop_reason})
+        return "agent_cancelled"
 
     async def _ensure_started(self, ctx: RunContext) -> None:
         if not ctx.emitter.started:

@@ -33,7 +33,7 @@ from bridge.groups import autoclaim, ensure_group, read_group
 from bridge.ingest import CHUNK, append_command
 from bridge.keys import UserKeys
 from bridge.queue import RUN_QUEUE, WORKER_GROUP, RunRequest
-from bridge.registry import ThreadRunRegistry, lease_key
+from bridge.registry import ThreadRunRegistry
 from servicekit.autopipeline import AutoPipeline
 from servicekit.logs import configure_logging
 from servicekit.redisclient import make_redis
@@ -180,13 +180,13 @@ class Worker:
             # the lease, and a stop requested before the run was taken: one round trip
             # shared with the other runs starting now
             _, requested = await asyncio.gather(
-                self._auto.execute("SET", lease_key(ctx.run_id), self._settings.worker_id,
-                                   "PX", self._registry.lease_ttl_ms),
+                self._auto.execute(*self._registry.hold_command(ctx.run_id,
+                                                                self._settings.worker_id)),
                 self._auto.execute("GET", cancel_key(ctx.run_id)))
             if requested is not None and ctx.stop_reason is None:
                 ctx.stop_reason = "interrupt" if _text(requested) == "interrupt" else "user"
-            if ctx.stop_reason is not None:
-                await self._stop_before_start(ctx)
+            if ctx.stop_reason is not None:  # stopped before the runtime began
+                await self._runtime.end_stopped(ctx)
             elif agent is None:
                 await ctx.emitter.emit("agent_started", {"input": ctx.input})
                 await ctx.emitter.emit("agent_failed", {
@@ -211,23 +211,13 @@ class Worker:
             self._running.pop(ctx.run_id, None)
             self._slots.release()
 
-    async def _stop_before_start(self, ctx: RunContext) -> None:
-        """The run was stopped before its runtime began: it starts and ends at once."""
-        ctx.stopping = True
-        await ctx.emitter.emit("agent_started", {"input": ctx.input})
-        if ctx.stop_reason == "worker_lost":
-            await ctx.emitter.emit("agent_failed", {
-                "error": {"code": "worker_lost", "message": "the worker stopped during the run"},
-                "cause": "worker_lost"})
-        else:
-            await ctx.emitter.emit("agent_cancelled", {"by": ctx.stop_reason})
-
     async def _finish(self, entry_id: bytes, ctx: RunContext) -> None:
         """Release the lease, acknowledge the queue entry and record the tool calls,
         in one round trip shared with the other runs ending now."""
         rows = [{**asdict(record), "run_id": ctx.run_id, "user_id": ctx.user_id}
                 for record in ctx.tool_records]
-        commands = [("DEL", lease_key(ctx.run_id)), ("XACK", RUN_QUEUE, WORKER_GROUP, entry_id),
+        commands = [self._registry.release_command(ctx.run_id),
+                    ("XACK", RUN_QUEUE, WORKER_GROUP, entry_id),
                     *(append_command("tool_calls", rows[start:start + CHUNK])
                       for start in range(0, len(rows), CHUNK))]
         outcomes = await asyncio.gather(*(self._auto.execute(*command) for command in commands),

@@ -48,7 +48,6 @@ class ThreadRunRegistry:
     def __init__(self, redis: Redis, *, lease_ttl_s: float = 10.0) -> None:
         self._redis = redis
         self.lease_ttl_s = lease_ttl_s
-        self.lease_ttl_ms = int(lease_ttl_s * 1000)
         self._unleased_since: dict[str, float] = {}
 
     async def ended(self, user_id: str, run_id: str) -> bool:
@@ -56,15 +55,21 @@ class ThreadRunRegistry:
         return bool(await self._redis.hget(UserKeys(user_id).run(run_id), "done"))
 
     # -- leases (worker side) --------------------------------------------------------------
+    def hold_command(self, run_id: str, worker_id: str) -> tuple[str, ...]:
+        """The command that takes or renews a run's lease, for a caller that sends it
+        along with others."""
+        return ("SET", lease_key(run_id), worker_id, "PX", str(int(self.lease_ttl_s * 1000)))
+
+    @staticmethod
+    def release_command(run_id: str) -> tuple[str, ...]:
+        return ("DEL", lease_key(run_id))
+
     async def hold(self, run_ids: Iterable[str], worker_id: str) -> None:
         """Take or renew the leases of the runs this worker executes."""
         async with self._redis.pipeline(transaction=False) as pipe:
             for run_id in run_ids:
-                pipe.set(lease_key(run_id), worker_id, px=self.lease_ttl_ms)
+                pipe.execute_command(*self.hold_command(run_id, worker_id))
             await pipe.execute()
-
-    async def release(self, run_id: str) -> None:
-        await self._redis.delete(lease_key(run_id))
 
     # -- lost runs (backend side) ----------------------------------------------------------
     async def unleased(self, runs: list[RunRecord]) -> list[RunRecord]:
