@@ -98,6 +98,16 @@ async def _run_status(ctx: Context, client: ChatClient, fault: str, run_id: str,
                       f"{fault}: {run_id} is {run['status']} over REST, expected {expected}")
 
 
+async def _resumed_to_the_end(ctx: Context, fault: str, client: ChatClient, first: EventSocket,
+                              second: EventSocket, run_id: str, ticks: int) -> None:
+    """The resumed socket sees the run to its end; with the first socket's events,
+    nothing is lost or doubled; the run's record agrees."""
+    await second.wait_terminal(run_id, timeout=60)
+    _account(ctx, fault, first.events + second.events, run_id, ticks + 3,
+             client.user["id"], first.welcome["last_seq"] + 1)
+    await _run_status(ctx, client, fault, run_id, "succeeded")
+
+
 async def socket_drop(ctx: Context) -> None:
     ticks, tick_ms = _ticks(ctx)
     client, first = await _signed_in(ctx, "drop")
@@ -109,10 +119,7 @@ async def socket_drop(ctx: Context) -> None:
         second, attempts, back = await reconnect_and_resume(
             ctx, client, first.events[-1]["seq"], first.welcome["epoch"], lambda: [1])
         _recovered(ctx, "socket_drop", dropped, back, attempts=attempts)
-        await second.wait_terminal(run_id, timeout=60)
-        _account(ctx, "socket_drop", first.events + second.events, run_id, ticks + 3,
-                 client.user["id"], first.welcome["last_seq"] + 1)
-        await _run_status(ctx, client, "socket_drop", run_id, "succeeded")
+        await _resumed_to_the_end(ctx, "socket_drop", client, first, second, run_id, ticks)
     finally:
         if second is not None:
             await second.close()
@@ -138,10 +145,7 @@ async def backend_kill(ctx: Context) -> None:
             ctx.result.metrics["backend_restart_s"] = await restart
         _recovered(ctx, "backend_kill", killed, back, attempts=attempts,
                    detail=f"{name} killed and restarted")
-        await second.wait_terminal(run_id, timeout=60)
-        _account(ctx, "backend_kill", first.events + second.events, run_id, ticks + 3,
-                 client.user["id"], first.welcome["last_seq"] + 1)
-        await _run_status(ctx, client, "backend_kill", run_id, "succeeded")
+        await _resumed_to_the_end(ctx, "backend_kill", client, first, second, run_id, ticks)
     finally:
         if second is not None:
             await second.close()
