@@ -139,10 +139,10 @@ def _progress(message: str) -> None:
     print(f"[e2e {time.strftime('%H:%M:%S')}] {message}", flush=True)
 
 
-def _driver_factory(kind: str) -> Callable[[Shape], StackDriver]:
+def _driver_factory(kind: str, *, offline: bool = False) -> Callable[[Shape], StackDriver]:
     def make(shape: Shape) -> StackDriver:
         if kind == "compose":
-            return ComposeDriver(shape, progress=_progress)
+            return ComposeDriver(shape, progress=_progress, offline=offline)
         return LocalDriver(shape, progress=_progress)
     return make
 
@@ -163,8 +163,8 @@ def cmd_run(args: argparse.Namespace) -> int:
     report_dir = Path(args.report_dir)
     started = time.monotonic()
     report = asyncio.run(run_suite(
-        _driver_factory(args.stack), [SCENARIOS[n] for n in names], settings, report_dir,
-        stack=args.stack, progress=_progress))
+        _driver_factory(args.stack, offline=args.offline), [SCENARIOS[n] for n in names],
+        settings, report_dir, stack=args.stack, progress=_progress))
     passed = sum(r.passed for r in report.results)
     print(f"{'PASSED' if report.passed else 'FAILED'}: {passed} of {len(report.results)} "
           f"passed in {time.monotonic() - started:.0f} s; report: {report_dir}/report.html "
@@ -198,7 +198,9 @@ def main(argv: list[str] | None = None) -> int:
                          "against e2e/thresholds.toml and write report.json, report.md and "
                          "report.html. Exits 1 when any scenario or threshold fails.")
     run.add_argument("--stack", choices=["local", "compose"], default="local",
-                     help="local processes (default) or docker compose (needs Docker and .env)")
+                     help="local processes (default) or docker compose (needs a Docker engine)")
+    run.add_argument("--offline", action="store_true",
+                     help="compose with the images of deploy/offline/build.sh (no registry)")
     run.add_argument("--scenario", action="append", choices=list(SCENARIOS),
                      help="run only these (repeatable); default: all, in order")
     run.add_argument("--scale", choices=["smoke", "full"], default="full",

@@ -1,15 +1,20 @@
-"""The compose driver: the same scenarios against ``docker compose``.
+"""The compose driver: the same scenarios against the compose stack.
 
-A thin layer over the docker CLI. Every command is built by
-:class:`ComposeCommands` (a pure function of the project's name and files, unit
-tested argument by argument) and every answer is read by a parser tested on
-recorded outputs, because the machine that develops this project has no Docker
-engine: what cannot be run here is kept small enough to be read.
+A thin layer over the docker CLI. Compose itself (``docker compose`` or the older
+``docker-compose``, whichever answers) only builds, starts and removes the
+project; everything else goes to the engine through plain ``docker`` commands
+on the project's containers (found by compose's labels), because those behave the
+same under every Compose version: ``ps``, ``port``, ``kill``, ``stop``, ``start``,
+``stats``. Every command is built by :class:`ComposeCommands` and every answer is
+read by a parser, both unit tested; the driver itself runs against the real
+engine (``make compose-e2e``).
 
-Each run gets its own project name (``agentchat-e2e-<random>``), so it never
-touches a stack a developer runs, and host ports ``0`` so Docker picks free ones;
-the driver reads them back with ``docker compose port``. ``down -v`` removes the
-containers and volumes at the end, whatever happened.
+Each run gets its own project (``agentchat-e2e-<random>``), fresh strong secrets
+and ``APP_ENVIRONMENT=production``, so the run also proves that production accepts
+a properly configured stack. ``compose.dev.yml`` publishes the data stores on
+127.0.0.1 (the suite reads run leases from Redis), host ports ``0`` let Docker pick
+free ones, and ``down -v`` removes containers, networks and volumes at the end,
+whatever happened.
 """
 
 from __future__ import annotations
@@ -20,22 +25,29 @@ import math
 import os
 import re
 import secrets
+import shutil
 import subprocess
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from e2e.drivers import Progress, Shape, StackDriver
 
-__all__ = ["ComposeCommands", "ComposeDriver", "ComposeError", "Container", "parse_port",
-           "parse_ps", "parse_size_mib", "parse_stats"]
+__all__ = ["ComposeCommands", "ComposeDriver", "ComposeError", "Container", "compose_cli",
+           "parse_port", "parse_ps", "parse_size_mib", "parse_stats", "stack_secrets"]
 
 REPO = Path(__file__).resolve().parent.parent
-#: host port variables of docker-compose.yml; "0" lets Docker choose a free port
+DEFAULT_FILES = (REPO / "docker-compose.yml", REPO / "compose.dev.yml")
+OFFLINE_FILE = REPO / "compose.offline.yml"
+#: host port variables of the compose files; "0" lets Docker choose a free port
 PORT_VARIABLES = ("BACKEND_PORT", "AUTH_PORT", "POSTGRES_PORT", "REDIS_PORT",
                   "CLICKHOUSE_PORT")
 CONTAINER_PORTS = {"backend": 8000, "auth": 8001, "redis": 6379}
+#: the secrets docker-compose.yml reads (each has a development-only default)
+SECRET_VARIABLES = ("POSTGRES_PASSWORD", "POSTGRES_OWNER_PASSWORD", "POSTGRES_AUTH_PASSWORD",
+                    "POSTGRES_APP_PASSWORD", "REDIS_AUTH_PASSWORD", "REDIS_BACKEND_PASSWORD",
+                    "REDIS_WORKER_PASSWORD", "CLICKHOUSE_PASSWORD", "INTERNAL_TOKEN")
 #: the worker's default WORKER_CONCURRENCY (compose passes no override)
 WORKER_CONCURRENCY = 50
 
@@ -45,6 +57,30 @@ Runner = Callable[[list[str], float, dict[str, str]], str]
 
 class ComposeError(RuntimeError):
     """A docker command failed; the message carries the command and its stderr."""
+
+
+def stack_secrets() -> dict[str, str]:
+    """A fresh strong value for every secret of the stack (URL-safe: hex)."""
+    return {name: secrets.token_hex(24) for name in SECRET_VARIABLES}
+
+
+def compose_cli(which: Callable[[str], str | None] = shutil.which,
+                answers: Callable[[list[str]], bool] | None = None) -> list[str]:
+    """``docker compose`` when the plugin answers, else ``docker-compose`` (Compose
+    v1, as Debian packages it), else an error saying what is missing."""
+    def plugin_answers(argv: list[str]) -> bool:
+        try:
+            return subprocess.run(argv, capture_output=True, timeout=30,
+                                  check=False).returncode == 0
+        except (OSError, subprocess.TimeoutExpired):
+            return False
+
+    answers = answers or plugin_answers
+    if which("docker") and answers(["docker", "compose", "version"]):
+        return ["docker", "compose"]
+    if which("docker-compose"):
+        return ["docker-compose"]
+    raise ComposeError("neither `docker compose` nor `docker-compose` is installed")
 
 
 @dataclass(frozen=True)
@@ -62,72 +98,62 @@ class ComposeCommands:
     """The argument lists of every docker command the driver runs."""
 
     project: str
-    files: tuple[Path, ...] = (REPO / "docker-compose.yml",)
-    env_file: Path | None = REPO / ".env"
+    files: tuple[Path, ...] = DEFAULT_FILES
+    compose: tuple[str, ...] = ("docker", "compose")
     docker: str = "docker"
+    secrets: dict[str, str] = field(default_factory=stack_secrets)
 
     def base(self) -> list[str]:
-        argv = [self.docker, "compose", "-p", self.project]
+        argv = [*self.compose, "-p", self.project]
         for file in self.files:
             argv += ["-f", str(file)]
-        if self.env_file is not None:
-            argv += ["--env-file", str(self.env_file)]
         return argv
 
     def build(self) -> list[str]:
         return [*self.base(), "build"]
 
-    def up(self, scale: dict[str, int], *, wait_timeout_s: int = 300) -> list[str]:
-        argv = [*self.base(), "up", "--detach", "--wait", "--wait-timeout",
-                str(wait_timeout_s)]
+    def up(self, scale: dict[str, int]) -> list[str]:
+        # no --wait: Compose v1 lacks it; the driver waits on the containers' health
+        argv = [*self.base(), "up", "--detach", "--no-build"]
         for service, count in sorted(scale.items()):
             argv += ["--scale", f"{service}={count}"]
         return argv
-
-    def ps(self) -> list[str]:
-        return [*self.base(), "ps", "--all", "--format", "json"]
-
-    def port(self, service: str, container_port: int, index: int = 1) -> list[str]:
-        return [*self.base(), "port", "--index", str(index), service, str(container_port)]
-
-    def kill(self, service: str) -> list[str]:
-        return [*self.base(), "kill", "-s", "KILL", service]
-
-    def stop(self, service: str) -> list[str]:
-        return [*self.base(), "stop", service]
-
-    def start(self, service: str) -> list[str]:
-        return [*self.base(), "start", service]
-
-    def restart(self, service: str) -> list[str]:
-        return [*self.base(), "restart", service]
 
     def logs(self) -> list[str]:
         return [*self.base(), "logs", "--no-color", "--timestamps"]
 
     def down(self) -> list[str]:
-        return [*self.base(), "down", "-v", "--remove-orphans"]
+        return [*self.base(), "down", "--volumes", "--remove-orphans", "--timeout", "20"]
 
-    def environment(self) -> dict[str, str]:
-        """Variables every compose command runs with: host ports 0, so Docker picks
-        free ones (the shell's values win over ``.env`` in compose's interpolation)."""
-        return {name: "0" for name in PORT_VARIABLES}
+    def ps(self) -> list[str]:
+        return [self.docker, "ps", "--all", "--no-trunc", "--filter",
+                f"label=com.docker.compose.project={self.project}", "--format", "{{json .}}"]
 
-    # one replica of a scaled service: compose's kill/stop/start act on all of them
+    def port(self, container: str, container_port: int) -> list[str]:
+        return [self.docker, "port", container, f"{container_port}/tcp"]
+
     def container(self, verb: str, container: str) -> list[str]:
         if verb == "kill":
-            return [self.docker, "kill", "-s", "KILL", container]
-        if verb not in ("stop", "start", "restart"):
+            return [self.docker, "kill", "--signal", "KILL", container]
+        if verb == "stop":
+            return [self.docker, "stop", "--time", "20", container]
+        if verb not in ("start", "restart"):
             raise ValueError(f"no container verb {verb!r}")
         return [self.docker, verb, container]
 
     def stats(self, containers: Sequence[str]) -> list[str]:
-        return [self.docker, "stats", "--no-stream", "--format", "json", *containers]
+        return [self.docker, "stats", "--no-stream", "--format", "{{json .}}", *containers]
+
+    def environment(self) -> dict[str, str]:
+        """Variables every compose command runs with: production, fresh secrets, host
+        ports 0 on 127.0.0.1 (the shell's values win over a ``.env`` file)."""
+        return {**{name: "0" for name in PORT_VARIABLES}, **self.secrets,
+                "APP_ENVIRONMENT": "production", "PUBLISH_ADDRESS": "127.0.0.1"}
 
 
 def _json_lines(text: str) -> list[dict[str, object]]:
-    """``docker … --format json`` prints one object a line (Compose ≥ 2.21) or, in
-    older versions, one JSON array."""
+    """``docker … --format '{{json .}}'`` prints one object a line (and Compose v2's
+    own ``--format json``, before 2.21, one array)."""
     text = text.strip()
     if not text:
         return []
@@ -145,25 +171,32 @@ def _labels(value: object) -> dict[str, str]:
     return {}
 
 
+def _health(status: str) -> str:
+    """``Up 5 seconds (healthy)`` → healthy; ``(health: starting)`` → starting."""
+    match = re.search(r"\((?:health: )?(healthy|unhealthy|starting)\)", status)
+    return match.group(1) if match else ""
+
+
 def parse_ps(text: str) -> list[Container]:
-    """The containers of ``docker compose ps --all --format json``."""
+    """The project's containers from ``docker ps --all --format '{{json .}}'``."""
     containers = []
     for item in _json_lines(text):
-        name = str(item.get("Name", ""))
-        service = str(item.get("Service", ""))
-        number = _labels(item.get("Labels")).get("com.docker.compose.container-number")
-        if number is None:
-            match = re.search(r"-(\d+)$", name)
-            number = match.group(1) if match else "1"
+        labels = _labels(item.get("Labels"))
+        service = labels.get("com.docker.compose.service", "")
+        if not service or labels.get("com.docker.compose.oneoff") == "True":
+            continue
+        name = str(item.get("Names", "")).split(",")[0]
         containers.append(Container(
-            id=str(item.get("ID", "")), name=name, service=service, number=int(number),
-            state=str(item.get("State", "")).lower(), health=str(item.get("Health", "")).lower()))
+            id=str(item.get("ID", "")), name=name, service=service,
+            number=int(labels.get("com.docker.compose.container-number", "1")),
+            state=str(item.get("State", "")).lower(),
+            health=_health(str(item.get("Status", "")))))
     return sorted(containers, key=lambda c: (c.service, c.number))
 
 
 def parse_port(text: str) -> tuple[str, int]:
-    """``docker compose port``'s answer (``0.0.0.0:49153``, maybe a ``[::]:49153``
-    line too) as a host this machine can dial and the port."""
+    """``docker port``'s answer (``127.0.0.1:49153``, maybe a ``[::]:49153`` line
+    too) as a host this machine can dial and the port."""
     for line in text.split():
         host, _, port = line.strip().rpartition(":")
         if port.isdigit():
@@ -185,8 +218,8 @@ def parse_size_mib(text: str) -> float:
 
 
 def parse_stats(text: str) -> dict[str, float]:
-    """Container name → memory in MiB from ``docker stats --no-stream --format json``
-    (``"MemUsage": "45.6MiB / 7.6GiB"``: the part before the slash)."""
+    """Container name → memory in MiB from ``docker stats --no-stream --format
+    '{{json .}}'`` (``"MemUsage": "45.6MiB / 7.6GiB"``: the part before the slash)."""
     figures = {}
     for item in _json_lines(text):
         usage = str(item.get("MemUsage", ""))
@@ -210,27 +243,27 @@ def _run(argv: list[str], timeout: float, env: dict[str, str]) -> str:
     return done.stdout
 
 
-@dataclass
-class _Replica:
-    service: str
-    index: int
-
-
 class ComposeDriver(StackDriver):
-    """``docker compose`` with a per-run project; needs a Docker engine and ``.env``."""
+    """The compose stack under a per-run project; needs a Docker engine. With
+    ``offline`` the images are those of ``deploy/offline/build.sh`` (built before,
+    not by the driver) through ``compose.offline.yml``."""
 
     kind = "compose"
     memory_source = "docker stats --no-stream (MemUsage of each container)"
-    per_service_start = False  # `up --wait` starts them together
+    per_service_start = False  # `up` starts them together
 
     def __init__(self, shape: Shape, progress: Progress | None = None, *,
-                 commands: ComposeCommands | None = None, runner: Runner | None = None,
-                 health_timeout_s: float = 120.0) -> None:
+                 offline: bool = False, commands: ComposeCommands | None = None,
+                 runner: Runner | None = None, health_timeout_s: float = 180.0) -> None:
         # compose passes no WORKER_CONCURRENCY: capacity comes from more workers
         workers = max(shape.workers, math.ceil(
             shape.workers * shape.worker_concurrency / WORKER_CONCURRENCY))
         super().__init__(Shape(shape.backends, workers, WORKER_CONCURRENCY), progress)
-        self.commands = commands or ComposeCommands(f"agentchat-e2e-{secrets.token_hex(4)}")
+        self.offline = offline
+        self.commands = commands or ComposeCommands(
+            f"agentchat-e2e-{secrets.token_hex(4)}",
+            files=(*DEFAULT_FILES, OFFLINE_FILE) if offline else DEFAULT_FILES,
+            compose=tuple(compose_cli()))
         self._run = runner or _run
         self._health_timeout_s = health_timeout_s
         self._urls: dict[tuple[str, int], str] = {}
@@ -246,27 +279,53 @@ class ComposeDriver(StackDriver):
         return self._run(argv, timeout, self.commands.environment())
 
     def start(self) -> None:
-        env_file = self.commands.env_file
-        if env_file is not None and not env_file.exists():
-            raise ComposeError(f"{env_file} is missing: `cp .env.example .env` and set "
-                               "its secrets first")
-        self.progress(f"docker compose project {self.commands.project}: building images")
-        self.run(self.commands.build(), timeout=1800)
+        if not self.offline:
+            self.progress(f"compose project {self.commands.project}: building images")
+            self.run(self.commands.build(), timeout=1800)
         self._started = True
-        self.progress("docker compose up --wait …")
+        self.progress(f"compose project {self.commands.project}: up, waiting for health")
         started = time.monotonic()
         try:
             self.run(self.commands.up(self.scale), timeout=600)
-            self.start_timings["stack (compose up --wait)"] = time.monotonic() - started
-            self.refresh()
+            self.wait_healthy()
+            self.start_timings["stack (compose up, every service healthy)"] = (
+                time.monotonic() - started)
         except BaseException:
             self.stop()  # __exit__ does not run when __enter__ raised
             raise
 
+    def wait_healthy(self) -> None:
+        """Until every long-running container is running and healthy; a one-shot one
+        (``migrate``) must have exited 0."""
+        deadline = time.monotonic() + self._health_timeout_s
+        while True:
+            self.refresh()
+            waiting = [c for c in self.containers if not _settled(c)]
+            failed = [c for c in waiting if c.state in ("exited", "dead") or
+                      c.health == "unhealthy"]
+            if failed or (waiting and time.monotonic() > deadline):
+                names = ", ".join(f"{c.name} ({c.state} {c.health})".strip()
+                                  for c in failed or waiting)
+                raise ComposeError(f"not healthy: {names}\n{self._tail_logs(failed or waiting)}")
+            if not waiting and self.containers:
+                return
+            time.sleep(1.0)
+
+    def _tail_logs(self, containers: list[Container]) -> str:
+        parts = []
+        for container in containers[:4]:
+            try:
+                text = self._run([self.commands.docker, "logs", "--tail", "30", container.name],
+                                 30, {})
+            except ComposeError as exc:
+                text = str(exc)
+            parts.append(f"--- {container.name}\n{text}")
+        return "\n".join(parts)
+
     def stop(self) -> None:
         if self._started:
             self._started = False
-            self.progress(f"docker compose down -v ({self.commands.project})")
+            self.progress(f"compose project {self.commands.project}: down --volumes")
             self.run(self.commands.down(), timeout=300)
 
     def refresh(self) -> None:
@@ -278,10 +337,18 @@ class ComposeDriver(StackDriver):
             port = CONTAINER_PORTS.get(container.service)
             if port is None or container.state != "running":
                 continue
-            host, published = parse_port(self.run(
-                self.commands.port(container.service, port, container.number)))
-            scheme = "redis" if container.service == "redis" else "http"
-            self._urls[(container.service, container.number)] = f"{scheme}://{host}:{published}"
+            try:
+                answer = self.run(self.commands.port(container.name, port))
+            except ComposeError:  # not published (Redis is only with compose.dev.yml)
+                continue
+            host, published = parse_port(answer)
+            if container.service == "redis":
+                # the backend's ACL user: leases and the ingest stream, what the suite reads
+                password = self.commands.secrets["REDIS_BACKEND_PASSWORD"]
+                url = f"redis://backend:{password}@{host}:{published}"
+            else:
+                url = f"http://{host}:{published}"
+            self._urls[(container.service, container.number)] = url
 
     def _url(self, service: str, index: int = 1) -> str:
         try:
@@ -302,47 +369,35 @@ class ComposeDriver(StackDriver):
         return self._url("backend", replica)
 
     # -- names -------------------------------------------------------------------------
-    def replica(self, name: str) -> _Replica:
-        """``backend-2`` → (backend, 2); ``worker`` → (worker, 1)."""
-        match = re.fullmatch(r"(backend|worker)(?:-(\d+))?", name)
-        if match:
-            return _Replica(match.group(1), int(match.group(2) or 1))
-        return _Replica(name, 1)
-
-    def _scaled(self, replica: _Replica) -> bool:
-        return self.scale.get(replica.service, 1) > 1
-
     def container_of(self, name: str) -> Container:
-        replica = self.replica(name)
+        """``backend-2`` → backend's replica 2; ``worker`` → worker's replica 1."""
+        match = re.fullmatch(r"(\w+?)(?:-(\d+))?", name)
+        service, index = (match.group(1), int(match.group(2) or 1)) if match else (name, 1)
         for container in self.containers:
-            if (container.service, container.number) == (replica.service, replica.index):
+            if (container.service, container.number) == (service, index):
                 return container
         raise ComposeError(f"no container for {name}")
 
-    def _act(self, verb: str, name: str) -> list[str]:
-        replica = self.replica(name)
-        if self._scaled(replica):
-            return self.commands.container(verb, self.container_of(name).name)
-        return {"kill": self.commands.kill, "stop": self.commands.stop,
-                "start": self.commands.start,
-                "restart": self.commands.restart}[verb](replica.service)
-
     # -- faults ------------------------------------------------------------------------
+    async def _act(self, verb: str, name: str) -> None:
+        argv = self.commands.container(verb, self.container_of(name).name)
+        await asyncio.to_thread(self.run, argv)
+
     async def kill(self, name: str) -> None:
-        await asyncio.to_thread(self.run, self._act("kill", name))
+        await self._act("kill", name)
 
     async def stop_service(self, name: str) -> None:
-        await asyncio.to_thread(self.run, self._act("stop", name))
+        await self._act("stop", name)
 
     async def start_service(self, name: str) -> float:
         started = time.monotonic()
-        await asyncio.to_thread(self.run, self._act("start", name))
+        await self._act("start", name)
         await self._healthy(name)
         return time.monotonic() - started
 
     async def restart(self, name: str) -> float:
         started = time.monotonic()
-        await asyncio.to_thread(self.run, self._act("restart", name))
+        await self._act("restart", name)
         await self._healthy(name)
         return time.monotonic() - started
 
@@ -367,15 +422,21 @@ class ComposeDriver(StackDriver):
         the start of its id."""
         host = worker_id.removeprefix("worker-")
         for container in self.containers:
-            if container.service == "worker" and host and (
-                    container.id.startswith(host) or host.startswith(container.id)):
+            if container.service == "worker" and host and container.id.startswith(host):
                 return self.worker_names()[container.number - 1]
         return None
 
     # -- observation -------------------------------------------------------------------
+    def secrets(self) -> dict[str, str]:
+        return dict(self.commands.secrets)
+
     def rss_mb(self) -> dict[str, float]:
-        names = {self.container_of(n).name: n for n in self.memory_services()
-                 if any(self.replica(n).service == c.service for c in self.containers)}
+        names = {}
+        for name in self.memory_services():
+            try:
+                names[self.container_of(name).name] = name
+            except ComposeError:
+                continue
         if not names:
             return {}
         by_container = parse_stats(self.run(self.commands.stats(sorted(names)), timeout=30))
@@ -386,3 +447,9 @@ class ComposeDriver(StackDriver):
         target = destination / "compose.log"
         target.write_text(self.run(self.commands.logs(), timeout=120))
         return [target]
+
+
+def _settled(container: Container) -> bool:
+    if container.service == "migrate":
+        return container.state == "exited"  # its exit code is checked by `up`'s dependants
+    return container.state == "running" and container.health in ("healthy", "")

@@ -112,6 +112,11 @@ class StackDriver(abc.ABC):
             urls[name] = self.backend_url(replica)
         return urls
 
+    def secrets(self) -> dict[str, str]:
+        """Name → value of every secret the stack was given (the suite checks that no
+        log line carries one)."""
+        return {}
+
     def memory_services(self) -> list[str]:
         """The services whose memory the driver reports."""
         return ["redis", "auth", *self.backend_names(), *self.worker_names()]
@@ -207,6 +212,9 @@ class LocalDriver(StackDriver):
 
     def worker_service(self, worker_id: str) -> str | None:
         return worker_id if worker_id in self.worker_names() else None
+
+    def secrets(self) -> dict[str, str]:
+        return {"BACKEND_INTERNAL_TOKEN": self.stack.internal_token}
 
     def rss_mb(self) -> dict[str, float]:
         figures = {}

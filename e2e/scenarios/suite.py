@@ -91,6 +91,24 @@ def _judged(result: ScenarioResult, settings: Settings, started: float) -> Scena
     return result
 
 
+def _secrets_in_logs(driver: StackDriver, logs: list[Path]) -> ScenarioResult:
+    """Every secret the stack was given, looked for in every line its services
+    logged during the run: none may appear."""
+    result = ScenarioResult("logs", started_at=_now())
+    given = driver.secrets()
+    result.expect(bool(given), f"the {driver.kind} driver names no secret to look for")
+    lines = 0
+    for path in logs:
+        for number, line in enumerate(path.read_text(errors="replace").splitlines(), 1):
+            lines += 1
+            for name, value in given.items():
+                result.expect(value not in line, f"{name} appears in {path.name}:{number}")
+    result.expect(lines > 0, "the services logged nothing to scan")
+    result.metrics["log_lines_scanned"] = lines
+    result.metrics["secrets_looked_for"] = len(given)
+    return result
+
+
 def _say_result(result: ScenarioResult, progress: Callable[[str], None]) -> None:
     verdict = "passed" if result.passed else "FAILED"
     failed = [f"{c.measure}={'—' if c.value is None else f'{c.value:g}'} (limit {c.kind} "
@@ -160,9 +178,11 @@ async def run_suite(make_driver: Callable[[Shape], StackDriver], scenarios: list
         report.finished_at = _now()
         report.analytics = await _store_rows(driver, report)
         progress(report.analytics)
-        if not report.passed:
-            logs = driver.collect_logs(report_dir / "logs")
-            report.notes.append(f"service logs: {', '.join(str(p) for p in logs)}")
+        logs = driver.collect_logs(report_dir / "logs")
+        report.notes.append(f"service logs: {', '.join(str(p) for p in logs)}")
+        result = _secrets_in_logs(driver, logs)
+        report.results.append(_judged(result, settings, time.monotonic()))
+        _say_result(result, progress)
     finally:
         report.finished_at = report.finished_at or _now()
         driver.stop()

@@ -1,0 +1,35 @@
+#!/bin/sh
+# Starts redis-server with one ACL user per service, each allowed only the commands
+# and keys it needs; the default user (no password) is off. Passwords come from the
+# environment and reach Redis as SHA-256 hashes in an ACL file on a tmpfs, never on
+# a command line (which every process of the host can read).
+#
+#   auth      login throttle, revocation marks, WebSocket tickets
+#   backend   users' event streams (read), dispatch, lifecycle, ingest, leases (read),
+#             cancel requests, revocation marks (read), tickets (consumed)
+#   worker    the run queue, emits into users' streams, leases, cancel requests
+#   health    PING only (the healthcheck; no password, no key)
+set -eu
+
+for name in REDIS_AUTH_PASSWORD REDIS_BACKEND_PASSWORD REDIS_WORKER_PASSWORD; do
+  eval "value=\${$name:-}"
+  if [ -z "$value" ]; then
+    echo "redis: $name is not set" >&2
+    exit 1
+  fi
+done
+
+hash() { printf '%s' "$1" | sha256sum | cut -d' ' -f1; }
+
+# commands: connection handshake, data, MULTI, scripts; never admin or keyspace-wide
+BASE="-@all +@connection +@read +@write +@transaction +@scripting -@dangerous -scan -randomkey"
+ACL=${REDIS_ACL_FILE:-/tmp/users.acl}
+umask 077
+cat > "$ACL" <<ACL
+user default off
+user health on nopass resetchannels -@all +ping
+user auth on #$(hash "$REDIS_AUTH_PASSWORD") resetchannels $BASE ~throttle:* ~revoked:sid:* ~wsticket:*
+user backend on #$(hash "$REDIS_BACKEND_PASSWORD") resetchannels $BASE +@pubsub ~u:* ~runs:* ~run:* ~agents:catalog ~analytics:ingest ~reaper:lock ~worker:alive:* %R~revoked:sid:* ~wsticket:* &u:* &hub:control &runs:cancel
+user worker on #$(hash "$REDIS_WORKER_PASSWORD") resetchannels $BASE +@pubsub ~u:* ~runs:queue ~runs:lifecycle ~run:* ~worker:alive:* ~agents:catalog ~analytics:ingest &u:* &runs:cancel
+ACL
+exec redis-server --aclfile "$ACL" "$@"
