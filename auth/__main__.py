@@ -1,14 +1,20 @@
 """``python -m auth``: run the auth service."""
 
-from auth.app import create_app
+import sys
+
+from auth.app import MIGRATIONS, create_app
 from auth.config import AuthSettings
 from servicekit import configure_logging
+from servicekit.migrations import migrate_command
 from servicekit.server import serve
 
 
 def main() -> None:
     settings = AuthSettings()
     configure_logging("auth", settings.log_level)
+    if sys.argv[1:] == ["migrate"]:
+        raise SystemExit(migrate_command(settings.database_url, MIGRATIONS, "auth",
+                                         timeout=settings.startup_timeout_s))
     serve(create_app(settings), host=settings.host, port=settings.port,
           log_level=settings.log_level, proxy_headers=True,
           forwarded_allow_ips=settings.forwarded_allow_ips)

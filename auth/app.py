@@ -24,12 +24,10 @@ from servicekit import (
     install_health_routes,
     install_metrics,
     install_problem_handlers,
-    migrate,
 )
-from servicekit.migrations import MIGRATION_MISTAKES
+from servicekit.migrations import prepare_schema
 from servicekit.postgres import create_pool
 from servicekit.redisclient import make_redis
-from servicekit.startup import retry_until
 
 __all__ = ["create_app"]
 
@@ -49,9 +47,9 @@ def _throttle(settings: AuthSettings, redis: Redis) -> LoginThrottle:
 def create_app(settings: AuthSettings) -> FastAPI:
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        await retry_until(lambda: migrate(settings.database_url, MIGRATIONS, "auth"),
-                          what="postgres migrations", give_up_on=MIGRATION_MISTAKES,
-                          timeout=settings.startup_timeout_s)
+        await prepare_schema(settings.database_url, MIGRATIONS, "auth",
+                             migrate_on_start=settings.migrate_on_start,
+                             timeout=settings.startup_timeout_s)
         pool = await create_pool(settings.database_url, max_size=10,
                                  timeout_s=settings.dependency_timeout_s)
         redis = make_redis(settings.redis_url, timeout=settings.dependency_timeout_s)

@@ -18,6 +18,9 @@ class AuthSettings(BaseSettings):
     host: str = "127.0.0.1"
     port: int = 8001
     database_url: str = "postgresql://postgres@127.0.0.1:5432/agentchat"
+    # false: `python -m auth migrate` (as the schema's owner) migrates; the service
+    # only waits at start until schema auth is at the newest revision
+    migrate_on_start: bool = True
     redis_url: str = "redis://127.0.0.1:6379/0"
     keys_dir: Path = Path(".local-stack/keys")
     issuer: str = "agentchat-auth"

@@ -1,14 +1,20 @@
 """``python -m backend``: run the API service."""
 
-from backend.app import create_app, socket_first
+import sys
+
+from backend.app import MIGRATIONS, create_app, socket_first
 from backend.config import BackendSettings
 from servicekit import configure_logging
+from servicekit.migrations import migrate_command
 from servicekit.server import serve
 
 
 def main() -> None:
     settings = BackendSettings()
     configure_logging(settings.replica_id, settings.log_level)
+    if sys.argv[1:] == ["migrate"]:
+        raise SystemExit(migrate_command(settings.database_url, MIGRATIONS, "app",
+                                         timeout=settings.startup_timeout_s))
     app = create_app(settings)
     serve(socket_first(app), host=settings.host, port=settings.port, log_level=settings.log_level,
           before_shutdown=app.state.gateway.close_all, ws_max_size=settings.ws_max_frame_bytes,

@@ -40,10 +40,9 @@ from servicekit import (
     install_health_routes,
     install_metrics,
     install_problem_handlers,
-    migrate,
     problem,
 )
-from servicekit.migrations import MIGRATION_MISTAKES
+from servicekit.migrations import prepare_schema
 from servicekit.postgres import create_pool
 from servicekit.redisclient import make_redis
 from servicekit.startup import retry_until
@@ -66,9 +65,8 @@ def create_app(settings: BackendSettings) -> FastAPI:
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         timeout = settings.startup_timeout_s
-        await retry_until(lambda: migrate(settings.database_url, MIGRATIONS, "app"),
-                          what="postgres migrations", give_up_on=MIGRATION_MISTAKES,
-                          timeout=timeout)
+        await prepare_schema(settings.database_url, MIGRATIONS, "app",
+                             migrate_on_start=settings.migrate_on_start, timeout=timeout)
         pool = await create_pool(settings.database_url, max_size=20,
                                  timeout_s=settings.dependency_timeout_s)
         redis = make_redis(settings.redis_url, timeout=settings.dependency_timeout_s,

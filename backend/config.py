@@ -18,6 +18,9 @@ class BackendSettings(BaseSettings):
     host: str = "127.0.0.1"
     port: int = 8000
     database_url: str = "postgresql://postgres@127.0.0.1:5432/agentchat"
+    # false: `python -m backend migrate` (as the schema's owner) migrates; the service
+    # only waits at start until schema app is at the newest revision
+    migrate_on_start: bool = True
     redis_url: str = "redis://127.0.0.1:6379/0"
     auth_url: str = "http://127.0.0.1:8001"
     # the auth service as a browser reaches it (the web page at `/` calls it directly)
