@@ -4,10 +4,11 @@ from auth.app import create_app
 from auth.config import AuthSettings
 from servicekit import configure_logging
 from servicekit.server import serve
+from servicekit.settings import load_settings
 
 
 def main() -> None:
-    settings = AuthSettings()
+    settings = load_settings(AuthSettings)
     configure_logging("auth", settings.log_level)
     serve(create_app(settings), host=settings.host, port=settings.port,
           log_level=settings.log_level, proxy_headers=True,

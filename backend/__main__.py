@@ -4,10 +4,11 @@ from backend.app import create_app, socket_first
 from backend.config import BackendSettings
 from servicekit import configure_logging
 from servicekit.server import serve
+from servicekit.settings import load_settings
 
 
 def main() -> None:
-    settings = BackendSettings()
+    settings = load_settings(BackendSettings)
     configure_logging(settings.replica_id, settings.log_level)
     app = create_app(settings)
     serve(socket_first(app), host=settings.host, port=settings.port, log_level=settings.log_level,
