@@ -3,16 +3,27 @@
 from __future__ import annotations
 
 import socket
+from collections.abc import Iterable, Mapping
 from typing import Literal
 
 from pydantic import Field, SecretStr
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic_settings import SettingsConfigDict
+
+from servicekit.settings import (
+    ServiceSettings,
+    api_key_problems,
+    model_url_problems,
+    secret_problems,
+    url_password_problems,
+)
 
 __all__ = ["WorkerSettings"]
 
 
-class WorkerSettings(BaseSettings):
-    model_config = SettingsConfigDict(env_prefix="WORKER_", extra="ignore")
+class WorkerSettings(ServiceSettings):
+    """``WORKER_ENVIRONMENT=production`` refuses weak values (``servicekit.settings``)."""
+
+    model_config = SettingsConfigDict(env_prefix="WORKER_")
 
     # unique per worker process: the queue's consumer name and the liveness key
     worker_id: str = Field(default_factory=lambda: f"worker-{socket.gethostname()}")
@@ -41,3 +52,13 @@ class WorkerSettings(BaseSettings):
     openai_model: str = "gpt-4o-mini"
     # per connect / read / write: the longest silence of a streaming answer
     openai_timeout_s: float = Field(default=60.0, gt=0)
+
+    def production_problems(self) -> Mapping[str, Iterable[str]]:
+        token = self.backend_token.get_secret_value() if self.backend_token else None
+        problems = {"redis_url": url_password_problems(self.redis_url),
+                    "backend_token": secret_problems(token)}
+        if self.llm_provider == "openai":
+            key = self.openai_api_key.get_secret_value() if self.openai_api_key else None
+            problems["openai_api_key"] = api_key_problems(self.openai_base_url, key)
+            problems["openai_base_url"] = model_url_problems(self.openai_base_url)
+        return problems

@@ -37,6 +37,7 @@ from bridge.registry import ThreadRunRegistry
 from servicekit.autopipeline import AutoPipeline
 from servicekit.logs import configure_logging
 from servicekit.redisclient import make_redis
+from servicekit.settings import load_settings
 from servicekit.startup import retry_until
 
 __all__ = ["Worker", "alive_key", "main"]
@@ -327,7 +328,7 @@ async def check(settings: WorkerSettings) -> bool:
 
 
 def main() -> None:
-    settings = WorkerSettings()
+    settings = load_settings(WorkerSettings)
     if "--check" in sys.argv[1:]:
         sys.exit(0 if asyncio.run(check(settings)) else 1)
     configure_logging(settings.worker_id, settings.log_level)

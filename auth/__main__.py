@@ -7,10 +7,11 @@ from auth.config import AuthSettings
 from servicekit import configure_logging
 from servicekit.migrations import migrate_command
 from servicekit.server import serve
+from servicekit.settings import load_settings
 
 
 def main() -> None:
-    settings = AuthSettings()
+    settings = load_settings(AuthSettings)
     configure_logging("auth", settings.log_level)
     if sys.argv[1:] == ["migrate"]:
         raise SystemExit(migrate_command(settings.database_url, MIGRATIONS, "auth",

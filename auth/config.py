@@ -2,19 +2,27 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Mapping
 from pathlib import Path
-from typing import Literal
 
-from pydantic import Field, model_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic import Field
+from pydantic_settings import SettingsConfigDict
+
+from servicekit.settings import (
+    ServiceSettings,
+    forwarded_ips_problems,
+    origin_problems,
+    url_password_problems,
+)
 
 __all__ = ["AuthSettings"]
 
 
-class AuthSettings(BaseSettings):
-    model_config = SettingsConfigDict(env_prefix="AUTH_", extra="ignore")
+class AuthSettings(ServiceSettings):
+    """``AUTH_ENVIRONMENT=production`` refuses weak values (``servicekit.settings``)."""
 
-    environment: Literal["development", "test", "production"] = "development"
+    model_config = SettingsConfigDict(env_prefix="AUTH_")
+
     host: str = "127.0.0.1"
     port: int = 8001
     database_url: str = "postgresql://postgres@127.0.0.1:5432/agentchat"
@@ -43,13 +51,13 @@ class AuthSettings(BaseSettings):
     login_window_s: int = Field(default=900, ge=60)
     # addresses whose X-Forwarded-For is trusted (a reverse proxy in front of auth)
     forwarded_allow_ips: str = "127.0.0.1"
-    cors_origins: list[str] = ["http://127.0.0.1:8000", "http://localhost:8000"]
+    cors_origins: list[str] = Field(default=["http://127.0.0.1:8000", "http://localhost:8000"])
     dependency_timeout_s: float = 2.0
     startup_timeout_s: float = 60.0
     log_level: str = "info"
 
-    @model_validator(mode="after")
-    def _no_placeholder_in_production(self) -> AuthSettings:
-        if self.environment == "production" and "@127.0.0.1" in self.database_url:
-            raise ValueError("AUTH_DATABASE_URL must be set in production")
-        return self
+    def production_problems(self) -> Mapping[str, Iterable[str]]:
+        return {"database_url": url_password_problems(self.database_url),
+                "redis_url": url_password_problems(self.redis_url),
+                "cors_origins": origin_problems(self.cors_origins),
+                "forwarded_allow_ips": forwarded_ips_problems(self.forwarded_allow_ips)}

@@ -7,10 +7,11 @@ from backend.config import BackendSettings
 from servicekit import configure_logging
 from servicekit.migrations import migrate_command
 from servicekit.server import serve
+from servicekit.settings import load_settings
 
 
 def main() -> None:
-    settings = BackendSettings()
+    settings = load_settings(BackendSettings)
     configure_logging(settings.replica_id, settings.log_level)
     if sys.argv[1:] == ["migrate"]:
         raise SystemExit(migrate_command(settings.database_url, MIGRATIONS, "app",

@@ -44,6 +44,7 @@ from servicekit import (
 )
 from servicekit.migrations import prepare_schema
 from servicekit.postgres import create_pool
+from servicekit.redaction import redact_url
 from servicekit.redisclient import make_redis
 from servicekit.startup import retry_until
 
@@ -79,7 +80,7 @@ def create_app(settings: BackendSettings) -> FastAPI:
         if settings.analytics_ingest:
             analytics = AnalyticsStore(settings.clickhouse_url, settings.clickhouse_database)
             await retry_until(analytics.setup, what="clickhouse setup", timeout=timeout)
-            log.info("clickhouse ready at %s", settings.clickhouse_url)
+            log.info("clickhouse ready at %s", redact_url(settings.clickhouse_url))
         hub = UserEventHub(redis)
 
         async def initialize() -> None:

@@ -2,18 +2,27 @@
 
 from __future__ import annotations
 
-from typing import Literal
+from collections.abc import Iterable, Mapping
 
 from pydantic import Field, SecretStr
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic_settings import SettingsConfigDict
+
+from servicekit.settings import (
+    ServiceSettings,
+    clickhouse_url_problems,
+    origin_problems,
+    secret_problems,
+    url_password_problems,
+)
 
 __all__ = ["BackendSettings"]
 
 
-class BackendSettings(BaseSettings):
-    model_config = SettingsConfigDict(env_prefix="BACKEND_", extra="ignore")
+class BackendSettings(ServiceSettings):
+    """``BACKEND_ENVIRONMENT=production`` refuses weak values (``servicekit.settings``)."""
 
-    environment: Literal["development", "test", "production"] = "development"
+    model_config = SettingsConfigDict(env_prefix="BACKEND_")
+
     replica_id: str = "backend-1"
     host: str = "127.0.0.1"
     port: int = 8000
@@ -35,7 +44,8 @@ class BackendSettings(BaseSettings):
     ingest_batch_size: int = Field(default=1000, ge=1)
     ingest_interval_s: float = 0.5
     # WebSocket gateway
-    ws_allowed_origins: list[str] = ["http://127.0.0.1:8000", "http://localhost:8000"]
+    ws_allowed_origins: list[str] = Field(
+        default=["http://127.0.0.1:8000", "http://localhost:8000"])
     ws_auth_timeout_s: float = 5.0
     ws_max_frame_bytes: int = 64 * 1024
     ws_max_connections_per_user: int = 10
@@ -57,5 +67,16 @@ class BackendSettings(BaseSettings):
     redis_max_connections: int = 128
     startup_timeout_s: float = 60.0
     log_level: str = "info"
-    # the service token of the internal API the agent workers call (None: no such API)
+    # the service token of the internal API the agent workers call (None: no such API;
+    # production requires one)
     internal_token: SecretStr | None = None
+
+    def production_problems(self) -> Mapping[str, Iterable[str]]:
+        token = self.internal_token.get_secret_value() if self.internal_token else None
+        problems = {"database_url": url_password_problems(self.database_url),
+                    "redis_url": url_password_problems(self.redis_url),
+                    "ws_allowed_origins": origin_problems(self.ws_allowed_origins),
+                    "internal_token": secret_problems(token)}
+        if self.analytics_ingest:  # a replica that does not ingest never opens ClickHouse
+            problems["clickhouse_url"] = clickhouse_url_problems(self.clickhouse_url)
+        return problems
