@@ -11,9 +11,10 @@ from servicekit.settings import load_settings
 
 
 def main() -> None:
-    settings = load_settings(AuthSettings)
+    migrating = sys.argv[1:] == ["migrate"]
+    settings = load_settings(AuthSettings, only={"database_url"} if migrating else None)
     configure_logging("auth", settings.log_level)
-    if sys.argv[1:] == ["migrate"]:
+    if migrating:
         raise SystemExit(migrate_command(settings.database_url, MIGRATIONS, "auth",
                                          timeout=settings.startup_timeout_s))
     serve(create_app(settings), host=settings.host, port=settings.port,

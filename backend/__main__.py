@@ -11,9 +11,10 @@ from servicekit.settings import load_settings
 
 
 def main() -> None:
-    settings = load_settings(BackendSettings)
+    migrating = sys.argv[1:] == ["migrate"]
+    settings = load_settings(BackendSettings, only={"database_url"} if migrating else None)
     configure_logging(settings.replica_id, settings.log_level)
-    if sys.argv[1:] == ["migrate"]:
+    if migrating:
         raise SystemExit(migrate_command(settings.database_url, MIGRATIONS, "app",
                                          timeout=settings.startup_timeout_s))
     app = create_app(settings)

@@ -18,7 +18,8 @@ from __future__ import annotations
 
 import ipaddress
 import sys
-from collections.abc import Iterable, Mapping
+from collections.abc import Collection, Iterable, Mapping
+from contextvars import ContextVar
 from typing import Literal, Self, TypeVar
 from urllib.parse import unquote, urlsplit
 
@@ -189,6 +190,10 @@ class SettingsProblems(ValueError):
         super().__init__("; ".join(self.lines))
 
 
+#: the fields a command uses, when it uses only some (a migration: the database URL)
+_ONLY: ContextVar[frozenset[str] | None] = ContextVar("settings_in_use", default=None)
+
+
 class ServiceSettings(BaseSettings):
     """Settings of a service: in production, :meth:`production_problems` must find
     none. Subclasses set ``env_prefix`` (it names the variables in the problems)."""
@@ -204,8 +209,10 @@ class ServiceSettings(BaseSettings):
     @model_validator(mode="after")
     def _refuse_weak_settings_in_production(self) -> Self:
         if self.environment == "production":
+            only = _ONLY.get()
             lines = [f"{variable(type(self), field)}: {problem}"
                      for field, problems in self.production_problems().items()
+                     if only is None or field in only
                      for problem in problems]
             if lines:
                 raise SettingsProblems(lines)
@@ -233,11 +240,15 @@ def problem_lines(cls: type[BaseSettings], error: ValidationError | SettingsErro
     return lines
 
 
-def load_settings(cls: type[S], *, service: str | None = None) -> S:
+def load_settings(cls: type[S], *, service: str | None = None,
+                  only: Collection[str] | None = None) -> S:
     """``cls()`` from the environment; if invalid, the problems on stderr and exit 2.
 
     ``service`` names the service in the messages (default: the variables' prefix,
-    ``BACKEND_`` → ``backend``)."""
+    ``BACKEND_`` → ``backend``). ``only``: the fields the command uses; production
+    checks those alone (a one-shot migration needs the database URL, not the
+    service's other secrets)."""
+    token = _ONLY.set(None if only is None else frozenset(only))
     try:
         return cls()
     except (ValidationError, SettingsError) as exc:
@@ -245,3 +256,5 @@ def load_settings(cls: type[S], *, service: str | None = None) -> S:
         for line in problem_lines(cls, exc):
             print(f"{name}: refusing to start: {line}", file=sys.stderr)
         raise SystemExit(2) from None
+    finally:
+        _ONLY.reset(token)

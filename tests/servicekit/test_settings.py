@@ -241,6 +241,21 @@ def test_the_loader_refuses_to_start(monkeypatch: pytest.MonkeyPatch,
     ]
 
 
+def test_a_command_using_some_settings_is_checked_on_those_alone(
+        monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    monkeypatch.setenv("DEMO_ENVIRONMENT", "production")
+    monkeypatch.setenv("DEMO_TOKEN", "dev-insecure-internal-token")
+    monkeypatch.setenv("DEMO_REDIS_URL", f"redis://:{PASSWORD}@redis:6379/0")
+    assert load_settings(DemoSettings, only={"redis_url"}).retries == 3
+    monkeypatch.setenv("DEMO_REDIS_URL", "redis://redis:6379/0")
+    with pytest.raises(SystemExit):
+        load_settings(DemoSettings, only={"redis_url"})
+    assert capsys.readouterr().err.splitlines() == [
+        "demo: refusing to start: DEMO_REDIS_URL: has no password (scheme://user:password@host)"]
+    with pytest.raises(SystemExit):  # the next load checks everything again
+        load_settings(DemoSettings)
+
+
 def test_the_loader_names_the_service_it_is_given(monkeypatch: pytest.MonkeyPatch,
                                                   capsys: pytest.CaptureFixture[str]) -> None:
     monkeypatch.setenv("DEMO_RETRIES", "not-a-number")
