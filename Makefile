@@ -41,7 +41,8 @@ lint: $(STAMP)
 
 typecheck: $(STAMP)
 	@echo "==> mypy"
-	@$(BIN)/mypy auth backend agents bridge servicekit e2e benchmarks tests
+	@$(BIN)/mypy auth backend agents bridge servicekit e2e benchmarks tests \
+		deploy/offline/clickhouse/server.py
 
 unit: $(STAMP)
 	@$(BIN)/pytest -q tests --ignore=tests/e2e
