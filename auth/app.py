@@ -21,8 +21,8 @@ from auth.throttle import LoginThrottle, ThrottlePolicy
 from auth.tokens import TokenIssuer
 from servicekit import (
     Check,
+    HttpMetrics,
     install_health_routes,
-    install_metrics,
     install_problem_handlers,
     migrate,
 )
@@ -71,13 +71,15 @@ def create_app(settings: AuthSettings) -> FastAPI:
     app.add_middleware(CORSMiddleware, allow_origins=settings.cors_origins,
                        allow_credentials=True, allow_methods=["*"], allow_headers=["*"])
     install_problem_handlers(app)
-    install_metrics(app, "auth")
+    metrics = HttpMetrics("auth")
+    metrics.instrument(app)
+    metrics.expose(app)
 
     def checks() -> Mapping[str, Check]:
         state: AuthState = app.state.auth
         return {"postgres": lambda: state.pool.fetchval("SELECT 1"),
                 "redis": state.redis.ping}
 
-    install_health_routes(app, checks, timeout=settings.dependency_timeout_s)
+    install_health_routes(app, checks, timeout=settings.dependency_timeout_s, detailed=True)
     app.include_router(router)
     return app

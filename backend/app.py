@@ -37,8 +37,8 @@ from bridge.state import BridgeMachine, BridgeState
 from bridge.streams import UserStreams
 from servicekit import (
     Check,
+    HttpMetrics,
     install_health_routes,
-    install_metrics,
     install_problem_handlers,
     migrate,
     problem,
@@ -140,7 +140,10 @@ def create_app(settings: BackendSettings) -> FastAPI:
     install_problem_handlers(app)
     app.add_exception_handler(ClickHouseError, analytics_failed)
 
-    registry = install_metrics(app, "backend")
+    metrics = HttpMetrics("backend")
+    metrics.instrument(app)
+    metrics.expose(app)
+    registry = metrics.registry
     bridge_state = Gauge("bridge_state", "AgentWebSocketBridge state: 0 UNINITIALIZED, "
                          "1 INITIALIZING, 2 ACTIVE, 3 DEGRADED, 4 FAILED", registry=registry)
     Gauge("ws_connections", "open WebSocket connections", registry=registry).set_function(
@@ -165,7 +168,8 @@ def create_app(settings: BackendSettings) -> FastAPI:
         state: BackendState = app.state.backend
         return {"bridge": str(state.bridge.state), "connections": gateway.connections}
 
-    install_health_routes(app, checks, timeout=settings.dependency_timeout_s, extra=extra)
+    install_health_routes(app, checks, timeout=settings.dependency_timeout_s, extra=extra,
+                          detailed=True)
     app.include_router(router)
     app.include_router(internal_router)
 

@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from servicekit.health import Check, ReadinessReport, check_all, install_health_routes
     from servicekit.logs import configure_logging
-    from servicekit.metrics import install_metrics
+    from servicekit.metrics import HttpMetrics
     from servicekit.migrations import migrate
     from servicekit.problems import (
         ProblemError,
@@ -29,20 +29,20 @@ if TYPE_CHECKING:
 _HOMES = {
     "Check": "health", "ReadinessReport": "health", "check_all": "health",
     "install_health_routes": "health", "configure_logging": "logs",
-    "install_metrics": "metrics", "migrate": "migrations", "ProblemError": "problems",
+    "HttpMetrics": "metrics", "migrate": "migrations", "ProblemError": "problems",
     "install_problem_handlers": "problems", "problem": "problems",
     "problem_responses": "problems", "StorableStr": "text", "storable": "text",
 }
 
 __all__ = [
     "Check",
+    "HttpMetrics",
     "ProblemError",
     "ReadinessReport",
     "StorableStr",
     "check_all",
     "configure_logging",
     "install_health_routes",
-    "install_metrics",
     "install_problem_handlers",
     "migrate",
     "problem",
