@@ -9,9 +9,12 @@ from servicekit.server import Listener, serve
 def main() -> None:
     settings = AuthSettings()
     configure_logging("auth", settings.log_level)
-    public = Listener(create_app(settings), settings.host, settings.port, {
+    apps = create_app(settings)
+    public = Listener(apps.public, settings.host, settings.port, {
         "proxy_headers": True, "forwarded_allow_ips": settings.forwarded_allow_ips})
-    serve(public, log_level=settings.log_level)
+    internal = Listener(apps.internal, settings.internal_host, settings.internal_port,
+                        {"ws": "none"})
+    serve(public, internal, log_level=settings.log_level)
 
 
 if __name__ == "__main__":

@@ -22,6 +22,8 @@ from auth.tokens import TokenIssuer
 from servicekit import (
     Check,
     HttpMetrics,
+    ServiceApps,
+    create_internal_app,
     install_health_routes,
     install_problem_handlers,
     migrate,
@@ -46,7 +48,10 @@ def _throttle(settings: AuthSettings, redis: Redis) -> LoginThrottle:
                          address=policy(settings.login_address_free_attempts))
 
 
-def create_app(settings: AuthSettings) -> FastAPI:
+def create_app(settings: AuthSettings) -> ServiceApps:
+    """The public app (the auth API, JWKS) and the internal one (``/metrics``, the
+    detailed ``/readyz``), sharing the state the public app's lifespan builds."""
+
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         await retry_until(lambda: migrate(settings.database_url, MIGRATIONS, "auth"),
@@ -60,7 +65,9 @@ def create_app(settings: AuthSettings) -> FastAPI:
             settings=settings, pool=pool, redis=redis, keys=keys,
             passwords=Passwords(settings), store=Store(pool),
             tokens=TokenIssuer(settings, keys), throttle=_throttle(settings, redis))
-        log.info("auth ready on %s:%s (key %s)", settings.host, settings.port, keys.current.kid)
+        log.info("auth ready on %s:%s, internal listener %s:%s (key %s)", settings.host,
+                 settings.port, settings.internal_host, settings.internal_port,
+                 keys.current.kid)
         try:
             yield
         finally:
@@ -73,13 +80,14 @@ def create_app(settings: AuthSettings) -> FastAPI:
     install_problem_handlers(app)
     metrics = HttpMetrics("auth")
     metrics.instrument(app)
-    metrics.expose(app)
 
     def checks() -> Mapping[str, Check]:
         state: AuthState = app.state.auth
         return {"postgres": lambda: state.pool.fetchval("SELECT 1"),
                 "redis": state.redis.ping}
 
-    install_health_routes(app, checks, timeout=settings.dependency_timeout_s, detailed=True)
+    install_health_routes(app, checks, timeout=settings.dependency_timeout_s)
     app.include_router(router)
-    return app
+    internal = create_internal_app(app, metrics=metrics, checks=checks,
+                                   timeout=settings.dependency_timeout_s)
+    return ServiceApps(public=app, internal=internal)

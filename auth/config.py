@@ -17,6 +17,10 @@ class AuthSettings(BaseSettings):
     environment: Literal["development", "test", "production"] = "development"
     host: str = "127.0.0.1"
     port: int = 8001
+    # the internal listener: /metrics and the detailed /readyz; an address only the
+    # service's own network reaches
+    internal_host: str = "127.0.0.1"
+    internal_port: int = 8011
     database_url: str = "postgresql://postgres@127.0.0.1:5432/agentchat"
     redis_url: str = "redis://127.0.0.1:6379/0"
     keys_dir: Path = Path(".local-stack/keys")

@@ -17,6 +17,10 @@ class BackendSettings(BaseSettings):
     replica_id: str = "backend-1"
     host: str = "127.0.0.1"
     port: int = 8000
+    # the internal listener: the workers' internal API, /metrics, the detailed /readyz;
+    # an address only the service's own network reaches
+    internal_host: str = "127.0.0.1"
+    internal_port: int = 8010
     database_url: str = "postgresql://postgres@127.0.0.1:5432/agentchat"
     redis_url: str = "redis://127.0.0.1:6379/0"
     auth_url: str = "http://127.0.0.1:8001"
