@@ -41,8 +41,9 @@ class WorkerSettings(ServiceSettings):
     history_maxlen: int = 10_000
     history_ttl_s: int = 86_400
     log_level: str = "info"
-    # the backend's internal API, for tools that read the run owner's data
-    backend_url: str = "http://127.0.0.1:8000"
+    # the backend's internal listener (its BACKEND_INTERNAL_PORT), whose internal API
+    # serves tools that read the run owner's data
+    backend_url: str = "http://127.0.0.1:8010"
     backend_token: SecretStr | None = None  # = the backend's BACKEND_INTERNAL_TOKEN
     # the planner of the built-in agents: deterministic rules, or an OpenAI-compatible
     # chat-completions server (OpenAI, vLLM, Ollama, llama.cpp)

@@ -6,7 +6,7 @@ from auth.app import MIGRATIONS, create_app
 from auth.config import AuthSettings
 from servicekit import configure_logging
 from servicekit.migrations import migrate_command
-from servicekit.server import serve
+from servicekit.server import Listener, serve
 from servicekit.settings import load_settings
 
 
@@ -17,9 +17,12 @@ def main() -> None:
     if migrating:
         raise SystemExit(migrate_command(settings.database_url, MIGRATIONS, "auth",
                                          timeout=settings.startup_timeout_s))
-    serve(create_app(settings), host=settings.host, port=settings.port,
-          log_level=settings.log_level, proxy_headers=True,
-          forwarded_allow_ips=settings.forwarded_allow_ips)
+    apps = create_app(settings)
+    public = Listener(apps.public, settings.host, settings.port, {
+        "proxy_headers": True, "forwarded_allow_ips": settings.forwarded_allow_ips})
+    internal = Listener(apps.internal, settings.internal_host, settings.internal_port,
+                        {"ws": "none"})
+    serve(public, internal, log_level=settings.log_level)
 
 
 if __name__ == "__main__":

@@ -21,8 +21,10 @@ from auth.throttle import LoginThrottle, ThrottlePolicy
 from auth.tokens import TokenIssuer
 from servicekit import (
     Check,
+    HttpMetrics,
+    ServiceApps,
+    create_internal_app,
     install_health_routes,
-    install_metrics,
     install_problem_handlers,
 )
 from servicekit.migrations import prepare_schema
@@ -44,7 +46,10 @@ def _throttle(settings: AuthSettings, redis: Redis) -> LoginThrottle:
                          address=policy(settings.login_address_free_attempts))
 
 
-def create_app(settings: AuthSettings) -> FastAPI:
+def create_app(settings: AuthSettings) -> ServiceApps:
+    """The public app (the auth API, JWKS) and the internal one (``/metrics``, the
+    detailed ``/readyz``), sharing the state the public app's lifespan builds."""
+
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         await prepare_schema(settings.database_url, MIGRATIONS, "auth",
@@ -58,7 +63,9 @@ def create_app(settings: AuthSettings) -> FastAPI:
             settings=settings, pool=pool, redis=redis, keys=keys,
             passwords=Passwords(settings), store=Store(pool),
             tokens=TokenIssuer(settings, keys), throttle=_throttle(settings, redis))
-        log.info("auth ready on %s:%s (key %s)", settings.host, settings.port, keys.current.kid)
+        log.info("auth ready on %s:%s, internal listener %s:%s (key %s)", settings.host,
+                 settings.port, settings.internal_host, settings.internal_port,
+                 keys.current.kid)
         try:
             yield
         finally:
@@ -69,7 +76,8 @@ def create_app(settings: AuthSettings) -> FastAPI:
     app.add_middleware(CORSMiddleware, allow_origins=settings.cors_origins,
                        allow_credentials=True, allow_methods=["*"], allow_headers=["*"])
     install_problem_handlers(app)
-    install_metrics(app, "auth")
+    metrics = HttpMetrics("auth")
+    metrics.instrument(app)
 
     def checks() -> Mapping[str, Check]:
         state: AuthState = app.state.auth
@@ -78,4 +86,6 @@ def create_app(settings: AuthSettings) -> FastAPI:
 
     install_health_routes(app, checks, timeout=settings.dependency_timeout_s)
     app.include_router(router)
-    return app
+    internal = create_internal_app(app, metrics=metrics, checks=checks,
+                                   timeout=settings.dependency_timeout_s)
+    return ServiceApps(public=app, internal=internal)

@@ -25,6 +25,10 @@ class AuthSettings(ServiceSettings):
 
     host: str = "127.0.0.1"
     port: int = 8001
+    # the internal listener: /metrics and the detailed /readyz; an address only the
+    # service's own network reaches
+    internal_host: str = "127.0.0.1"
+    internal_port: int = 8011
     database_url: str = "postgresql://postgres@127.0.0.1:5432/agentchat"
     # false: `python -m auth migrate` (as the schema's owner) migrates; the service
     # only waits at start until schema auth is at the newest revision

@@ -37,8 +37,10 @@ from bridge.state import BridgeMachine, BridgeState
 from bridge.streams import UserStreams
 from servicekit import (
     Check,
+    HttpMetrics,
+    ServiceApps,
+    create_internal_app,
     install_health_routes,
-    install_metrics,
     install_problem_handlers,
     problem,
 )
@@ -60,7 +62,10 @@ async def analytics_failed(_: Request, exc: Exception) -> JSONResponse:
 MIGRATIONS = Path(__file__).parent / "migrations"
 
 
-def create_app(settings: BackendSettings) -> FastAPI:
+def create_app(settings: BackendSettings) -> ServiceApps:
+    """The public app (REST, the web page; ``/ws`` through :func:`socket_first`) and
+    the internal one (the workers' internal API, ``/metrics``, the detailed
+    ``/readyz``), sharing the state the public app's lifespan builds."""
     gateway = Gateway()
 
     @asynccontextmanager
@@ -117,7 +122,8 @@ def create_app(settings: BackendSettings) -> FastAPI:
                 redis, analytics, consumer=settings.replica_id,
                 batch_size=settings.ingest_batch_size,
                 interval_s=settings.ingest_interval_s).run(), name="ingester"))
-        log.info("backend %s ready on %s:%s", settings.replica_id, settings.host, settings.port)
+        log.info("backend %s ready on %s:%s (internal listener %s:%s)", settings.replica_id,
+                 settings.host, settings.port, settings.internal_host, settings.internal_port)
         try:
             yield
         finally:
@@ -139,7 +145,9 @@ def create_app(settings: BackendSettings) -> FastAPI:
     install_problem_handlers(app)
     app.add_exception_handler(ClickHouseError, analytics_failed)
 
-    registry = install_metrics(app, "backend")
+    metrics = HttpMetrics("backend")
+    metrics.instrument(app)
+    registry = metrics.registry
     bridge_state = Gauge("bridge_state", "AgentWebSocketBridge state: 0 UNINITIALIZED, "
                          "1 INITIALIZING, 2 ACTIVE, 3 DEGRADED, 4 FAILED", registry=registry)
     Gauge("ws_connections", "open WebSocket connections", registry=registry).set_function(
@@ -164,9 +172,8 @@ def create_app(settings: BackendSettings) -> FastAPI:
         state: BackendState = app.state.backend
         return {"bridge": str(state.bridge.state), "connections": gateway.connections}
 
-    install_health_routes(app, checks, timeout=settings.dependency_timeout_s, extra=extra)
+    install_health_routes(app, checks, timeout=settings.dependency_timeout_s)
     app.include_router(router)
-    app.include_router(internal_router)
 
     # the web page: what it needs to know, then its files at `/`, after every other route
     @app.get("/app-config.json", include_in_schema=False)
@@ -174,7 +181,12 @@ def create_app(settings: BackendSettings) -> FastAPI:
         return {"auth_url": settings.public_auth_url}
 
     app.mount("/", WebPage(auth_url=settings.public_auth_url), name="web")
-    return app
+
+    internal = create_internal_app(app, metrics=metrics, checks=checks,
+                                   timeout=settings.dependency_timeout_s, extra=extra)
+    internal.add_exception_handler(ClickHouseError, analytics_failed)
+    internal.include_router(internal_router)
+    return ServiceApps(public=app, internal=internal)
 
 
 def socket_first(app: FastAPI) -> ASGIApp:

@@ -26,6 +26,10 @@ class BackendSettings(ServiceSettings):
     replica_id: str = "backend-1"
     host: str = "127.0.0.1"
     port: int = 8000
+    # the internal listener: the workers' internal API, /metrics, the detailed /readyz;
+    # an address only the service's own network reaches
+    internal_host: str = "127.0.0.1"
+    internal_port: int = 8010
     database_url: str = "postgresql://postgres@127.0.0.1:5432/agentchat"
     # false: `python -m backend migrate` (as the schema's owner) migrates; the service
     # only waits at start until schema app is at the newest revision

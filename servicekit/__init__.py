@@ -1,8 +1,9 @@
 """Plumbing shared by the HTTP services, knowing nothing of users, runs or events.
 
 Problem documents (RFC 9457) and their handlers, readiness checks, Prometheus
-metrics, logging and the alembic runner. ``auth`` and ``backend`` both use it;
-it imports none of the project's other packages.
+metrics, a service's internal app beside its public one, logging and the alembic
+runner. ``auth`` and ``backend`` both use it; it imports none of the project's
+other packages.
 
 Names are imported on first use: the agent worker needs the Redis client and
 the logs, not FastAPI or alembic (most of a second of imports and tens of MB).
@@ -15,8 +16,9 @@ from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from servicekit.health import Check, ReadinessReport, check_all, install_health_routes
+    from servicekit.internal import ServiceApps, create_internal_app
     from servicekit.logs import configure_logging
-    from servicekit.metrics import install_metrics
+    from servicekit.metrics import HttpMetrics
     from servicekit.migrations import migrate
     from servicekit.problems import (
         ProblemError,
@@ -28,21 +30,24 @@ if TYPE_CHECKING:
 
 _HOMES = {
     "Check": "health", "ReadinessReport": "health", "check_all": "health",
-    "install_health_routes": "health", "configure_logging": "logs",
-    "install_metrics": "metrics", "migrate": "migrations", "ProblemError": "problems",
+    "install_health_routes": "health", "ServiceApps": "internal",
+    "create_internal_app": "internal", "configure_logging": "logs",
+    "HttpMetrics": "metrics", "migrate": "migrations", "ProblemError": "problems",
     "install_problem_handlers": "problems", "problem": "problems",
     "problem_responses": "problems", "StorableStr": "text", "storable": "text",
 }
 
 __all__ = [
     "Check",
+    "HttpMetrics",
     "ProblemError",
     "ReadinessReport",
+    "ServiceApps",
     "StorableStr",
     "check_all",
     "configure_logging",
+    "create_internal_app",
     "install_health_routes",
-    "install_metrics",
     "install_problem_handlers",
     "migrate",
     "problem",

@@ -1,4 +1,10 @@
-"""``/healthz`` (the process answers) and ``/readyz`` (every dependency answers)."""
+"""``/healthz`` (the process answers) and ``/readyz`` (every dependency answers).
+
+``/readyz`` has two bodies. The detailed one, for an internal listener, names each
+dependency with its error and adds what the service reports of itself; the public
+one says only ``ok`` (200) or ``unavailable`` (503), so the public port tells
+nobody what a service depends on or what is down.
+"""
 
 from __future__ import annotations
 
@@ -26,7 +32,12 @@ class ReadinessReport:
         return all(c["status"] == "ok" for c in self.checks.values())
 
     def body(self) -> dict[str, Any]:
+        """The detailed body: each check, and the service's extra figures."""
         return {"status": "ok" if self.ready else "error", "checks": self.checks, **self.extra}
+
+    def summary(self) -> dict[str, str]:
+        """The public body: ready or not, nothing more."""
+        return {"status": "ok" if self.ready else "unavailable"}
 
 
 async def check_all(checks: Mapping[str, Check], *, timeout: float) -> ReadinessReport:
@@ -50,7 +61,11 @@ def install_health_routes(
     *,
     timeout: float,
     extra: Callable[[], Mapping[str, Any]] | None = None,
+    detailed: bool = False,
 ) -> None:
+    """``/healthz`` and ``/readyz`` on ``app``; ``detailed`` for an internal listener
+    (``extra`` is only shown there)."""
+
     @app.get("/healthz", include_in_schema=False)
     async def healthz() -> dict[str, str]:
         return {"status": "ok"}
@@ -58,6 +73,9 @@ def install_health_routes(
     @app.get("/readyz", include_in_schema=False)
     async def readyz() -> JSONResponse:
         report = await check_all(checks(), timeout=timeout)
+        status = 200 if report.ready else 503
+        if not detailed:
+            return JSONResponse(report.summary(), status_code=status)
         if extra is not None:
             report.extra.update(extra())
-        return JSONResponse(report.body(), status_code=200 if report.ready else 503)
+        return JSONResponse(report.body(), status_code=status)

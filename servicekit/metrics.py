@@ -1,4 +1,4 @@
-"""Prometheus metrics: a registry per app and request metrics by route template."""
+"""Prometheus metrics: a registry per service and request metrics by route template."""
 
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ from prometheus_client import (
 )
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-__all__ = ["install_metrics"]
+__all__ = ["HttpMetrics"]
 
 
 class _RequestMetrics:
@@ -49,17 +49,26 @@ class _RequestMetrics:
             self._latency.labels(self._service, template).observe(time.perf_counter() - start)
 
 
-def install_metrics(app: FastAPI, service: str) -> CollectorRegistry:
-    registry = CollectorRegistry()
-    requests = Counter("http_requests_total", "HTTP requests", ["service", "route", "status"],
-                       registry=registry)
-    latency = Histogram("http_request_duration_seconds", "HTTP request latency",
-                        ["service", "route"], registry=registry)
+class HttpMetrics:
+    """A service's Prometheus registry with its request metrics. ``instrument`` counts
+    an app's requests (each listener's app, into the same series); ``expose`` serves
+    the registry at ``/metrics`` (on an internal listener only)."""
 
-    app.add_middleware(_RequestMetrics, service=service, requests=requests, latency=latency)
+    def __init__(self, service: str) -> None:
+        self.service = service
+        self.registry = CollectorRegistry()
+        self._requests = Counter("http_requests_total", "HTTP requests",
+                                 ["service", "route", "status"], registry=self.registry)
+        self._latency = Histogram("http_request_duration_seconds", "HTTP request latency",
+                                  ["service", "route"], registry=self.registry)
 
-    @app.get("/metrics", include_in_schema=False)
-    async def metrics() -> Response:
-        return Response(generate_latest(registry), media_type=CONTENT_TYPE_LATEST)
+    def instrument(self, app: FastAPI) -> None:
+        app.add_middleware(_RequestMetrics, service=self.service, requests=self._requests,
+                           latency=self._latency)
 
-    return registry
+    def expose(self, app: FastAPI) -> None:
+        registry = self.registry
+
+        @app.get("/metrics", include_in_schema=False)
+        async def metrics() -> Response:
+            return Response(generate_latest(registry), media_type=CONTENT_TYPE_LATEST)

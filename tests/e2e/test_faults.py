@@ -37,18 +37,22 @@ def _wait_readyz(url: str, status: int, timeout: float = 20.0) -> dict[str, Any]
 @pytest.mark.parametrize("dependency", ["redis", "postgres"])
 def test_readyz_names_a_killed_dependency_and_recovers(
         fault_stack: LocalStack, dependency: str) -> None:
-    urls = [fault_stack.backend_url(), fault_stack.auth_url]
-    for url in urls:
+    # the internal listeners name each dependency; the public ports only say 503
+    internal = [fault_stack.backend_internal_url(), fault_stack.auth_internal_url]
+    public = [fault_stack.backend_url(), fault_stack.auth_url]
+    for url in internal:
         assert _wait_readyz(url, 200)["status"] == "ok"
     fault_stack.kill(dependency)
-    for url in urls:
+    for url in internal:
         body = _wait_readyz(url, 503)
         assert body["checks"][dependency]["status"] == "error"
         assert all(check["status"] == "ok" for name, check in body["checks"].items()
                    if name != dependency)
+    for url in public:
+        assert _wait_readyz(url, 503) == {"status": "unavailable"}
     assert httpx.get(f"{fault_stack.backend_url()}/healthz").status_code == 200
     fault_stack.start_service(dependency)
-    for url in urls:
+    for url in [*internal, *public]:
         assert _wait_readyz(url, 200)["status"] == "ok"
     target = Target(fault_stack.auth_url, fault_stack.backend_url(), fault_stack.ws_url())
     result = asyncio.run(arithmetic_flow(target))
@@ -82,8 +86,8 @@ def test_auth_down_existing_sessions_go_on(fault_stack: LocalStack) -> None:
             thread = await client.create_thread("while auth is down")  # offline verification
             run = await client.start_run(thread["id"], "what is 3 * 3")
             assert (await client.wait_run(run["id"]))["status"] == "succeeded"
-            assert _wait_readyz(fault_stack.backend_url(), 200)["checks"]["auth_keys"] == {
-                "status": "ok"}
+            ready = _wait_readyz(fault_stack.backend_internal_url(), 200)
+            assert ready["checks"]["auth_keys"] == {"status": "ok"}
             await fault_stack.astart_service("auth")
             await client.login(client.user["email"], PASSWORD)  # back to normal
         finally:

@@ -33,9 +33,8 @@ def test_worker_healthcheck_passes_only_for_a_live_worker(stack: LocalStack) -> 
 def test_metrics_count_requests_by_route_template(stack: LocalStack) -> None:
     import httpx
 
-    with httpx.Client(base_url=stack.backend_url()) as http:
-        assert http.get("/api/threads/thr_nope").status_code == 401
-        text = http.get("/metrics").text
+    assert httpx.get(f"{stack.backend_url()}/api/threads/thr_nope").status_code == 401
+    text = httpx.get(f"{stack.backend_internal_url()}/metrics").text  # the internal listener
     assert ('http_requests_total{route="/api/threads/{thread_id}",service="backend",'
             'status="401"}') in text
     assert 'http_request_duration_seconds_count{route="/api/threads/{thread_id}"' in text

@@ -26,7 +26,7 @@ async def _bridge_states(stack: LocalStack, seen: list[tuple[float, str]],
                          stop: asyncio.Event) -> None:
     async with httpx.AsyncClient(timeout=5) as http:
         while not stop.is_set():
-            body = (await http.get(f"{stack.backend_url()}/readyz")).json()
+            body = (await http.get(f"{stack.backend_internal_url()}/readyz")).json()
             if not seen or seen[-1][1] != body["bridge"]:
                 seen.append((time.monotonic(), body["bridge"]))
             await asyncio.sleep(0.05)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import socket
 from pathlib import Path
 
@@ -10,16 +11,17 @@ import pytest
 from e2e.stack import LocalStack, StackConfig, StackError, StackPorts
 
 
-def test_a_taken_port_is_named(tmp_path: Path) -> None:
+@pytest.mark.parametrize(("port", "service"), [("redis", "redis"),
+                                               ("backend_internal", "backend")])
+def test_a_taken_port_is_named(tmp_path: Path, port: str, service: str) -> None:
     with socket.socket() as holder:
         holder.bind(("127.0.0.1", 0))
         holder.listen()
         taken = holder.getsockname()[1]
-        ports = StackPorts.ephemeral()
-        config = StackConfig(root=tmp_path, ports=StackPorts(
-            postgres=ports.postgres, redis=taken, auth=ports.auth, backend=ports.backend))
-        with pytest.raises(StackError, match=rf"redis: port {taken} on 127.0.0.1 is already "
-                                             "in use"):
+        ports = dataclasses.replace(StackPorts.ephemeral(), **{port: taken})
+        config = StackConfig(root=tmp_path, ports=ports)
+        with pytest.raises(StackError, match=rf"{service}: port {taken} on 127.0.0.1 is "
+                                             "already in use"):
             LocalStack(config).start()
 
 
