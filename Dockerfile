@@ -10,8 +10,14 @@ ARG PIP_OPTIONS=""
 ENV PIP_NO_CACHE_DIR=1 PIP_DISABLE_PIP_VERSION_CHECK=1 PYTHONDONTWRITEBYTECODE=1
 WORKDIR /src
 # build/wheel[s] matches nothing unless the offline build prepared wheels
-COPY pyproject.toml README.md ./
+COPY pyproject.toml ./
 COPY build/wheel[s] /wheels/
+# the dependencies first, in a layer of their own: a change of the code alone
+# reuses it
+RUN python -m venv /opt/venv \
+ && python -c 'import tomllib; print("\n".join(tomllib.load(open("pyproject.toml", "rb"))["project"]["dependencies"]))' > requirements.txt \
+ && /opt/venv/bin/pip install ${PIP_OPTIONS} -r requirements.txt
+COPY README.md ./
 COPY auth ./auth
 COPY backend ./backend
 COPY agents ./agents
@@ -21,8 +27,7 @@ COPY e2e ./e2e
 COPY benchmarks ./benchmarks
 # the runtime only: the services' packages in a venv, without pip, the end-to-end
 # suite or the benchmarks
-RUN python -m venv /opt/venv \
- && /opt/venv/bin/pip install ${PIP_OPTIONS} . \
+RUN /opt/venv/bin/pip install ${PIP_OPTIONS} --no-deps . \
  && site=$(/opt/venv/bin/python -c 'import sysconfig; print(sysconfig.get_path("purelib"))') \
  && rm -rf "$site/e2e" "$site/benchmarks" \
  && /opt/venv/bin/pip uninstall -y pip setuptools wheel > /dev/null \

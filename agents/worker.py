@@ -29,7 +29,7 @@ from agents.runtime import Agent, Runtime
 from bridge.cancel import CANCEL_CHANNEL, cancel_key
 from bridge.emitter import EventEmitter, RunEmitter
 from bridge.errors import EmitError, RunFinished
-from bridge.groups import autoclaim, ensure_group, read_group
+from bridge.groups import autoclaim, ensure_group, hand_back, read_group
 from bridge.ingest import CHUNK, append_command
 from bridge.keys import UserKeys
 from bridge.queue import RUN_QUEUE, WORKER_GROUP, RunRequest
@@ -145,8 +145,21 @@ class Worker:
                     with contextlib.suppress(RedisError, OSError):
                         await self._prepare()
                 continue
+            unstarted = []
             for entry_id, fields in entries:
-                await self._start(entry_id, RunRequest.from_fields(fields))
+                if self._stopping.is_set():  # SIGTERM while reading: the rest go back
+                    unstarted.append(entry_id)
+                else:
+                    await self._start(entry_id, RunRequest.from_fields(fields))
+            await self._hand_back(unstarted)
+
+    async def _hand_back(self, entry_ids: list[bytes]) -> None:
+        if not entry_ids:
+            return
+        log.info("stopping: handing %d unstarted runs back to the queue", len(entry_ids))
+        with contextlib.suppress(RedisError, OSError):
+            await hand_back(self._redis, RUN_QUEUE, WORKER_GROUP, self._settings.worker_id,
+                            entry_ids, idle_ms=int(self._settings.claim_idle_s * 1000))
 
     async def _claim_stale(self) -> None:
         """Take queue entries that a vanished worker read but never started."""

@@ -7,7 +7,7 @@ from typing import Any, cast
 from redis.asyncio import Redis
 from redis.exceptions import ResponseError
 
-__all__ = ["Entry", "autoclaim", "ensure_group", "read_group"]
+__all__ = ["Entry", "autoclaim", "ensure_group", "hand_back", "read_group"]
 
 #: (entry id, fields) as Redis returns them
 Entry = tuple[bytes, dict[bytes, bytes]]
@@ -39,3 +39,13 @@ async def autoclaim(redis: Redis, stream: str, group: str, consumer: str, *,
     reply = cast(Any, await redis.xautoclaim(stream, group, consumer, min_idle_ms, "0-0",
                                              count=count))
     return [(entry_id, fields) for entry_id, fields in reply[1] if fields is not None]
+
+
+async def hand_back(redis: Redis, stream: str, group: str, consumer: str,
+                    entry_ids: list[bytes], *, idle_ms: int) -> None:
+    """Give entries ``consumer`` read but will not handle to whoever claims next: they
+    stay pending, marked idle for ``idle_ms`` (the others' ``min_idle_ms``), so the
+    next :func:`autoclaim` of another consumer takes them at once instead of after
+    a full idle period."""
+    if entry_ids:
+        await redis.xclaim(stream, group, consumer, 0, entry_ids, idle=idle_ms)
