@@ -1,8 +1,15 @@
 #!/bin/sh
 # Starts redis-server with one ACL user per service, each allowed only the commands
-# and keys it needs; the default user (no password) is off. Passwords come from the
-# environment and reach Redis as SHA-256 hashes in an ACL file on a tmpfs, never on
-# a command line (which every process of the host can read).
+# and keys it needs. Passwords come from the environment and reach Redis as SHA-256
+# hashes in an ACL file on a tmpfs, never on a command line (which every process of
+# the host can read).
+#
+# The default user keeps every permission but gets a random password nobody is
+# told: a connection that does not authenticate can run nothing (NOAUTH). It is
+# not turned off because Redis replays its append-only file as the default user,
+# and before 8.x checks that user's ACL again at each EXEC: with the default user
+# off, every MULTI/EXEC of the file (the effects of each script run) would be
+# refused at load, losing data silently on a restart.
 #
 #   auth      login throttle, revocation marks, WebSocket tickets
 #   backend   users' event streams (read), dispatch, lifecycle, ingest, leases (read),
@@ -26,7 +33,7 @@ BASE="-@all +@connection +@read +@write +@transaction +@scripting -@dangerous -s
 ACL=${REDIS_ACL_FILE:-/tmp/users.acl}
 umask 077
 cat > "$ACL" <<ACL
-user default off
+user default on #$(hash "$(od -An -N32 -tx1 /dev/urandom | tr -d ' \n')") ~* &* +@all
 user health on nopass resetchannels -@all +ping
 user auth on #$(hash "$REDIS_AUTH_PASSWORD") resetchannels $BASE ~throttle:* ~revoked:sid:* ~wsticket:*
 user backend on #$(hash "$REDIS_BACKEND_PASSWORD") resetchannels $BASE +@pubsub ~u:* ~runs:* ~run:* ~agents:catalog ~analytics:ingest ~reaper:lock ~worker:alive:* %R~revoked:sid:* ~wsticket:* &u:* &hub:control &runs:cancel
