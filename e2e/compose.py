@@ -4,8 +4,8 @@ A thin layer over the docker CLI. Compose itself (``docker compose`` or the olde
 ``docker-compose``, whichever answers) only builds, starts and removes the
 project; everything else goes to the engine through plain ``docker`` commands
 on the project's containers (found by compose's labels), because those behave the
-same under every Compose version: ``ps``, ``port``, ``kill``, ``stop``, ``start``,
-``stats``. Every command is built by :class:`ComposeCommands` and every answer is
+same under every Compose version: ``ps`` (states, health and published ports in
+one call), ``kill``, ``stop``, ``start``, ``stats``. Every command is built by :class:`ComposeCommands` and every answer is
 read by a parser, both unit tested; the driver itself runs against the real
 engine (``make compose-e2e``).
 
@@ -35,7 +35,8 @@ from pathlib import Path
 from e2e.drivers import Progress, Shape, StackDriver
 
 __all__ = ["ComposeCommands", "ComposeDriver", "ComposeError", "Container", "compose_cli",
-           "parse_port", "parse_ps", "parse_size_mib", "parse_stats", "stack_secrets"]
+           "parse_port", "parse_ps", "parse_published", "parse_size_mib", "parse_stats",
+           "stack_secrets"]
 
 REPO = Path(__file__).resolve().parent.parent
 DEFAULT_FILES = (REPO / "docker-compose.yml", REPO / "compose.dev.yml")
@@ -91,6 +92,8 @@ class Container:
     number: int  # the replica's index, from 1
     state: str  # running, exited …
     health: str  # healthy, starting, unhealthy, "" without a healthcheck
+    #: container port → (host, host port) of what is published
+    ports: dict[int, tuple[str, int]] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -128,9 +131,6 @@ class ComposeCommands:
     def ps(self) -> list[str]:
         return [self.docker, "ps", "--all", "--no-trunc", "--filter",
                 f"label=com.docker.compose.project={self.project}", "--format", "{{json .}}"]
-
-    def port(self, container: str, container_port: int) -> list[str]:
-        return [self.docker, "port", container, f"{container_port}/tcp"]
 
     def container(self, verb: str, container: str) -> list[str]:
         if verb == "kill":
@@ -177,6 +177,19 @@ def _health(status: str) -> str:
     return match.group(1) if match else ""
 
 
+def parse_published(text: str) -> dict[int, tuple[str, int]]:
+    """``docker ps``'s Ports (``127.0.0.1:32772->8000/tcp, 8010/tcp``): container
+    port → the address this machine dials, for the published ones."""
+    published = {}
+    for part in text.split(","):
+        outside, arrow, inside = part.strip().partition("->")
+        if not arrow or not inside.endswith("/tcp"):
+            continue
+        host, port = parse_port(outside)
+        published.setdefault(int(inside.removesuffix("/tcp")), (host, port))
+    return published
+
+
 def parse_ps(text: str) -> list[Container]:
     """The project's containers from ``docker ps --all --format '{{json .}}'``."""
     containers = []
@@ -190,7 +203,8 @@ def parse_ps(text: str) -> list[Container]:
             id=str(item.get("ID", "")), name=name, service=service,
             number=int(labels.get("com.docker.compose.container-number", "1")),
             state=str(item.get("State", "")).lower(),
-            health=_health(str(item.get("Status", "")))))
+            health=_health(str(item.get("Status", ""))),
+            ports=parse_published(str(item.get("Ports", "")))))
     return sorted(containers, key=lambda c: (c.service, c.number))
 
 
@@ -330,18 +344,15 @@ class ComposeDriver(StackDriver):
 
     def refresh(self) -> None:
         """Read containers and published ports again (a restarted container may get
-        another host port)."""
+        another host port): one ``docker ps``."""
         self.containers = parse_ps(self.run(self.commands.ps()))
         self._urls.clear()
         for container in self.containers:
             port = CONTAINER_PORTS.get(container.service)
-            if port is None or container.state != "running":
+            # Redis is published only with compose.dev.yml
+            if port not in container.ports or container.state != "running":
                 continue
-            try:
-                answer = self.run(self.commands.port(container.name, port))
-            except ComposeError:  # not published (Redis is only with compose.dev.yml)
-                continue
-            host, published = parse_port(answer)
+            host, published = container.ports[port]
             if container.service == "redis":
                 # the backend's ACL user: leases and the ingest stream, what the suite reads
                 password = self.commands.secrets["REDIS_BACKEND_PASSWORD"]

@@ -22,6 +22,7 @@ from e2e.compose import (
     compose_cli,
     parse_port,
     parse_ps,
+    parse_published,
     parse_size_mib,
     parse_stats,
     stack_secrets,
@@ -53,7 +54,6 @@ def test_engine_commands_work_under_every_compose_version() -> None:
     assert commands.ps() == ["docker", "ps", "--all", "--no-trunc", "--filter",
                              f"label=com.docker.compose.project={PROJECT}",
                              "--format", "{{json .}}"]
-    assert commands.port("p_backend_2", 8000) == ["docker", "port", "p_backend_2", "8000/tcp"]
     assert commands.container("kill", "c") == ["docker", "kill", "--signal", "KILL", "c"]
     assert commands.container("stop", "c") == ["docker", "stop", "--time", "20", "c"]
     assert commands.container("restart", "c") == ["docker", "restart", "c"]
@@ -93,6 +93,8 @@ def test_parse_ps_reads_service_replica_state_and_health() -> None:
         ("app", 1, "running", "healthy"), ("app", 2, "running", "healthy"),
         ("once", 1, "exited", "")]
     assert containers[1].name == f"{PROJECT}_app_2"
+    assert containers[0].ports == {8000: ("127.0.0.1", 32772)}
+    assert containers[2].ports == {}
     assert len(containers[0].id) == 64
     assert parse_ps("") == []
 
@@ -113,6 +115,13 @@ def test_parse_port() -> None:
     assert parse_port("0.0.0.0:32771\n[::]:32771\n") == ("127.0.0.1", 32771)
     with pytest.raises(ComposeError, match="no published port"):
         parse_port("\n")
+
+
+def test_published_ports_of_docker_ps() -> None:
+    assert parse_published("0.0.0.0:32771->8000/tcp, :::32771->8000/tcp, 8010/tcp") == {
+        8000: ("127.0.0.1", 32771)}
+    assert parse_published("127.0.0.1:49153->6379/tcp") == {6379: ("127.0.0.1", 49153)}
+    assert parse_published("8000/tcp") == parse_published("") == {}
 
 
 def test_parse_stats_and_sizes() -> None:
