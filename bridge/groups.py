@@ -48,4 +48,4 @@ async def hand_back(redis: Redis, stream: str, group: str, consumer: str,
     next :func:`autoclaim` of another consumer takes them at once instead of after
     a full idle period."""
     if entry_ids:
-        await redis.xclaim(stream, group, consumer, 0, entry_ids, idle=idle_ms)
+        await redis.xclaim(stream, group, consumer, 0, list[Any](entry_ids), idle=idle_ms)

@@ -5,15 +5,15 @@ A thin layer over the docker CLI. Compose itself (``docker compose`` or the olde
 project; everything else goes to the engine through plain ``docker`` commands
 on the project's containers (found by compose's labels), because those behave the
 same under every Compose version: ``ps`` (states, health and published ports in
-one call), ``kill``, ``stop``, ``start``, ``stats``. Every command is built by :class:`ComposeCommands` and every answer is
-read by a parser, both unit tested; the driver itself runs against the real
-engine (``make compose-e2e``).
+one call), ``kill``, ``stop``, ``start``, ``stats``. Every command is built by
+:class:`ComposeCommands` and every answer is read by a parser, both unit tested;
+the driver itself runs against the real engine (``make compose-e2e``).
 
 Each run gets its own project (``agentchat-e2e-<random>``), fresh strong secrets
 and ``APP_ENVIRONMENT=production``, so the run also proves that production accepts
 a properly configured stack. ``compose.dev.yml`` publishes the data stores on
-127.0.0.1 (the suite reads run leases from Redis), host ports ``0`` let Docker pick
-free ones, and ``down -v`` removes containers, networks and volumes at the end,
+127.0.0.1 (the suite reads run leases from Redis), on free host ports the driver
+picks, and ``down -v`` removes containers, networks and volumes at the end,
 whatever happened.
 """
 
@@ -23,9 +23,11 @@ import asyncio
 import json
 import math
 import os
+import random
 import re
 import secrets
 import shutil
+import socket
 import subprocess
 import time
 from collections.abc import Callable, Sequence
@@ -35,13 +37,13 @@ from pathlib import Path
 from e2e.drivers import Progress, Shape, StackDriver
 
 __all__ = ["ComposeCommands", "ComposeDriver", "ComposeError", "Container", "compose_cli",
-           "parse_port", "parse_ps", "parse_published", "parse_size_mib", "parse_stats",
-           "stack_secrets"]
+           "host_ports", "parse_port", "parse_ps", "parse_published", "parse_size_mib",
+           "parse_stats", "stack_secrets"]
 
 REPO = Path(__file__).resolve().parent.parent
 DEFAULT_FILES = (REPO / "docker-compose.yml", REPO / "compose.dev.yml")
 OFFLINE_FILE = REPO / "compose.offline.yml"
-#: host port variables of the compose files; "0" lets Docker choose a free port
+#: host port variables of the compose files (the backend's first: it is scaled)
 PORT_VARIABLES = ("BACKEND_PORT", "AUTH_PORT", "POSTGRES_PORT", "REDIS_PORT",
                   "CLICKHOUSE_PORT")
 CONTAINER_PORTS = {"backend": 8000, "auth": 8001, "redis": 6379}
@@ -63,6 +65,30 @@ class ComposeError(RuntimeError):
 def stack_secrets() -> dict[str, str]:
     """A fresh strong value for every secret of the stack (URL-safe: hex)."""
     return {name: secrets.token_hex(24) for name in SECRET_VARIABLES}
+
+
+def _free(port: int) -> bool:
+    with socket.socket() as probe:
+        try:
+            probe.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+    return True
+
+
+def host_ports(backends: int = 4) -> dict[str, str]:
+    """Host ports for a run, fixed rather than ``0``: Docker gives a ``0`` port a new
+    number when a killed container starts again (a client would lose the replica),
+    a fixed one back. The backend gets a range, one port a replica."""
+    first = random.Random()
+    for _ in range(200):
+        base = first.randrange(20_000, 30_000)
+        ports = range(base, base + backends + len(PORT_VARIABLES) - 1)
+        if all(_free(port) for port in ports):
+            others = [str(port) for port in ports[backends:]]
+            return {"BACKEND_PORT": f"{base}-{base + backends - 1}",
+                    **dict(zip(PORT_VARIABLES[1:], others, strict=True))}
+    raise ComposeError("found no free host ports between 20000 and 30000")
 
 
 def compose_cli(which: Callable[[str], str | None] = shutil.which,
@@ -105,6 +131,7 @@ class ComposeCommands:
     compose: tuple[str, ...] = ("docker", "compose")
     docker: str = "docker"
     secrets: dict[str, str] = field(default_factory=stack_secrets)
+    ports: dict[str, str] = field(default_factory=host_ports)
 
     def base(self) -> list[str]:
         argv = [*self.compose, "-p", self.project]
@@ -137,18 +164,18 @@ class ComposeCommands:
             return [self.docker, "kill", "--signal", "KILL", container]
         if verb == "stop":
             return [self.docker, "stop", "--time", "20", container]
-        if verb not in ("start", "restart"):
+        if verb != "start":
             raise ValueError(f"no container verb {verb!r}")
-        return [self.docker, verb, container]
+        return [self.docker, "start", container]
 
     def stats(self, containers: Sequence[str]) -> list[str]:
         return [self.docker, "stats", "--no-stream", "--format", "{{json .}}", *containers]
 
     def environment(self) -> dict[str, str]:
-        """Variables every compose command runs with: production, fresh secrets, host
-        ports 0 on 127.0.0.1 (the shell's values win over a ``.env`` file)."""
-        return {**{name: "0" for name in PORT_VARIABLES}, **self.secrets,
-                "APP_ENVIRONMENT": "production", "PUBLISH_ADDRESS": "127.0.0.1"}
+        """Variables every compose command runs with: production, fresh secrets, free
+        host ports on 127.0.0.1 (the shell's values win over a ``.env`` file)."""
+        return {**self.ports, **self.secrets, "APP_ENVIRONMENT": "production",
+                "PUBLISH_ADDRESS": "127.0.0.1"}
 
 
 def _json_lines(text: str) -> list[dict[str, object]]:
@@ -180,7 +207,7 @@ def _health(status: str) -> str:
 def parse_published(text: str) -> dict[int, tuple[str, int]]:
     """``docker ps``'s Ports (``127.0.0.1:32772->8000/tcp, 8010/tcp``): container
     port → the address this machine dials, for the published ones."""
-    published = {}
+    published: dict[int, tuple[str, int]] = {}
     for part in text.split(","):
         outside, arrow, inside = part.strip().partition("->")
         if not arrow or not inside.endswith("/tcp"):
@@ -403,12 +430,6 @@ class ComposeDriver(StackDriver):
     async def start_service(self, name: str) -> float:
         started = time.monotonic()
         await self._act("start", name)
-        await self._healthy(name)
-        return time.monotonic() - started
-
-    async def restart(self, name: str) -> float:
-        started = time.monotonic()
-        await self._act("restart", name)
         await self._healthy(name)
         return time.monotonic() - started
 

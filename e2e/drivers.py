@@ -134,10 +134,6 @@ class StackDriver(abc.ABC):
     async def start_service(self, name: str) -> float:
         """Start a stopped service and wait until it is ready; the seconds it took."""
 
-    async def restart(self, name: str) -> float:
-        await self.stop_service(name)
-        return await self.start_service(name)
-
     @abc.abstractmethod
     def is_running(self, name: str) -> bool:
         """Whether the service's process (or container) runs."""

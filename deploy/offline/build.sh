@@ -37,9 +37,12 @@ base_image() {
   if have "$BASE"; then step "$BASE: present"; return; fi
   local tarball="$CACHE/debian-$SUITE-minbase.tar"
   if [ ! -s "$tarball" ] || [ "$REBUILD" = "--rebuild" ]; then
-    command -v debootstrap > /dev/null || {
-      echo "error: debootstrap is needed once (apt-get install debootstrap)" >&2; exit 1; }
     [ "$(id -u)" = 0 ] || { echo "error: debootstrap needs root (run once as root)" >&2; exit 1; }
+    if ! command -v debootstrap > /dev/null; then
+      step "installing debootstrap (Debian's package)"
+      { apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y debootstrap; } \
+        > "$CACHE/apt.log" 2>&1 || { tail -20 "$CACHE/apt.log"; exit 1; }
+    fi
     step "$BASE: debootstrap $SUITE (minbase; a few minutes, once)"
     local tree
     tree=$(mktemp -d)

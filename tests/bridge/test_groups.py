@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import cast
+
 from redis.asyncio import Redis
 
 from bridge.groups import autoclaim, ensure_group, hand_back, read_group
@@ -13,7 +15,7 @@ IDLE_MS = 30_000
 async def test_entries_handed_back_are_claimed_by_another_consumer_at_once(
         redis: Redis) -> None:
     await ensure_group(redis, STREAM, GROUP)
-    ids = [await redis.xadd(STREAM, {"n": str(n)}) for n in range(3)]
+    ids = [cast(bytes, await redis.xadd(STREAM, {"n": str(n)})) for n in range(3)]
     taken = await read_group(redis, STREAM, GROUP, "stopping", count=3)
     assert [entry_id for entry_id, _ in taken] == ids
     # just read: not idle long enough for anyone else

@@ -29,7 +29,7 @@ async def test_auth_refuses_an_unmigrated_schema(roles_server: RolesServer,
                             migrate_on_start=False, startup_timeout_s=0.5)
     with pytest.raises(SchemaNotCurrent, match="schema auth is at revision none, this build "
                        "needs 0002: run the migrations"):
-        await _start(create_auth(settings))
+        await _start(create_auth(settings).public)
 
 
 async def test_backend_refuses_an_unmigrated_schema(roles_server: RolesServer,
@@ -38,7 +38,7 @@ async def test_backend_refuses_an_unmigrated_schema(roles_server: RolesServer,
                                migrate_on_start=False, startup_timeout_s=0.5)
     with pytest.raises(SchemaNotCurrent, match="schema app is at revision none, this build "
                        "needs 0002: run the migrations"):
-        await _start(create_backend(settings))
+        await _start(create_backend(settings).public)
     conn = await roles_server.connect(roles_database)
     try:  # and it tried nothing: the schema is as the roles' script left it
         assert await conn.fetchval(

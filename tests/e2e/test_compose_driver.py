@@ -20,6 +20,7 @@ from e2e.compose import (
     ComposeError,
     Container,
     compose_cli,
+    host_ports,
     parse_port,
     parse_ps,
     parse_published,
@@ -56,7 +57,7 @@ def test_engine_commands_work_under_every_compose_version() -> None:
                              "--format", "{{json .}}"]
     assert commands.container("kill", "c") == ["docker", "kill", "--signal", "KILL", "c"]
     assert commands.container("stop", "c") == ["docker", "stop", "--time", "20", "c"]
-    assert commands.container("restart", "c") == ["docker", "restart", "c"]
+    assert commands.container("start", "c") == ["docker", "start", "c"]
     assert commands.stats(["a", "b"]) == ["docker", "stats", "--no-stream", "--format",
                                           "{{json .}}", "a", "b"]
     with pytest.raises(ValueError):
@@ -67,10 +68,20 @@ def test_every_command_runs_in_production_with_fresh_secrets_and_free_ports() ->
     env = ComposeCommands(PROJECT).environment()
     assert env["APP_ENVIRONMENT"] == "production"
     assert env["PUBLISH_ADDRESS"] == "127.0.0.1"
-    assert all(env[name] == "0" for name in PORT_VARIABLES)
+    first, last = map(int, env["BACKEND_PORT"].split("-"))
+    assert last - first == 3  # a port for each of up to four replicas
+    singles = [int(env[name]) for name in PORT_VARIABLES[1:]]
+    assert len({*range(first, last + 1), *singles}) == 8
     assert all(len(env[name]) >= 32 for name in SECRET_VARIABLES)
     assert ComposeCommands(PROJECT).secrets != ComposeCommands(PROJECT).secrets
     assert set(stack_secrets()) == set(SECRET_VARIABLES)
+
+
+def test_host_ports_are_free_and_distinct() -> None:
+    ports = host_ports(backends=2)
+    assert set(ports) == set(PORT_VARIABLES)
+    first, last = map(int, ports["BACKEND_PORT"].split("-"))
+    assert last == first + 1
 
 
 def test_the_plugin_is_preferred_and_compose_v1_is_the_fallback() -> None:
