@@ -76,17 +76,19 @@ def _free(port: int) -> bool:
     return True
 
 
-def host_ports(backends: int = 4) -> dict[str, str]:
+def host_ports(backends: int = 1) -> dict[str, str]:
     """Host ports for a run, fixed rather than ``0``: Docker gives a ``0`` port a new
     number when a killed container starts again (a client would lose the replica),
-    a fixed one back. The backend gets a range, one port a replica."""
+    a fixed one back. The backends share a range of exactly one port a replica:
+    a replica that starts again finds only its own port free (in a wider range
+    Docker may hand it another)."""
     first = random.Random()
     for _ in range(200):
         base = first.randrange(20_000, 30_000)
         ports = range(base, base + backends + len(PORT_VARIABLES) - 1)
         if all(_free(port) for port in ports):
             others = [str(port) for port in ports[backends:]]
-            return {"BACKEND_PORT": f"{base}-{base + backends - 1}",
+            return {"BACKEND_PORT": f"{base}-{base + backends - 1}" if backends > 1 else str(base),
                     **dict(zip(PORT_VARIABLES[1:], others, strict=True))}
     raise ComposeError("found no free host ports between 20000 and 30000")
 
@@ -167,6 +169,9 @@ class ComposeCommands:
         if verb != "start":
             raise ValueError(f"no container verb {verb!r}")
         return [self.docker, "start", container]
+
+    def no_restart(self, containers: Sequence[str]) -> list[str]:
+        return [self.docker, "update", "--restart", "no", *containers]
 
     def stats(self, containers: Sequence[str]) -> list[str]:
         return [self.docker, "stats", "--no-stream", "--format", "{{json .}}", *containers]
@@ -304,7 +309,7 @@ class ComposeDriver(StackDriver):
         self.commands = commands or ComposeCommands(
             f"agentchat-e2e-{secrets.token_hex(4)}",
             files=(*DEFAULT_FILES, OFFLINE_FILE) if offline else DEFAULT_FILES,
-            compose=tuple(compose_cli()))
+            compose=tuple(compose_cli()), ports=host_ports(self.shape.backends))
         self._run = runner or _run
         self._health_timeout_s = health_timeout_s
         self._urls: dict[tuple[str, int], str] = {}
@@ -329,6 +334,9 @@ class ComposeDriver(StackDriver):
         try:
             self.run(self.commands.up(self.scale), timeout=600)
             self.wait_healthy()
+            # the suite kills and starts services itself, as on the local stack: a
+            # restart policy would bring a killed one back behind its back
+            self.run(self.commands.no_restart([c.name for c in self.containers]))
             self.start_timings["stack (compose up, every service healthy)"] = (
                 time.monotonic() - started)
         except BaseException:
