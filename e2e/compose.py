@@ -54,6 +54,12 @@ SECRET_VARIABLES = ("POSTGRES_PASSWORD", "POSTGRES_OWNER_PASSWORD", "POSTGRES_AU
 #: the worker's default WORKER_CONCURRENCY (compose passes no override)
 WORKER_CONCURRENCY = 50
 
+#: the fields of ``docker ps`` the driver reads, a tab between them: ``{{json .}}``
+#: would name ``.Size`` too, which makes docker measure every container's disk
+#: (18 s for seven containers on fuse-overlayfs, against 30 ms)
+PS_FIELDS = ("ID", "Names", "State", "Status", "Ports", "Labels")
+PS_FORMAT = "\t".join(f"{{{{.{name}}}}}" for name in PS_FIELDS)
+
 #: runs one command: (argv, timeout in seconds, environment overrides) → stdout
 Runner = Callable[[list[str], float, dict[str, str]], str]
 
@@ -159,7 +165,7 @@ class ComposeCommands:
 
     def ps(self) -> list[str]:
         return [self.docker, "ps", "--all", "--no-trunc", "--filter",
-                f"label=com.docker.compose.project={self.project}", "--format", "{{json .}}"]
+                f"label=com.docker.compose.project={self.project}", "--format", PS_FORMAT]
 
     def container(self, verb: str, container: str) -> list[str]:
         if verb == "kill":
@@ -195,12 +201,8 @@ def _json_lines(text: str) -> list[dict[str, object]]:
     return [json.loads(line) for line in text.splitlines() if line.strip()]
 
 
-def _labels(value: object) -> dict[str, str]:
-    if isinstance(value, dict):
-        return {str(k): str(v) for k, v in value.items()}
-    if isinstance(value, str):
-        return dict(part.split("=", 1) for part in value.split(",") if "=" in part)
-    return {}
+def _labels(value: str) -> dict[str, str]:
+    return dict(part.split("=", 1) for part in value.split(",") if "=" in part)
 
 
 def _health(status: str) -> str:
@@ -223,20 +225,21 @@ def parse_published(text: str) -> dict[int, tuple[str, int]]:
 
 
 def parse_ps(text: str) -> list[Container]:
-    """The project's containers from ``docker ps --all --format '{{json .}}'``."""
+    """The project's containers from ``docker ps --all --format PS_FORMAT``."""
     containers = []
-    for item in _json_lines(text):
-        labels = _labels(item.get("Labels"))
+    for line in text.splitlines():
+        if not line.strip():
+            continue
+        item = dict(zip(PS_FIELDS, line.split("\t"), strict=True))
+        labels = _labels(item["Labels"])
         service = labels.get("com.docker.compose.service", "")
         if not service or labels.get("com.docker.compose.oneoff") == "True":
             continue
-        name = str(item.get("Names", "")).split(",")[0]
         containers.append(Container(
-            id=str(item.get("ID", "")), name=name, service=service,
+            id=item["ID"], name=item["Names"].split(",")[0], service=service,
             number=int(labels.get("com.docker.compose.container-number", "1")),
-            state=str(item.get("State", "")).lower(),
-            health=_health(str(item.get("Status", ""))),
-            ports=parse_published(str(item.get("Ports", "")))))
+            state=item["State"].lower(), health=_health(item["Status"]),
+            ports=parse_published(item["Ports"])))
     return sorted(containers, key=lambda c: (c.service, c.number))
 
 

@@ -53,8 +53,8 @@ def test_compose_commands_are_exact() -> None:
 def test_engine_commands_work_under_every_compose_version() -> None:
     commands = _commands(("docker", "compose"))
     assert commands.ps() == ["docker", "ps", "--all", "--no-trunc", "--filter",
-                             f"label=com.docker.compose.project={PROJECT}",
-                             "--format", "{{json .}}"]
+                             f"label=com.docker.compose.project={PROJECT}", "--format",
+                             "{{.ID}}\t{{.Names}}\t{{.State}}\t{{.Status}}\t{{.Ports}}\t{{.Labels}}"]
     assert commands.container("kill", "c") == ["docker", "kill", "--signal", "KILL", "c"]
     assert commands.container("stop", "c") == ["docker", "stop", "--time", "20", "c"]
     assert commands.container("start", "c") == ["docker", "start", "c"]
@@ -100,7 +100,7 @@ def test_offline_runs_add_the_image_override_and_build_nothing() -> None:
 
 
 def test_parse_ps_reads_service_replica_state_and_health() -> None:
-    containers = parse_ps((SAMPLES / "docker_ps.ndjson").read_text())
+    containers = parse_ps((SAMPLES / "docker_ps.tsv").read_text())
     assert [(c.service, c.number, c.state, c.health) for c in containers] == [
         ("app", 1, "running", "healthy"), ("app", 2, "running", "healthy"),
         ("once", 1, "exited", "")]
@@ -116,9 +116,9 @@ def test_parse_ps_reads_service_replica_state_and_health() -> None:
     ("Up 2 minutes (unhealthy)", "unhealthy"), ("Exited (0) 5 seconds ago", ""),
     ("Up 4 seconds", "")])
 def test_health_comes_from_the_status_text(status: str, health: str) -> None:
-    line = ('{"ID": "c", "Names": "p_x_1", "State": "running", "Status": "%s", '
-            '"Labels": "com.docker.compose.service=x,com.docker.compose.container-number=1"}')
-    (container,) = parse_ps(line % status)
+    line = (f"c\tp_x_1\trunning\t{status}\t\t"
+            "com.docker.compose.service=x,com.docker.compose.container-number=1")
+    (container,) = parse_ps(line)
     assert container == Container("c", "p_x_1", "x", 1, "running", health)
 
 
@@ -154,7 +154,7 @@ def test_capacity_comes_from_more_workers() -> None:
 
 def test_replica_names_map_to_containers() -> None:
     driver = ComposeDriver(Shape(backends=2))
-    driver.containers = parse_ps((SAMPLES / "docker_ps.ndjson").read_text())
+    driver.containers = parse_ps((SAMPLES / "docker_ps.tsv").read_text())
     assert driver.container_of("app-2").name == f"{PROJECT}_app_2"
     assert driver.container_of("app").number == 1
     with pytest.raises(ComposeError, match="no container for backend"):
