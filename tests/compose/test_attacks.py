@@ -122,10 +122,12 @@ REDIS_PROBE = """
         try:
             client.execute_command(*command)
             return "allowed"
+        except redis.exceptions.NoPermissionError:
+            return "NOPERM"
         except redis.exceptions.ResponseError as exc:
             return str(exc).split()[0]
-        except redis.exceptions.AuthenticationError as exc:
-            return "WRONGPASS" if "WRONGPASS" in str(exc) else "NOAUTH"
+        except redis.exceptions.AuthenticationError as exc:  # the reply's text, no prefix
+            return "WRONGPASS" if "invalid username-password" in str(exc) else "NOAUTH"
         finally:
             client.close()
 
