@@ -32,7 +32,7 @@ def test_a_failing_service_is_named_with_its_log(tmp_path: Path) -> None:
         LocalStack(config).start(only=("postgres", "redis", "auth"))
     message = str(caught.value)
     assert message.startswith("auth did not become ready (auth /readyz answers 200)")
-    assert "access_token_ttl_s" in message  # the end of auth's log: the settings error
+    assert "AUTH_ACCESS_TOKEN_TTL_S" in message  # the end of auth's log: the settings error
 
 
 def test_kill_and_restart_one_service(redis_server: LocalStack) -> None:
