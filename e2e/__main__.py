@@ -160,7 +160,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         return 2
     try:
         settings = thresholds.load(args.scale, Path(args.thresholds) if args.thresholds
-                                   else None)
+                                   else None, stack=args.stack)
     except thresholds.ThresholdError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

@@ -21,7 +21,7 @@ __all__ = ["DEFAULT_PATH", "Check", "Limit", "Settings", "ThresholdError", "judg
 
 DEFAULT_PATH = Path(__file__).with_name("thresholds.toml")
 Scale = Literal["smoke", "full"]
-_RESERVED = ("smoke", "original")
+_RESERVED = ("smoke", "compose", "original")
 
 
 class ThresholdError(ValueError):
@@ -123,9 +123,10 @@ def _parse_env_value(raw: str) -> Any:
 
 
 def load(scale: Scale = "full", path: Path | None = None,
-         env: Mapping[str, str] | None = None) -> Settings:
+         env: Mapping[str, str] | None = None, *, stack: str = "local") -> Settings:
     """The settings for ``scale`` from ``path`` (default: the file beside this module),
-    with ``E2E_<TABLE>__<KEY>`` variables from ``env`` (default: ``os.environ``) on top."""
+    the ``[compose.<table>]`` overrides on the compose stack, with ``E2E_<TABLE>__<KEY>``
+    variables from ``env`` (default: ``os.environ``) on top."""
     path = path or DEFAULT_PATH
     env = os.environ if env is None else env
     try:
@@ -139,9 +140,11 @@ def load(scale: Scale = "full", path: Path | None = None,
         if not isinstance(values, dict):
             raise ThresholdError(f"{path}: {name} is not a table")
         tables[name] = dict(values)
-    if scale == "smoke":
-        for name, values in document.get("smoke", {}).items():
-            _merge(tables, name, values, f"{path} [smoke.{name}]")
+    overrides = [part for part, wanted in (("smoke", scale == "smoke"),
+                                           ("compose", stack == "compose")) if wanted]
+    for part in overrides:
+        for name, values in document.get(part, {}).items():
+            _merge(tables, name, values, f"{path} [{part}.{name}]")
     for variable, raw in sorted(env.items()):
         if not variable.startswith("E2E_") or "__" not in variable:
             continue

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from e2e.scenarios import SCENARIOS
-from e2e.thresholds import Limit, ThresholdError, judge, load
+from e2e.thresholds import Limit, Settings, ThresholdError, judge, load
 
 
 def test_the_shipped_file_has_every_scenario_and_the_documented_defaults() -> None:
@@ -92,3 +92,19 @@ def test_judge() -> None:
                         "rss_growth_mb": (True, "not available from this driver"),
                         "success_rate": (False, "not measured")}
     assert not Limit("max_x", "x", "max", 1).holds(float("nan"))
+
+
+def test_compose_overrides_apply_on_the_compose_stack_only() -> None:
+    local, compose = load("full", env={}), load("full", env={}, stack="compose")
+
+    def limit(settings: Settings, table: str, key: str) -> float:
+        value: float = settings.section(table)[key]
+        return value
+
+    assert limit(local, "failure_recovery", "max_backend_kill_recovery_ms") == 5000
+    assert limit(compose, "failure_recovery", "max_backend_kill_recovery_ms") == 15000
+    assert limit(compose, "failure_recovery", "max_socket_drop_recovery_ms") == 5000
+    assert limit(compose, "all", "max_p95_ws_connect_ms") == 4000
+    smoke = load("smoke", env={}, stack="compose")
+    assert limit(smoke, "failure_recovery", "ticks") == 500
+    assert limit(smoke, "failure_recovery", "max_auth_down_recovery_ms") == 15000
