@@ -48,7 +48,8 @@ unit: $(STAMP)
 	@$(BIN)/pytest -q tests --ignore=tests/e2e
 
 # the compose stack's tests and end-to-end run need a Docker engine: run where one
-# answers, said plainly where none does (CI has one: there they always run)
+# answers, said plainly where none does (CI has one: there they always run). The
+# end-to-end run is at smoke scale here; `make compose-e2e` runs the full scale.
 DOCKER_ANSWERS = $(shell docker info > /dev/null 2>&1 && echo yes)
 
 test: lint typecheck
@@ -58,7 +59,7 @@ endif
 	@echo "==> pytest (unit, integration and end-to-end tests on real servers)"
 	@$(BIN)/pytest tests
 ifeq ($(DOCKER_ANSWERS),yes)
-	@$(MAKE) --no-print-directory compose-e2e
+	@$(MAKE) --no-print-directory compose-e2e E2E_ARGS="--scale smoke $(E2E_ARGS)"
 else
 	@echo "==> compose: SKIPPED, no Docker engine answers (docker info failed): the compose"
 	@echo "    stack's attack tests and end-to-end run did not run here"
