@@ -60,9 +60,6 @@ WORKER_CONCURRENCY = 50
 PS_FIELDS = ("ID", "Names", "State", "Status", "Ports", "Labels")
 PS_FORMAT = "\t".join(f"{{{{.{name}}}}}" for name in PS_FIELDS)
 
-#: runs one command: (argv, timeout in seconds, environment overrides) → stdout
-Runner = Callable[[list[str], float, dict[str, str]], str]
-
 
 class ComposeError(RuntimeError):
     """A docker command failed; the message carries the command and its stderr."""
@@ -189,18 +186,6 @@ class ComposeCommands:
                 "PUBLISH_ADDRESS": "127.0.0.1"}
 
 
-def _json_lines(text: str) -> list[dict[str, object]]:
-    """``docker … --format '{{json .}}'`` prints one object a line (and Compose v2's
-    own ``--format json``, before 2.21, one array)."""
-    text = text.strip()
-    if not text:
-        return []
-    if text.startswith("["):
-        items = json.loads(text)
-        return [i for i in items if isinstance(i, dict)]
-    return [json.loads(line) for line in text.splitlines() if line.strip()]
-
-
 def _labels(value: str) -> dict[str, str]:
     return dict(part.split("=", 1) for part in value.split(",") if "=" in part)
 
@@ -270,7 +255,7 @@ def parse_stats(text: str) -> dict[str, float]:
     """Container name → memory in MiB from ``docker stats --no-stream --format
     '{{json .}}'`` (``"MemUsage": "45.6MiB / 7.6GiB"``: the part before the slash)."""
     figures = {}
-    for item in _json_lines(text):
+    for item in (json.loads(line) for line in text.splitlines() if line.strip()):
         usage = str(item.get("MemUsage", ""))
         if "/" in usage:
             figures[str(item.get("Name", ""))] = parse_size_mib(usage.split("/", 1)[0])
@@ -303,7 +288,7 @@ class ComposeDriver(StackDriver):
 
     def __init__(self, shape: Shape, progress: Progress | None = None, *,
                  offline: bool = False, commands: ComposeCommands | None = None,
-                 runner: Runner | None = None, health_timeout_s: float = 180.0) -> None:
+                 health_timeout_s: float = 180.0) -> None:
         # compose passes no WORKER_CONCURRENCY: capacity comes from more workers
         workers = max(shape.workers, math.ceil(
             shape.workers * shape.worker_concurrency / WORKER_CONCURRENCY))
@@ -313,7 +298,6 @@ class ComposeDriver(StackDriver):
             f"agentchat-e2e-{secrets.token_hex(4)}",
             files=(*DEFAULT_FILES, OFFLINE_FILE) if offline else DEFAULT_FILES,
             compose=tuple(compose_cli()), ports=host_ports(self.shape.backends))
-        self._run = runner or _run
         self._health_timeout_s = health_timeout_s
         self._urls: dict[tuple[str, int], str] = {}
         self.containers: list[Container] = []
@@ -325,7 +309,7 @@ class ComposeDriver(StackDriver):
 
     # -- running docker ----------------------------------------------------------------
     def run(self, argv: list[str], timeout: float = 120.0) -> str:
-        return self._run(argv, timeout, self.commands.environment())
+        return _run(argv, timeout, self.commands.environment())
 
     def start(self) -> None:
         if not self.offline:
@@ -367,7 +351,7 @@ class ComposeDriver(StackDriver):
         parts = []
         for container in containers[:4]:
             try:
-                text = self._run([self.commands.docker, "logs", "--tail", "30", container.name],
+                text = _run([self.commands.docker, "logs", "--tail", "30", container.name],
                                  30, {})
             except ComposeError as exc:
                 text = str(exc)
