@@ -28,6 +28,7 @@ from bridge.protocol import (
     DeliveryCursor,
     PingMessage,
     ProtocolError,
+    ResumeCursor,
     ResumeMessage,
     StartRunMessage,
     parse_client_message,
@@ -233,9 +234,10 @@ class Gateway:
         if origin is not None and origin not in settings.ws_allowed_origins:
             await ws.close(CLOSE_ORIGIN, "origin not allowed")
             return
-        principal = await self._authenticate(ws, state)
-        if principal is None:
+        authenticated = await self._authenticate(ws, state)
+        if authenticated is None:
             return
+        principal, resume = authenticated
         if self._per_user[principal.user_id] >= settings.ws_max_connections_per_user:
             await ws.close(CLOSE_TOO_MANY, "too many connections for this user")
             return
@@ -243,14 +245,15 @@ class Gateway:
         self._per_user[principal.user_id] += 1
         self._connections.add(connection)
         try:
-            await self._run(connection)
+            await self._run(connection, resume)
         finally:
             self._connections.discard(connection)
             self._per_user[principal.user_id] -= 1
             if self._per_user[principal.user_id] <= 0:
                 del self._per_user[principal.user_id]
 
-    async def _authenticate(self, ws: WebSocket, state: BackendState) -> Principal | None:
+    async def _authenticate(self, ws: WebSocket, state: BackendState,
+                            ) -> tuple[Principal, ResumeCursor | None] | None:
         try:
             text = await asyncio.wait_for(ws.receive_text(), state.settings.ws_auth_timeout_s)
         except TimeoutError:
@@ -262,14 +265,14 @@ class Gateway:
             message = parse_client_message(text)
             if not isinstance(message, AuthMessage) or not (message.ticket or message.token):
                 raise InvalidToken("the first message must be auth with a ticket or token")
-            return await _principal(message, state)
+            return await _principal(message, state), message.resume
         except (ProtocolError, InvalidToken) as exc:
             await ws.close(CLOSE_UNAUTHORIZED, f"unauthorized: {exc}"[:120])
         except (RedisError, OSError):
             await ws.close(CLOSE_TRY_AGAIN, "authentication unavailable, retry")
         return None
 
-    async def _run(self, connection: Connection) -> None:
+    async def _run(self, connection: Connection, resume: ResumeCursor | None) -> None:
         state, ws = connection.state, connection.ws
         subscription = Subscription(connection.principal.user_id, connection.on_event,
                                     connection.on_reconnect)
@@ -282,6 +285,9 @@ class Gateway:
                 "type": "welcome", "connection_id": connection.id,
                 "user_id": connection.principal.user_id, "epoch": position.epoch,
                 "last_seq": position.last_seq, "heartbeat_s": state.settings.ws_heartbeat_s}))
+            if resume is not None:  # resumed in the auth message: replay, then live
+                connection.push(_Outbound("resume", frame=resume.model_dump()), first=True)
+                connection.go_live()
             await self._receive(connection)
         finally:
             connection.stop()

@@ -21,6 +21,7 @@ __all__ = [
     "DeliveryCursor",
     "PingMessage",
     "ProtocolError",
+    "ResumeCursor",
     "ResumeMessage",
     "StartRunMessage",
     "error_frame",
@@ -36,10 +37,21 @@ class _Message(BaseModel):
     request_id: str | None = Field(default=None, max_length=128)
 
 
+class ResumeCursor(BaseModel):
+    """Where a client's delivery stopped: replay every event with ``seq > after``."""
+
+    model_config = ConfigDict(extra="forbid")
+    after: int = Field(ge=0)
+    epoch: str | None = Field(default=None, max_length=64)
+
+
 class AuthMessage(_Message):
     type: Literal["auth"]
     ticket: str | None = Field(default=None, max_length=512)
     token: str | None = Field(default=None, max_length=8192)
+    #: resume in the same message: the replay precedes every live event by
+    #: construction, however late the client's next frame would have come
+    resume: ResumeCursor | None = None
 
 
 class ResumeMessage(_Message):
@@ -103,7 +115,7 @@ def parse_client_message(text: str) -> ClientMessage:
         raise ProtocolError("invalid_message", "a frame is a JSON object")
     request_id = data.get("request_id") if isinstance(data.get("request_id"), str) else None
     kind = data.get("type")
-    if kind not in _TYPES:
+    if not isinstance(kind, str) or kind not in _TYPES:
         raise ProtocolError("unknown_type", f"unknown message type {kind!r}", request_id)
     try:
         return _ADAPTER.validate_python(data)

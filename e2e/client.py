@@ -163,10 +163,15 @@ class ChatClient:
         return sum(int(i["requests"]) for i in items)
 
     async def connect(self, ws_url: str, *, origin: str | None = None,
-                      use_ticket: bool = True) -> EventSocket:
+                      use_ticket: bool = True,
+                      resume: dict[str, Any] | None = None) -> EventSocket:
+        """An authenticated socket; ``resume`` (``{"after", "epoch"}``) rides in the
+        auth message, so the replay comes before any live event."""
         socket = EventSocket(ws_url)
-        auth = ({"type": "auth", "ticket": await self.ws_ticket()} if use_ticket
-                else {"type": "auth", "token": self.access_token})
+        auth: dict[str, Any] = ({"type": "auth", "ticket": await self.ws_ticket()} if use_ticket
+                                else {"type": "auth", "token": self.access_token})
+        if resume is not None:
+            auth["resume"] = resume
         await socket.open(auth, origin=origin)
         return socket
 

@@ -66,7 +66,10 @@ export class LiveSocket {
     this.authenticated = false;
     const ws = new WebSocket(this.url);
     this.ws = ws;
-    ws.onopen = () => ws.send(JSON.stringify({ type: 'auth', token }));
+    ws.onopen = () => { // after the first connection, resume rides in the auth message
+      const resume = this.epoch === null ? undefined : { after: this.delivered, epoch: this.epoch };
+      ws.send(JSON.stringify({ type: 'auth', token, resume }));
+    };
     ws.onmessage = (message) => { if (ws === this.ws) this._frame(JSON.parse(message.data)); };
     ws.onclose = (event) => { if (ws === this.ws) this._closed(event); };
   }
@@ -92,8 +95,7 @@ export class LiveSocket {
       this.delivered = frame.last_seq;
       this.ws.send(JSON.stringify({ type: 'ping' })); // a first message releases live delivery at once
       this._status('connected', { seq: this.delivered });
-    } else { // the first message after auth: replay what was missed, then live
-      this.ws.send(JSON.stringify({ type: 'resume', after: this.delivered, epoch: this.epoch }));
+    } else { // the server replays what was missed (asked in auth), then live
       this._status('resuming', { seq: this.delivered });
     }
   }

@@ -104,10 +104,12 @@ class Context:
         return round(at - self.started, 3)
 
     async def connect(self, client: ChatClient, replica: int = 1, *,
-                      use_ticket: bool = True) -> EventSocket:
+                      use_ticket: bool = True,
+                      resume: dict[str, Any] | None = None) -> EventSocket:
         """A socket to ``replica``, its connect time (connect + auth + welcome) sampled."""
         started = time.monotonic()
-        socket = await client.connect(self.driver.ws_url(replica), use_ticket=use_ticket)
+        socket = await client.connect(self.driver.ws_url(replica), use_ticket=use_ticket,
+                                      resume=resume)
         self.result.sample("ws_connect_ms", (time.monotonic() - started) * 1000)
         return socket
 
@@ -176,11 +178,13 @@ async def reconnect_and_resume(ctx: Context, client: ChatClient, after: int, epo
         for replica in replicas():
             attempts += 1
             try:
-                socket = await ctx.connect(client, replica, use_ticket=use_ticket)
+                socket = await ctx.connect(client, replica, use_ticket=use_ticket,
+                                           resume={"after": after, "epoch": epoch})
             except Exception as exc:  # refused, reset, handshake or ticket failed: retry
                 last = exc
                 continue
-            answer = await socket.request({"type": "resume", "after": after, "epoch": epoch})
+            answer = await socket.wait_for(
+                lambda f: f.get("type") in ("resumed", "resync_required"))
             if answer.get("type") != "resumed":
                 raise ConnectionError(f"resume after {after} answered {answer}")
             return socket, attempts, time.monotonic()

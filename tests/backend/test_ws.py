@@ -137,3 +137,30 @@ async def test_resume_replays_history_and_detects_a_lost_epoch(target: Target,
                          "last_seq": later.welcome["last_seq"], "request_id": "req-1"}
     finally:
         await later.close()
+
+
+async def test_resume_in_the_auth_message_replays_before_any_live_event(
+        target: Target, client: ChatClient) -> None:
+    """The replay precedes live delivery by construction: a run streams while the
+    second socket connects, and that socket sends nothing after its auth message."""
+    thread = await client.create_thread()
+    first = await client.connect(target.ws_url)
+    try:
+        run_id = (await first.request({"type": "start_run", "thread_id": thread["id"],
+                                       "agent": "ticker",
+                                       "input": "ticks 150 every 5 ms of 8 bytes"}))["run_id"]
+        await first.wait_for(lambda f: f.get("type") == "partial_result")
+        resumed = await client.connect(target.ws_url, resume={
+            "after": 0, "epoch": first.welcome["epoch"]})
+        try:
+            await resumed.wait_terminal(run_id)
+            kinds = [r.frame["type"] for r in resumed.frames]
+            answer = next(r.frame for r in resumed.frames if r.frame["type"] == "resumed")
+            before = kinds[:kinds.index("resumed")]
+            seqs = [e["seq"] for e in resumed.events]
+            assert seqs == list(range(1, seqs[-1] + 1))  # every event once, in order
+            assert before[0] == "welcome" and len(before) - 1 == answer["last_seq"]
+        finally:
+            await resumed.close()
+    finally:
+        await first.close()
