@@ -41,6 +41,9 @@ class WorkerSettings(ServiceSettings):
     history_maxlen: int = 10_000
     history_ttl_s: int = 86_400
     log_level: str = "info"
+    # touched at each heartbeat that reached Redis, removed at exit: a container
+    # healthcheck reads its age with no process of Python (unset: no file)
+    health_file: str | None = None
     # the backend's internal listener (its BACKEND_INTERNAL_PORT), whose internal API
     # serves tools that read the run owner's data
     backend_url: str = "http://127.0.0.1:8010"

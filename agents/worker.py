@@ -14,8 +14,8 @@ import contextlib
 import json
 import logging
 import signal
-import sys
 from dataclasses import asdict
+from pathlib import Path
 
 import uvloop
 from redis.asyncio import Redis
@@ -84,6 +84,7 @@ class Worker:
             for task in helpers:
                 with contextlib.suppress(asyncio.CancelledError):
                     await task
+            _health_file(self._settings.health_file, alive=False)
             with contextlib.suppress(RedisError, OSError):
                 await self._redis.delete(alive_key(self._settings.worker_id))
 
@@ -99,6 +100,7 @@ class Worker:
                 await self._registry.hold(list(self._running), self._settings.worker_id)
                 await self._redis.set(alive_key(self._settings.worker_id),
                                       len(self._running), ex=10)
+                _health_file(self._settings.health_file, alive=True)
                 await self._announce()
                 await self._honour_cancel_keys()
             await asyncio.sleep(self._settings.lease_ttl_s / 4)
@@ -331,19 +333,18 @@ async def serve(settings: WorkerSettings) -> None:
         log.info("worker %s stopped", settings.worker_id)
 
 
-async def check(settings: WorkerSettings) -> bool:
-    """Whether this worker announces itself in Redis (the container healthcheck)."""
-    redis = make_redis(settings.redis_url, timeout=2.0, max_connections=2)
-    try:
-        return bool(await redis.exists(alive_key(settings.worker_id)))
-    finally:
-        await redis.aclose()
+def _health_file(path: str | None, *, alive: bool) -> None:
+    """Touch (or remove) the healthcheck's file: on a tmpfs, microseconds."""
+    if path is None:
+        return
+    if alive:
+        Path(path).touch()
+    else:
+        Path(path).unlink(missing_ok=True)
 
 
 def main() -> None:
     settings = load_settings(WorkerSettings)
-    if "--check" in sys.argv[1:]:
-        sys.exit(0 if asyncio.run(check(settings)) else 1)
     configure_logging(settings.worker_id, settings.log_level)
     uvloop.run(serve(settings))  # the event loop uvicorn runs the other services on
 

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.production import PASSWORD, TOKEN, without_service_variables
+from tests.production import PASSWORD, without_service_variables
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -56,11 +56,6 @@ STARTS = {
         "WORKER_OPENAI_API_KEY": "sk-placeholder-4d2e",
     }, ("WORKER_BACKEND_TOKEN", "WORKER_OPENAI_API_KEY"),
         ("change-me-internal-token", PASSWORD, "sk-placeholder-4d2e")),
-    "worker --check": Start("worker", ("-m", "agents.worker", "--check"), {
-        "WORKER_ENVIRONMENT": "production",
-        "WORKER_BACKEND_TOKEN": TOKEN,
-        "WORKER_REDIS_URL": "redis://127.0.0.1:6379/0",
-    }, ("WORKER_REDIS_URL",), (TOKEN,)),
 }
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -84,3 +85,22 @@ async def test_a_stop_during_any_step_ends_the_run_once(redis: Redis) -> None:
         endings.append(events[-1]["type"])
     assert set(endings) <= {"agent_cancelled", "agent_completed"}
     assert endings[0] == "agent_cancelled"
+
+
+async def test_the_health_file_lives_while_the_worker_reaches_redis(
+        redis: Redis, tmp_path: Path) -> None:
+    """The container healthcheck's file: touched by the heartbeat, gone at exit."""
+    health = tmp_path / "worker.alive"
+    settings = WorkerSettings(worker_id="worker-health", health_file=str(health))
+    worker = Worker(settings, redis, builtin_agents(settings))
+    running = asyncio.create_task(worker.run())
+    try:
+        for _ in range(100):
+            if health.exists():
+                break
+            await asyncio.sleep(0.05)
+        assert health.exists()
+    finally:
+        worker.stop()
+        await asyncio.wait_for(running, 15)
+    assert not health.exists()
