@@ -7,9 +7,10 @@ must not line up without end: each lane admits at most ``budget`` jobs at once
 (:class:`Busy`) at once, without hashing anything.
 
 Fairness: logins and registrations are separate lanes. A registration flood
-fills only its own, small, budget, and runs on at most half the threads (at
-least one), so logins always find the other half and a queue of their own; a
-login waits behind at most the registration budget, never behind the flood.
+fills only its own, small, budget, and holds at most half the threads at any
+moment (at least one: a lane's jobs beyond its ``parallel`` wait in the lane,
+outside the pool), so logins always find the other half and a queue of their
+own; they never wait behind the flood.
 """
 
 from __future__ import annotations
