@@ -17,7 +17,7 @@ from auth.passwords import Passwords
 from auth.routes import router
 from auth.state import AuthState
 from auth.store import Store
-from auth.throttle import LoginThrottle, ThrottlePolicy
+from auth.throttle import LoginThrottle, RegisterThrottle, ThrottlePolicy
 from auth.tokens import TokenIssuer
 from servicekit import (
     Check,
@@ -46,6 +46,13 @@ def _throttle(settings: AuthSettings, redis: Redis) -> LoginThrottle:
                          address=policy(settings.login_address_free_attempts))
 
 
+def _register_throttle(settings: AuthSettings, redis: Redis) -> RegisterThrottle:
+    return RegisterThrottle(redis, ThrottlePolicy(
+        free_attempts=settings.register_address_free_attempts,
+        base_delay_s=settings.register_base_delay_s, max_delay_s=settings.register_max_delay_s,
+        window_s=settings.register_window_s))
+
+
 def create_app(settings: AuthSettings) -> ServiceApps:
     """The public app (the auth API, JWKS) and the internal one (``/metrics``, the
     detailed ``/readyz``), sharing the state the public app's lifespan builds."""
@@ -59,16 +66,19 @@ def create_app(settings: AuthSettings) -> ServiceApps:
                                  timeout_s=settings.dependency_timeout_s)
         redis = make_redis(settings.redis_url, timeout=settings.dependency_timeout_s)
         keys = KeyStore(Path(settings.keys_dir))
+        passwords = Passwords(settings)
         app.state.auth = AuthState(
             settings=settings, pool=pool, redis=redis, keys=keys,
-            passwords=Passwords(settings), store=Store(pool),
-            tokens=TokenIssuer(settings, keys), throttle=_throttle(settings, redis))
+            passwords=passwords, store=Store(pool),
+            tokens=TokenIssuer(settings, keys), throttle=_throttle(settings, redis),
+            register_throttle=_register_throttle(settings, redis))
         log.info("auth ready on %s:%s, internal listener %s:%s (key %s)", settings.host,
                  settings.port, settings.internal_host, settings.internal_port,
                  keys.current.kid)
         try:
             yield
         finally:
+            passwords.close()
             await redis.aclose()
             await pool.close()
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 
@@ -44,6 +45,14 @@ class AuthSettings(ServiceSettings):
     argon2_memory_kib: int = Field(default=19_456, ge=19_456)
     argon2_time_cost: int = Field(default=2, ge=2)
     argon2_parallelism: int = Field(default=1, ge=1)
+    # Argon2id runs on this many threads (default: the machine's cores); registrations
+    # use at most half of them (at least one), so logins always keep the rest
+    argon2_threads: int = Field(default_factory=lambda: os.cpu_count() or 1, ge=1)
+    # hashes admitted at once (running or waiting) per lane; one more answers
+    # 503 busy with Retry-After, so a flood cannot queue without end. Separate
+    # budgets: a registration flood fills its own small one, never the logins'
+    argon2_login_queue: int = Field(default=64, ge=1)
+    argon2_register_queue: int = Field(default=8, ge=1)
     # a spent refresh token presented again this soon after its rotation (a client
     # retrying after a network error) is rotated again instead of revoking the session
     refresh_reuse_grace_s: float = Field(default=5.0, ge=0, le=30)
@@ -53,6 +62,12 @@ class AuthSettings(ServiceSettings):
     login_base_delay_s: float = Field(default=1.0, gt=0)
     login_max_delay_s: float = Field(default=900.0, gt=0)
     login_window_s: int = Field(default=900, ge=60)
+    # registration throttling per address (each hashed attempt counts, success or
+    # not): free attempts at once, then doubling delays up to the cap
+    register_address_free_attempts: int = Field(default=5, ge=1)
+    register_base_delay_s: float = Field(default=1.0, gt=0)
+    register_max_delay_s: float = Field(default=3600.0, gt=0)
+    register_window_s: int = Field(default=3600, ge=60)
     # addresses whose X-Forwarded-For is trusted (a reverse proxy in front of auth)
     forwarded_allow_ips: str = "127.0.0.1"
     cors_origins: list[str] = Field(default=["http://127.0.0.1:8000", "http://localhost:8000"])

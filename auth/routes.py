@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import secrets
+from contextlib import suppress
 from datetime import datetime, timedelta
 from typing import Annotated, Any
 
@@ -11,6 +12,7 @@ from fastapi import APIRouter, Depends, Request, Response
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from pydantic import BaseModel, EmailStr, Field
 
+from auth.hashpool import Busy
 from auth.policy import MIN_LENGTH, normalize_email, password_problem
 from auth.state import AuthState
 from auth.store import EmailTaken, User, new_refresh_token
@@ -137,13 +139,22 @@ def _client_address(request: Request) -> str:
 
 # -- calls -------------------------------------------------------------------------------
 @router.post("/auth/register", status_code=201, response_model=UserEnvelope,
-             responses=problem_responses(409))
-async def register(body: RegisterBody, state: State) -> UserEnvelope:
-    email = normalize_email(body.email)
+             responses=problem_responses(409, 429))
+async def register(body: RegisterBody, request: Request, state: State) -> UserEnvelope:
+    email, address = normalize_email(body.email), _client_address(request)
     problem = password_problem(body.password, email)
     if problem is not None:
         raise ProblemError(422, "weak_password", problem)
-    password_hash = await state.passwords.hash(body.password)
+    wait = await state.register_throttle.reserve(address)
+    if wait:
+        raise ProblemError(429, "too_many_requests",
+                           f"too many registrations from this address; retry in {wait} s",
+                           {"Retry-After": str(wait)})
+    try:
+        password_hash = await state.passwords.hash(body.password, "register")
+    except Busy:
+        await state.register_throttle.give_back(address)
+        raise
     try:
         user = await state.store.create_user(email, password_hash, body.display_name.strip())
     except EmailTaken:
@@ -154,18 +165,26 @@ async def register(body: RegisterBody, state: State) -> UserEnvelope:
 @router.post("/auth/login", response_model=LoginOut, responses=problem_responses(401, 429))
 async def login(body: LoginBody, request: Request, state: State) -> LoginOut:
     email, address = normalize_email(body.email), _client_address(request)
-    wait = await state.throttle.retry_after(email, address)
+    # counted as a failure before the password check, atomically: a burst cannot
+    # slip more than the free attempts past the throttle
+    wait = await state.throttle.reserve(email, address)
     if wait:
         raise ProblemError(429, "too_many_attempts",
                            f"too many failed logins; retry in {wait} s", {"Retry-After": str(wait)})
     found = await state.store.user_by_email(email)
     user, password_hash = found if found else (None, None)
-    if not await state.passwords.verify(password_hash, body.password) or user is None:
-        await state.throttle.failed(email, address)
+    try:
+        verified = await state.passwords.verify(password_hash, body.password)
+    except Busy:
+        await state.throttle.give_back(email, address)
+        raise
+    if not verified or user is None:
         raise ProblemError(401, "invalid_credentials", "email or password is wrong")
     await state.throttle.succeeded(email, address)
     if password_hash and state.passwords.needs_rehash(password_hash):
-        await state.store.update_password_hash(user.id, await state.passwords.hash(body.password))
+        with suppress(Busy):  # the lane is full: the upgrade waits for the next login
+            await state.store.update_password_hash(
+                user.id, await state.passwords.hash(body.password, "login"))
     refresh_token = new_refresh_token()
     session_id = await state.store.create_session(
         user.id, request.headers.get("user-agent", ""), address,

@@ -11,7 +11,7 @@ from auth.config import AuthSettings
 from auth.keys import KeyStore
 from auth.passwords import Passwords
 from auth.store import Store
-from auth.throttle import LoginThrottle
+from auth.throttle import LoginThrottle, RegisterThrottle
 from auth.tokens import TokenIssuer
 
 __all__ = ["AuthState"]
@@ -27,3 +27,4 @@ class AuthState:
     store: Store
     tokens: TokenIssuer
     throttle: LoginThrottle
+    register_throttle: RegisterThrottle

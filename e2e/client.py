@@ -23,6 +23,13 @@ from bridge.events import TERMINAL_TYPES
 __all__ = ["ApiError", "ChatClient", "EventSocket", "Received"]
 
 FINAL_STATUSES = frozenset({"succeeded", "failed", "cancelled", "timed_out"})
+#: times a call answered ``503 busy`` is tried again after its ``Retry-After``
+BUSY_RETRIES = 30
+
+
+def _busy(response: httpx.Response, body: Any) -> bool:
+    return (response.status_code == 503 and isinstance(body, dict)
+            and body.get("code") == "busy")
 
 
 class ApiError(Exception):
@@ -62,11 +69,16 @@ class ChatClient:
         headers = kwargs.pop("headers", {})
         if auth and self.access_token:
             headers["Authorization"] = f"Bearer {self.access_token}"
-        response = await self.http.request(method, url, headers=headers, **kwargs)
-        body = response.json() if response.content else None
-        if response.status_code >= 400:
-            raise ApiError(response.status_code, body)
-        return body
+        for attempt in itertools.count():
+            response = await self.http.request(method, url, headers=headers, **kwargs)
+            body = response.json() if response.content else None
+            if _busy(response, body) and attempt < BUSY_RETRIES:
+                # the auth service's Argon2id lane is full: it asks to come back
+                await asyncio.sleep(float(response.headers.get("Retry-After", "1")))
+                continue
+            if response.status_code >= 400:
+                raise ApiError(response.status_code, body)
+            return body
 
     # -- auth --------------------------------------------------------------------------
     async def register(self, email: str, password: str, display_name: str = "") -> Any:

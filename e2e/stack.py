@@ -49,6 +49,11 @@ __all__ = ["LocalStack", "StackConfig", "StackError", "StackPorts"]
 DATABASE = "agentchat"
 PG_SYSTEM_USER = "embedded_postgres"  # PostgreSQL refuses to run as root
 _ENV_PREFIXES = ("AUTH_", "BACKEND_", "WORKER_")
+#: every client of a test run shares one address (127.0.0.1): the per-address
+#: budgets of login and registration would count the whole run as one person;
+#: tests of those budgets start an auth service of their own with small ones
+TEST_AUTH_ENV = {"AUTH_LOGIN_ADDRESS_FREE_ATTEMPTS": "1000000",
+                 "AUTH_REGISTER_ADDRESS_FREE_ATTEMPTS": "1000000"}
 
 
 class StackError(RuntimeError):
@@ -98,7 +103,9 @@ class StackConfig:
 
     @classmethod
     def for_tests(cls, root: Path, **options: object) -> StackConfig:
-        return cls(root=root, ports=StackPorts.ephemeral(), durable=False, **options)  # type: ignore[arg-type]
+        env = {**TEST_AUTH_ENV, **options.pop("env", {})}  # type: ignore[dict-item]
+        return cls(root=root, ports=StackPorts.ephemeral(), durable=False, env=env,
+                   **options)  # type: ignore[arg-type]
 
 
 def postgres_bin() -> Path:
