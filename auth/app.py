@@ -20,6 +20,8 @@ from auth.store import Store
 from auth.throttle import LoginThrottle, ThrottlePolicy
 from auth.tokens import TokenIssuer
 from servicekit import (
+    BodyLimit,
+    BodyLimits,
     Check,
     HttpMetrics,
     ServiceApps,
@@ -86,6 +88,10 @@ def create_app(settings: AuthSettings) -> ServiceApps:
 
     install_health_routes(app, checks, timeout=settings.dependency_timeout_s)
     app.include_router(router)
+    limits = BodyLimits(default=settings.max_body_bytes)
+    # added last, so the outermost: an oversized body is refused before CORS, routing
+    # or any dependency runs
+    app.add_middleware(BodyLimit, limits=limits)
     internal = create_internal_app(app, metrics=metrics, checks=checks,
-                                   timeout=settings.dependency_timeout_s)
+                                   timeout=settings.dependency_timeout_s, body_limits=limits)
     return ServiceApps(public=app, internal=internal)

@@ -36,6 +36,8 @@ from bridge.registry import ThreadRunRegistry
 from bridge.state import BridgeMachine, BridgeState
 from bridge.streams import UserStreams
 from servicekit import (
+    BodyLimit,
+    BodyLimits,
     Check,
     HttpMetrics,
     ServiceApps,
@@ -181,9 +183,15 @@ def create_app(settings: BackendSettings) -> ServiceApps:
         return {"auth_url": settings.public_auth_url}
 
     app.mount("/", WebPage(auth_url=settings.public_auth_url), name="web")
+    # added last, so the outermost: an oversized body is refused before routing or
+    # authentication
+    app.add_middleware(BodyLimit, limits=BodyLimits(
+        default=settings.max_body_bytes,
+        routes={("POST", "/api/analytics/usage"): settings.usage_max_body_bytes}))
 
-    internal = create_internal_app(app, metrics=metrics, checks=checks,
-                                   timeout=settings.dependency_timeout_s, extra=extra)
+    internal = create_internal_app(
+        app, metrics=metrics, checks=checks, timeout=settings.dependency_timeout_s,
+        body_limits=BodyLimits(default=settings.internal_max_body_bytes), extra=extra)
     internal.add_exception_handler(ClickHouseError, analytics_failed)
     internal.include_router(internal_router)
     return ServiceApps(public=app, internal=internal)
