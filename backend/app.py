@@ -17,6 +17,7 @@ from fastapi.responses import JSONResponse
 from prometheus_client import Gauge
 from starlette.types import ASGIApp, Receive, Scope, Send
 
+from backend.admission import SocketAdmission
 from backend.analytics import AnalyticsStore, Ingester
 from backend.api import router
 from backend.config import BackendSettings
@@ -107,10 +108,14 @@ def create_app(settings: BackendSettings) -> ServiceApps:
         await bridge.ensure_integration()
         store = Store(pool)
         registry = ThreadRunRegistry(redis)
+        admission = SocketAdmission(redis, replica_id=settings.replica_id,
+                                    limit=settings.ws_max_connections_per_user,
+                                    lease_s=settings.ws_connection_lease_s)
         app.state.backend = BackendState(
             settings=settings, pool=pool, redis=redis, verifier=verifier, store=store,
             runs=RunService(store, redis, registry), analytics=analytics, hub=hub, bridge=bridge,
-            streams=UserStreams(redis, history_ttl_s=settings.history_ttl_s))
+            streams=UserStreams(redis, history_ttl_s=settings.history_ttl_s),
+            admission=admission)
         emitter = EventEmitter(redis, history_maxlen=settings.history_maxlen,
                                history_ttl_s=settings.history_ttl_s)
         tasks = [asyncio.create_task(Reaper(pool, redis, registry, emitter).run(),
@@ -118,7 +123,8 @@ def create_app(settings: BackendSettings) -> ServiceApps:
                  asyncio.create_task(LifecycleApplier(
             pool, redis, consumer=settings.replica_id).run(), name="lifecycle"),
                  asyncio.create_task(verifier.keep_keys_fresh(), name="jwks"),
-                 asyncio.create_task(bridge.monitor(), name="bridge-monitor")]
+                 asyncio.create_task(bridge.monitor(), name="bridge-monitor"),
+                 asyncio.create_task(admission.run(), name="socket-leases")]
         if analytics is not None:
             tasks.append(asyncio.create_task(Ingester(
                 redis, analytics, consumer=settings.replica_id,
