@@ -153,6 +153,11 @@ def create_app(settings: BackendSettings) -> ServiceApps:
     install_problem_handlers(app)
     app.add_exception_handler(ClickHouseError, analytics_failed)
 
+    # the body cap runs before routing, parsing and authentication; only the request
+    # metrics, added after it, wrap it (a refusal is counted)
+    app.add_middleware(BodyLimit, limits=BodyLimits(
+        default=settings.max_body_bytes,
+        routes={("POST", "/api/analytics/usage"): settings.usage_max_body_bytes}))
     metrics = HttpMetrics("backend")
     metrics.instrument(app)
     registry = metrics.registry
@@ -189,11 +194,6 @@ def create_app(settings: BackendSettings) -> ServiceApps:
         return {"auth_url": settings.public_auth_url}
 
     app.mount("/", WebPage(auth_url=settings.public_auth_url), name="web")
-    # added last, so the outermost: an oversized body is refused before routing or
-    # authentication
-    app.add_middleware(BodyLimit, limits=BodyLimits(
-        default=settings.max_body_bytes,
-        routes={("POST", "/api/analytics/usage"): settings.usage_max_body_bytes}))
 
     internal = create_internal_app(
         app, metrics=metrics, checks=checks, timeout=settings.dependency_timeout_s,

@@ -1,6 +1,7 @@
 """Request body limits, enforced while the body streams in, before anything parses it.
 
-A pure ASGI middleware, the outermost of a service's app: no route, dependency or
+A pure ASGI middleware, added first to a service's app so that only middleware that
+reads no body wraps it (request metrics, CORS): no routing, parsing, dependency or
 authentication runs before it has its say.
 
 - A ``Content-Length`` over the route's cap is refused at once; not a byte of the

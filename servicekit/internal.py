@@ -47,8 +47,8 @@ def create_internal_app(
                   openapi_url=None, docs_url=None, redoc_url=None)
     app.state = public.state
     install_problem_handlers(app)
+    app.add_middleware(BodyLimit, limits=body_limits)  # inside the metrics only
     metrics.instrument(app)
     metrics.expose(app)
     install_health_routes(app, checks, timeout=timeout, extra=extra, detailed=True)
-    app.add_middleware(BodyLimit, limits=body_limits)  # added last: the outermost
     return app

@@ -135,6 +135,17 @@ async def test_an_oversized_content_length_is_refused_before_any_byte_of_the_bod
     assert answer.sent == 0
 
 
+async def test_a_refusal_is_counted_and_readable_by_the_page(stack: LocalStack) -> None:
+    origin = stack.backend_url()  # an allowed origin of auth
+    async with httpx.AsyncClient() as http:
+        refused = await http.post(f"{stack.auth_url}/auth/login", content=b" " * (AUTH_LIMIT + 1),
+                                  headers={"Origin": origin})
+        assert refused.status_code == 413
+        assert refused.headers["access-control-allow-origin"] == origin
+        metrics = (await http.get(f"{stack.auth_internal_url}/metrics")).text
+    assert 'service="auth",route="unmatched",status="413"' in metrics
+
+
 @pytest.mark.parametrize(("service", "path", "limit"), [
     ("backend", "/api/threads", API_LIMIT),
     ("auth", "/auth/login", AUTH_LIMIT),
