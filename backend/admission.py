@@ -2,7 +2,7 @@
 
 Each user has a sorted set ``u:{<user>}:sockets`` of lease ids (one per open socket,
 ``<replica>/<ulid>``) scored by when the lease runs out, in Redis' own clock (no
-replica's clock matters). One Lua script prunes the expired leases and admits or
+replica's clock matters; the compose ACL grants the backend ``TIME`` for it). One Lua script prunes the expired leases and admits or
 refuses in one step, so two replicas admitting at once cannot both take the last
 place. Each replica renews the leases of its live sockets every third of a lease
 and removes a lease when its socket closes; the sockets of a replica that died stop
