@@ -68,6 +68,7 @@ def _answer(sock: socket.socket, sent: int) -> Answer:
     head, _, rest = data.partition(b"\r\n\r\n")
     lines = head.decode("latin-1").split("\r\n")
     headers = {k.lower(): v.strip() for k, _, v in (line.partition(":") for line in lines[1:])}
+    assert "content-length" in headers, data[:500]
     length = int(headers["content-length"])
     while len(rest) < length:
         rest += sock.recv(65536)
@@ -143,7 +144,7 @@ async def test_a_refusal_is_counted_and_readable_by_the_page(stack: LocalStack) 
         assert refused.status_code == 413
         assert refused.headers["access-control-allow-origin"] == origin
         metrics = (await http.get(f"{stack.auth_internal_url}/metrics")).text
-    assert 'service="auth",route="unmatched",status="413"' in metrics
+    assert 'route="unmatched",service="auth",status="413"' in metrics
 
 
 @pytest.mark.parametrize(("service", "path", "limit"), [
