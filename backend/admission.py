@@ -2,11 +2,12 @@
 
 Each user has a sorted set ``u:{<user>}:sockets`` of lease ids (one per open socket,
 ``<replica>/<ulid>``) scored by when the lease runs out, in Redis' own clock (no
-replica's clock matters; the compose ACL grants the backend ``TIME`` for it). One Lua script prunes the expired leases and admits or
-refuses in one step, so two replicas admitting at once cannot both take the last
-place. Each replica renews the leases of its live sockets every third of a lease
-and removes a lease when its socket closes; the sockets of a replica that died stop
-counting when their leases run out.
+replica's clock matters; the compose ACL grants the backend ``TIME`` for it). One
+Lua script prunes the expired leases and admits or refuses in one step, so two
+replicas admitting at once cannot both take the last place. Each replica renews
+the leases of its live sockets every third of a lease and removes a lease when its
+socket closes; the sockets of a replica that died stop counting when their leases
+run out.
 
 When Redis cannot be reached, admission falls back to this replica's own count
 (the limit then holds per replica), as the gateway did before it counted in Redis.
