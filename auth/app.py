@@ -20,6 +20,8 @@ from auth.store import Store
 from auth.throttle import LoginThrottle, RegisterThrottle, ThrottlePolicy
 from auth.tokens import TokenIssuer
 from servicekit import (
+    BodyLimit,
+    BodyLimits,
     Check,
     HttpMetrics,
     ServiceApps,
@@ -83,6 +85,11 @@ def create_app(settings: AuthSettings) -> ServiceApps:
             await pool.close()
 
     app = FastAPI(title="agentchat auth", version="0.1.0", lifespan=lifespan)
+    # middleware added later wraps what came before: the body cap runs before routing,
+    # parsing and every dependency (authentication); only CORS (its 413 stays readable
+    # by the page) and the request metrics (it is counted) see a request earlier
+    limits = BodyLimits(default=settings.max_body_bytes)
+    app.add_middleware(BodyLimit, limits=limits)
     app.add_middleware(CORSMiddleware, allow_origins=settings.cors_origins,
                        allow_credentials=True, allow_methods=["*"], allow_headers=["*"])
     install_problem_handlers(app)
@@ -97,5 +104,5 @@ def create_app(settings: AuthSettings) -> ServiceApps:
     install_health_routes(app, checks, timeout=settings.dependency_timeout_s)
     app.include_router(router)
     internal = create_internal_app(app, metrics=metrics, checks=checks,
-                                   timeout=settings.dependency_timeout_s)
+                                   timeout=settings.dependency_timeout_s, body_limits=limits)
     return ServiceApps(public=app, internal=internal)

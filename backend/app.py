@@ -17,6 +17,7 @@ from fastapi.responses import JSONResponse
 from prometheus_client import Gauge
 from starlette.types import ASGIApp, Receive, Scope, Send
 
+from backend.admission import SocketAdmission
 from backend.analytics import AnalyticsStore, Ingester
 from backend.api import router
 from backend.config import BackendSettings
@@ -36,6 +37,8 @@ from bridge.registry import ThreadRunRegistry
 from bridge.state import BridgeMachine, BridgeState
 from bridge.streams import UserStreams
 from servicekit import (
+    BodyLimit,
+    BodyLimits,
     Check,
     HttpMetrics,
     ServiceApps,
@@ -105,10 +108,14 @@ def create_app(settings: BackendSettings) -> ServiceApps:
         await bridge.ensure_integration()
         store = Store(pool)
         registry = ThreadRunRegistry(redis)
+        admission = SocketAdmission(redis, replica_id=settings.replica_id,
+                                    limit=settings.ws_max_connections_per_user,
+                                    lease_s=settings.ws_connection_lease_s)
         app.state.backend = BackendState(
             settings=settings, pool=pool, redis=redis, verifier=verifier, store=store,
             runs=RunService(store, redis, registry), analytics=analytics, hub=hub, bridge=bridge,
-            streams=UserStreams(redis, history_ttl_s=settings.history_ttl_s))
+            streams=UserStreams(redis, history_ttl_s=settings.history_ttl_s),
+            admission=admission)
         emitter = EventEmitter(redis, history_maxlen=settings.history_maxlen,
                                history_ttl_s=settings.history_ttl_s)
         tasks = [asyncio.create_task(Reaper(pool, redis, registry, emitter).run(),
@@ -116,7 +123,8 @@ def create_app(settings: BackendSettings) -> ServiceApps:
                  asyncio.create_task(LifecycleApplier(
             pool, redis, consumer=settings.replica_id).run(), name="lifecycle"),
                  asyncio.create_task(verifier.keep_keys_fresh(), name="jwks"),
-                 asyncio.create_task(bridge.monitor(), name="bridge-monitor")]
+                 asyncio.create_task(bridge.monitor(), name="bridge-monitor"),
+                 asyncio.create_task(admission.run(), name="socket-leases")]
         if analytics is not None:
             tasks.append(asyncio.create_task(Ingester(
                 redis, analytics, consumer=settings.replica_id,
@@ -145,6 +153,11 @@ def create_app(settings: BackendSettings) -> ServiceApps:
     install_problem_handlers(app)
     app.add_exception_handler(ClickHouseError, analytics_failed)
 
+    # the body cap runs before routing, parsing and authentication; only the request
+    # metrics, added after it, wrap it (a refusal is counted)
+    app.add_middleware(BodyLimit, limits=BodyLimits(
+        default=settings.max_body_bytes,
+        routes={("POST", "/api/analytics/usage"): settings.usage_max_body_bytes}))
     metrics = HttpMetrics("backend")
     metrics.instrument(app)
     registry = metrics.registry
@@ -182,8 +195,9 @@ def create_app(settings: BackendSettings) -> ServiceApps:
 
     app.mount("/", WebPage(auth_url=settings.public_auth_url), name="web")
 
-    internal = create_internal_app(app, metrics=metrics, checks=checks,
-                                   timeout=settings.dependency_timeout_s, extra=extra)
+    internal = create_internal_app(
+        app, metrics=metrics, checks=checks, timeout=settings.dependency_timeout_s,
+        body_limits=BodyLimits(default=settings.internal_max_body_bytes), extra=extra)
     internal.add_exception_handler(ClickHouseError, analytics_failed)
     internal.include_router(internal_router)
     return ServiceApps(public=app, internal=internal)

@@ -52,7 +52,14 @@ class BackendSettings(ServiceSettings):
         default=["http://127.0.0.1:8000", "http://localhost:8000"])
     ws_auth_timeout_s: float = 5.0
     ws_max_frame_bytes: int = 64 * 1024
+    # a user's open sockets across all replicas (4409 beyond); each replica leases
+    # its sockets in Redis for this long and renews them every third of it, so a
+    # replica that died stops counting within a lease
     ws_max_connections_per_user: int = 10
+    ws_connection_lease_s: float = Field(default=30.0, ge=1.0)
+    # sockets not yet authenticated from one client address (1013 beyond); each is
+    # held at most ws_auth_timeout_s
+    ws_max_unauthenticated_per_address: int = Field(default=20, ge=1)
     ws_send_queue: int = 1000
     ws_heartbeat_s: int = 20
     #: permessage-deflate: off by default; its zlib state costs about 34 KiB per
@@ -67,6 +74,13 @@ class BackendSettings(ServiceSettings):
     history_maxlen: int = 10_000
     history_ttl_s: int = 86_400
     max_run_input_chars: int = 32_000
+    # request bodies, refused with 413 before anything parses them. The API's largest
+    # is a run's input: 32,000 characters, up to 12 bytes each when JSON-escaped as
+    # surrogate pairs (384 KB); a usage batch of 10,000 records with every field at
+    # its longest is 3.0 MiB; the internal API takes no bodies of its own
+    max_body_bytes: int = Field(default=512 * 1024, ge=1024)
+    usage_max_body_bytes: int = Field(default=4 * 1024 * 1024, ge=1024)
+    internal_max_body_bytes: int = Field(default=1024 * 1024, ge=1024)
     dependency_timeout_s: float = 2.0
     redis_max_connections: int = 128
     startup_timeout_s: float = 60.0

@@ -7,6 +7,7 @@ from dataclasses import dataclass
 import asyncpg
 from redis.asyncio import Redis
 
+from backend.admission import SocketAdmission
 from backend.analytics import AnalyticsStore
 from backend.config import BackendSettings
 from backend.runs import RunService
@@ -31,3 +32,4 @@ class BackendState:
     hub: UserEventHub
     bridge: AgentWebSocketBridge
     streams: UserStreams
+    admission: SocketAdmission

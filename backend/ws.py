@@ -212,10 +212,15 @@ class Connection:
 
 
 class Gateway:
-    """Accepts sockets, authenticates them and serves them until they close."""
+    """Accepts sockets, authenticates them and serves them until they close.
+
+    Admission: at most ``ws_max_unauthenticated_per_address`` sockets of one client
+    address wait for their first message at a time (1013 beyond); an authenticated
+    socket takes one of its user's places across all replicas
+    (:class:`backend.admission.SocketAdmission`; 4409 beyond)."""
 
     def __init__(self) -> None:
-        self._per_user: Counter[str] = Counter()
+        self._unauthenticated: Counter[str] = Counter()  # client address → sockets
         self._connections: set[Connection] = set()
 
     @property
@@ -230,27 +235,36 @@ class Gateway:
     async def serve(self, ws: WebSocket, state: BackendState) -> None:
         settings = state.settings
         await ws.accept()
-        origin = ws.headers.get("origin")
-        if origin is not None and origin not in settings.ws_allowed_origins:
-            await ws.close(CLOSE_ORIGIN, "origin not allowed")
+        address = ws.client.host if ws.client is not None else ""
+        if self._unauthenticated[address] >= settings.ws_max_unauthenticated_per_address:
+            await ws.close(CLOSE_TRY_AGAIN, "too many unauthenticated sockets from this "
+                           "address; retry later")
             return
-        authenticated = await self._authenticate(ws, state)
+        self._unauthenticated[address] += 1
+        try:
+            origin = ws.headers.get("origin")
+            if origin is not None and origin not in settings.ws_allowed_origins:
+                await ws.close(CLOSE_ORIGIN, "origin not allowed")
+                return
+            authenticated = await self._authenticate(ws, state)
+        finally:
+            self._unauthenticated[address] -= 1
+            if self._unauthenticated[address] <= 0:
+                del self._unauthenticated[address]
         if authenticated is None:
             return
         principal, resume = authenticated
-        if self._per_user[principal.user_id] >= settings.ws_max_connections_per_user:
+        lease = await state.admission.admit(principal.user_id)
+        if lease is None:
             await ws.close(CLOSE_TOO_MANY, "too many connections for this user")
             return
         connection = Connection(ws, principal, state)
-        self._per_user[principal.user_id] += 1
         self._connections.add(connection)
         try:
             await self._run(connection, resume)
         finally:
             self._connections.discard(connection)
-            self._per_user[principal.user_id] -= 1
-            if self._per_user[principal.user_id] <= 0:
-                del self._per_user[principal.user_id]
+            await state.admission.release(principal.user_id, lease)
 
     async def _authenticate(self, ws: WebSocket, state: BackendState,
                             ) -> tuple[Principal, ResumeCursor | None] | None:

@@ -1,6 +1,6 @@
 """Plumbing shared by the HTTP services, knowing nothing of users, runs or events.
 
-Problem documents (RFC 9457) and their handlers, readiness checks, Prometheus
+Problem documents (RFC 9457) and their handlers, request body limits, readiness checks, Prometheus
 metrics, a service's internal app beside its public one, logging and the alembic
 runner. ``auth`` and ``backend`` both use it; it imports none of the project's
 other packages.
@@ -15,6 +15,7 @@ import importlib
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
+    from servicekit.bodylimit import BodyLimit, BodyLimits
     from servicekit.health import Check, ReadinessReport, check_all, install_health_routes
     from servicekit.internal import ServiceApps, create_internal_app
     from servicekit.logs import configure_logging
@@ -29,6 +30,7 @@ if TYPE_CHECKING:
     from servicekit.text import StorableStr, storable
 
 _HOMES = {
+    "BodyLimit": "bodylimit", "BodyLimits": "bodylimit",
     "Check": "health", "ReadinessReport": "health", "check_all": "health",
     "install_health_routes": "health", "ServiceApps": "internal",
     "create_internal_app": "internal", "configure_logging": "logs",
@@ -38,6 +40,8 @@ _HOMES = {
 }
 
 __all__ = [
+    "BodyLimit",
+    "BodyLimits",
     "Check",
     "HttpMetrics",
     "ProblemError",

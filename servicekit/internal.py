@@ -16,6 +16,7 @@ from typing import Any
 
 from fastapi import FastAPI
 
+from servicekit.bodylimit import BodyLimit, BodyLimits
 from servicekit.health import Check, install_health_routes
 from servicekit.metrics import HttpMetrics
 from servicekit.problems import install_problem_handlers
@@ -37,13 +38,16 @@ def create_internal_app(
     metrics: HttpMetrics,
     checks: Callable[[], Mapping[str, Check]],
     timeout: float,
+    body_limits: BodyLimits,
     extra: Callable[[], Mapping[str, Any]] | None = None,
 ) -> FastAPI:
-    """The internal app beside ``public``, sharing its state; no OpenAPI document."""
+    """The internal app beside ``public``, sharing its state; no OpenAPI document.
+    Request bodies over ``body_limits`` are refused before anything reads them."""
     app = FastAPI(title=f"{public.title} (internal)", version=public.version,
                   openapi_url=None, docs_url=None, redoc_url=None)
     app.state = public.state
     install_problem_handlers(app)
+    app.add_middleware(BodyLimit, limits=body_limits)  # inside the metrics only
     metrics.instrument(app)
     metrics.expose(app)
     install_health_routes(app, checks, timeout=timeout, extra=extra, detailed=True)

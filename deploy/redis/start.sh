@@ -13,7 +13,8 @@
 #
 #   auth      login throttle, revocation marks, WebSocket tickets
 #   backend   users' event streams (read), dispatch, lifecycle, ingest, leases (read),
-#             cancel requests, revocation marks (read), tickets (consumed)
+#             cancel requests, revocation marks (read), tickets (consumed), users'
+#             socket leases (+time: scored in Redis' clock, inside a script)
 #   worker    the run queue, emits into users' streams, leases, cancel requests
 #   health    PING only (the healthcheck; no password, no key)
 set -eu
@@ -36,7 +37,7 @@ cat > "$ACL" <<ACL
 user default on #$(hash "$(od -An -N32 -tx1 /dev/urandom | tr -d ' \n')") ~* &* +@all
 user health on nopass resetchannels -@all +ping
 user auth on #$(hash "$REDIS_AUTH_PASSWORD") resetchannels $BASE ~throttle:* ~revoked:sid:* ~wsticket:*
-user backend on #$(hash "$REDIS_BACKEND_PASSWORD") resetchannels $BASE +@pubsub ~u:* ~runs:* ~run:* ~agents:catalog ~analytics:ingest ~reaper:lock ~worker:alive:* %R~revoked:sid:* ~wsticket:* &u:* &hub:control &runs:cancel
+user backend on #$(hash "$REDIS_BACKEND_PASSWORD") resetchannels $BASE +@pubsub +time ~u:* ~runs:* ~run:* ~agents:catalog ~analytics:ingest ~reaper:lock ~worker:alive:* %R~revoked:sid:* ~wsticket:* &u:* &hub:control &runs:cancel
 user worker on #$(hash "$REDIS_WORKER_PASSWORD") resetchannels $BASE +@pubsub ~u:* ~runs:queue ~runs:lifecycle ~run:* ~worker:alive:* ~agents:catalog ~analytics:ingest &u:* &runs:cancel
 ACL
 exec redis-server --aclfile "$ACL" "$@"
