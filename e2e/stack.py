@@ -50,10 +50,11 @@ DATABASE = "agentchat"
 PG_SYSTEM_USER = "embedded_postgres"  # PostgreSQL refuses to run as root
 _ENV_PREFIXES = ("AUTH_", "BACKEND_", "WORKER_")
 #: every client of a test run shares one address (127.0.0.1): the per-address
-#: budgets of login and registration would count the whole run as one person;
-#: tests of those budgets start an auth service of their own with small ones
-TEST_AUTH_ENV = {"AUTH_LOGIN_ADDRESS_FREE_ATTEMPTS": "1000000",
-                 "AUTH_REGISTER_ADDRESS_FREE_ATTEMPTS": "1000000"}
+#: budgets of login, registration and unauthenticated sockets would count the
+#: whole run as one person; tests of those budgets set small ones of their own
+ONE_ADDRESS_ENV = {"AUTH_LOGIN_ADDRESS_FREE_ATTEMPTS": "1000000",
+                   "AUTH_REGISTER_ADDRESS_FREE_ATTEMPTS": "1000000",
+                   "BACKEND_WS_MAX_UNAUTHENTICATED_PER_ADDRESS": "1000000"}
 
 
 class StackError(RuntimeError):
@@ -103,7 +104,7 @@ class StackConfig:
 
     @classmethod
     def for_tests(cls, root: Path, **options: object) -> StackConfig:
-        env = {**TEST_AUTH_ENV, **options.pop("env", {})}  # type: ignore[dict-item]
+        env = {**ONE_ADDRESS_ENV, **options.pop("env", {})}  # type: ignore[dict-item]
         return cls(root=root, ports=StackPorts.ephemeral(), durable=False, env=env,
                    **options)  # type: ignore[arg-type]
 

@@ -15,7 +15,6 @@ from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed
 
 from backend.admission import sockets_key
-from backend.config import BackendSettings
 from e2e.client import ChatClient, EventSocket
 from e2e.scenarios import PASSWORD, Target, unique_email
 from e2e.stack import LocalStack, StackConfig
@@ -23,7 +22,7 @@ from servicekit.redisclient import make_redis
 
 LIMIT = 3
 LEASE_S = 4.0
-PER_ADDRESS = BackendSettings().ws_max_unauthenticated_per_address
+PER_ADDRESS = 20
 
 
 @pytest.fixture(scope="module")
@@ -31,6 +30,7 @@ def replicas(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalStack]:
     config = StackConfig.for_tests(
         tmp_path_factory.mktemp("admission"), backends=2, workers=0,
         env={"BACKEND_WS_MAX_CONNECTIONS_PER_USER": str(LIMIT),
+             "BACKEND_WS_MAX_UNAUTHENTICATED_PER_ADDRESS": str(PER_ADDRESS),
              "BACKEND_WS_CONNECTION_LEASE_S": str(LEASE_S)})
     with LocalStack(config) as stack:
         yield stack
@@ -139,8 +139,9 @@ async def _stays_open(ws: ClientConnection) -> None:
     assert ws.close_code is None
 
 
-async def test_unauthenticated_sockets_per_address_are_capped(target: Target) -> None:
+async def test_unauthenticated_sockets_per_address_are_capped(replicas: LocalStack) -> None:
     """Each held at most ``ws_auth_timeout_s`` (5 s): the test runs within that."""
+    target = Target(replicas.auth_url, replicas.backend_url(), replicas.ws_url(1))
     async with ChatClient(target.auth_url, target.backend_url) as client:
         await client.signup(unique_email("waiting"), PASSWORD)
         tickets = [await client.ws_ticket() for _ in range(2)]
