@@ -91,6 +91,26 @@ class ChatClient:
                 raise
         return await self.login(email, password)
 
+    async def refresh(self) -> Any:
+        """Trade the refresh token for a new pair."""
+        body = await self._call("POST", f"{self.auth_url}/auth/refresh", auth=False,
+                                json={"refresh_token": self.refresh_token})
+        self.access_token = body["access_token"]
+        self.refresh_token = body["refresh_token"]
+        return body
+
+    async def logout(self) -> None:
+        await self._call("POST", f"{self.auth_url}/auth/logout", json={})
+
+    async def logout_all(self) -> None:
+        await self._call("POST", f"{self.auth_url}/auth/logout-all")
+
+    async def sessions(self) -> Any:
+        return await self._call("GET", f"{self.auth_url}/auth/sessions")
+
+    async def delete_session(self, session_id: str) -> None:
+        await self._call("DELETE", f"{self.auth_url}/auth/sessions/{session_id}")
+
     async def ws_ticket(self) -> str:
         body = await self._call("POST", f"{self.auth_url}/auth/ws-ticket")
         ticket: str = body["ticket"]
