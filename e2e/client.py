@@ -202,6 +202,7 @@ class EventSocket:
     frames: list[Received] = field(default_factory=list)
     welcome: dict[str, Any] = field(default_factory=dict)
     close_code: int | None = None
+    close_reason: str | None = None
     _conn: ClientConnection | None = None
     _reader: asyncio.Task[None] | None = None
     _changed: asyncio.Condition = field(default_factory=asyncio.Condition)
@@ -230,6 +231,7 @@ class EventSocket:
             pass
         finally:
             self.close_code = self._conn.close_code
+            self.close_reason = self._conn.close_reason
             async with self._changed:
                 self._changed.notify_all()
 
