@@ -88,6 +88,8 @@ class Connection:
 
     def renew(self, principal: Principal) -> None:
         """A `reauth` was accepted: the socket lives until the new token's expiry."""
+        if self.ended:  # revoked while the renewal was being checked
+            return
         self.principal = principal
         self._expiry.cancel()
         self._expiry = asyncio.get_running_loop().call_later(
