@@ -226,7 +226,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--rotate", action="store_true",
                         help="revoke: allow the current key, rotating first")
     parser.add_argument("--keys-dir", type=Path, default=Path(settings.keys_dir))
-    args = parser.parse_args(argv)
+    args = parser.parse_intermixed_args(argv)  # `revoke --rotate KID` too
     keep_retired_s = settings.access_token_ttl_s + 60
     if args.command == "revoke":
         if not args.kid:
