@@ -38,7 +38,8 @@ class AuthSettings(ServiceSettings):
     keys_dir: Path = Path(".local-stack/keys")
     issuer: str = "agentchat-auth"
     audience: str = "agentchat"
-    access_token_ttl_s: int = Field(default=900, ge=60, le=900)
+    # below 60 s only outside production (tests of renewal and expiry)
+    access_token_ttl_s: int = Field(default=900, ge=5, le=900)
     refresh_token_ttl_s: int = Field(default=30 * 86_400, ge=3600)
     ws_ticket_ttl_s: int = Field(default=60, ge=5, le=60)
     # Argon2id, OWASP's minimum: 19 MiB, t=2, p=1
@@ -83,4 +84,6 @@ class AuthSettings(ServiceSettings):
         return {"database_url": url_password_problems(self.database_url),
                 "redis_url": url_password_problems(self.redis_url),
                 "cors_origins": origin_problems(self.cors_origins),
-                "forwarded_allow_ips": forwarded_ips_problems(self.forwarded_allow_ips)}
+                "forwarded_allow_ips": forwarded_ips_problems(self.forwarded_allow_ips),
+                "access_token_ttl_s": ["is below 60 s (for tests only)"]
+                if self.access_token_ttl_s < 60 else []}

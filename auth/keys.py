@@ -9,13 +9,23 @@ hold it when a rotation promotes it. A rotated-out key stays published as
 ``retired`` until every token it signed has expired, then it is deleted.
 
     python -m auth.keys rotate      # next → current, current → retired, new next
+    python -m auth.keys revoke KID  # withdraw a key now (compromised), and announce it
+
+Revoking deletes the key from the ring and its file, so it leaves the published
+JWKS, and announces it on Redis (:mod:`servicekit.revocation`): every backend
+drops it within a second and closes the sockets it authenticated. The current
+signing key is refused unless ``--rotate`` is given: then a rotation first makes
+``next`` current, and the old current key is revoked. A revoked ``next`` is
+replaced by a new one.
 """
 
 from __future__ import annotations
 
 import argparse
+import asyncio
 import json
 import os
+import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,9 +35,10 @@ import jwt
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from jwt.algorithms import OKPAlgorithm
+from redis.exceptions import RedisError
 from ulid import ULID
 
-__all__ = ["KeyStore", "SigningKey", "rotate"]
+__all__ = ["KeyInUse", "KeyStore", "SigningKey", "UnknownKey", "revoke", "rotate"]
 
 KEYRING = "keyring.json"
 
@@ -89,6 +100,74 @@ def rotate(directory: Path, *, keep_retired_s: float) -> dict[str, Any]:
     return keyring
 
 
+class UnknownKey(LookupError):
+    """No key of that id in the ring."""
+
+
+class KeyInUse(ValueError):
+    """The key signs tokens now; a rotation must make another one current first."""
+
+
+def revoke(directory: Path, kid: str, *, rotate_first: bool = False,
+           keep_retired_s: float) -> dict[str, Any]:
+    """Delete ``kid`` from the ring and from disk; returns the new ring.
+
+    The current key is refused (:class:`KeyInUse`) unless ``rotate_first``: then
+    ``next`` becomes current and the old current key is revoked as a retired one.
+    """
+    keyring = _read_keyring(directory)
+    if kid == keyring["current"]:
+        if not rotate_first:
+            raise KeyInUse(f"{kid} is the current signing key")
+        keyring = rotate(directory, keep_retired_s=keep_retired_s)
+    if kid == keyring["next"]:
+        keyring = {**keyring, "next": _new_key(directory)}
+    elif any(r["kid"] == kid for r in keyring["retired"]):
+        keyring = {**keyring, "retired": [r for r in keyring["retired"] if r["kid"] != kid]}
+    else:
+        raise UnknownKey(f"no key {kid} in the keyring")
+    _write_keyring(directory, keyring)
+    (directory / f"{kid}.pem").unlink(missing_ok=True)
+    return keyring
+
+
+async def _announce_key(redis_url: str, kid: str) -> int:
+    from servicekit.redisclient import make_redis
+    from servicekit.revocation import KeyRevoked, announce
+
+    redis = make_redis(redis_url)
+    try:
+        return await announce(redis, KeyRevoked(kid))
+    finally:
+        await redis.aclose()
+
+
+def _revoke_command(args: argparse.Namespace, keep_retired_s: float, redis_url: str) -> int:
+    try:
+        keyring = revoke(args.keys_dir, args.kid, rotate_first=args.rotate,
+                         keep_retired_s=keep_retired_s)
+    except KeyInUse as exc:
+        print(f"refused: {exc}; run `python -m auth.keys rotate` first, or revoke with "
+              f"--rotate (next becomes current, then {args.kid} is revoked)", file=sys.stderr)
+        return 1
+    except UnknownKey as exc:
+        print(f"refused: {exc}", file=sys.stderr)
+        return 1
+    print(f"revoked {args.kid}: deleted from the keyring and from disk; the auth service "
+          f"stops publishing it within 1 s")
+    print(f"current signing key: {keyring['current']}")
+    try:
+        receivers = asyncio.run(_announce_key(redis_url, args.kid))
+    except (RedisError, OSError) as exc:
+        print(f"NOT ANNOUNCED ({exc}): backends drop the key at their next JWKS refresh "
+              f"(within 300 s); run this again once Redis answers to announce it",
+              file=sys.stderr)
+        return 3
+    print(f"announced on Redis to {receivers} backend replica(s): they refuse its tokens "
+          f"and close its sockets now")
+    return 0
+
+
 class KeyStore:
     """The keyring as the running service sees it; reloads when the ring changes."""
 
@@ -142,12 +221,20 @@ def main(argv: list[str] | None = None) -> int:
     settings = AuthSettings()
     parser = argparse.ArgumentParser(prog="python -m auth.keys",
                                      description="Manage the auth service's signing keys.")
-    parser.add_argument("command", choices=["rotate", "show"])
+    parser.add_argument("command", choices=["rotate", "show", "revoke"])
+    parser.add_argument("kid", nargs="?", help="revoke: the key to withdraw")
+    parser.add_argument("--rotate", action="store_true",
+                        help="revoke: allow the current key, rotating first")
     parser.add_argument("--keys-dir", type=Path, default=Path(settings.keys_dir))
-    args = parser.parse_args(argv)
+    args = parser.parse_intermixed_args(argv)  # `revoke --rotate KID` too
+    keep_retired_s = settings.access_token_ttl_s + 60
+    if args.command == "revoke":
+        if not args.kid:
+            parser.error("revoke needs the KID of the key to withdraw")
+        return _revoke_command(args, keep_retired_s, settings.redis_url)
     if args.command == "rotate":
         # a retired key stays published while tokens it signed may live
-        keyring = rotate(args.keys_dir, keep_retired_s=settings.access_token_ttl_s + 60)
+        keyring = rotate(args.keys_dir, keep_retired_s=keep_retired_s)
     else:
         keyring = _read_keyring(args.keys_dir)
     print(json.dumps(keyring, indent=2))

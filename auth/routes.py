@@ -15,18 +15,15 @@ from pydantic import BaseModel, EmailStr, Field
 from auth.hashpool import Busy
 from auth.policy import MIN_LENGTH, normalize_email, password_problem
 from auth.state import AuthState
-from auth.store import EmailTaken, User, new_refresh_token
+from auth.store import EmailTaken, Reused, User, new_refresh_token
 from auth.tokens import AccessClaims
 from servicekit import ProblemError, StorableStr, problem_responses
+from servicekit.revocation import SessionsRevoked, announce, revocation_key
 
-__all__ = ["revocation_key", "router", "ws_ticket_key"]
+__all__ = ["router", "ws_ticket_key"]
 
 router = APIRouter()
 _bearer = HTTPBearer(auto_error=False)
-
-
-def revocation_key(session_id: str) -> str:
-    return f"revoked:sid:{session_id}"
 
 
 def ws_ticket_key(ticket: str) -> str:
@@ -125,12 +122,14 @@ def _pair(state: AuthState, user_id: str, session_id: str, refresh_token: str) -
 
 
 async def _revoke(state: AuthState, session_ids: list[str]) -> None:
-    """Mark sessions revoked where every verifier looks (Redis), for the token lifetime."""
+    """Mark sessions revoked where every verifier looks (Redis), for the token lifetime,
+    then announce it, so every backend closes the sessions' sockets at once."""
     if session_ids:
         async with state.redis.pipeline(transaction=False) as pipe:
             for session_id in session_ids:
                 pipe.set(revocation_key(session_id), "1", ex=state.settings.access_token_ttl_s)
             await pipe.execute()
+        await announce(state.redis, SessionsRevoked(tuple(session_ids)))
 
 
 def _client_address(request: Request) -> str:
@@ -198,7 +197,8 @@ async def refresh(body: RefreshBody, state: State) -> TokenPair:
     new_token = new_refresh_token()
     outcome = await state.store.rotate_refresh_token(
         body.refresh_token, new_token, grace_s=state.settings.refresh_reuse_grace_s)
-    if outcome == "reused":
+    if isinstance(outcome, Reused):
+        await _revoke(state, [outcome.session_id])
         raise ProblemError(401, "refresh_token_reused",
                            "this refresh token was already used; the session is revoked")
     if isinstance(outcome, str):
@@ -250,8 +250,10 @@ async def ws_ticket(claims: Claims, state: State) -> TicketOut:
     """A single-use ticket for the first message of a WebSocket, bound to this session."""
     ticket = secrets.token_urlsafe(32)
     ttl = state.settings.ws_ticket_ttl_s
-    await state.redis.set(ws_ticket_key(ticket),
-                          json.dumps({"user_id": claims.user_id, "sid": claims.session_id}), ex=ttl)
+    # the socket's authorization ends with the token's: its expiry and key go along
+    data = {"user_id": claims.user_id, "sid": claims.session_id, "exp": claims.expires_at,
+            "kid": claims.key_id}
+    await state.redis.set(ws_ticket_key(ticket), json.dumps(data), ex=ttl)
     return TicketOut(ticket=ticket, expires_in=ttl)
 
 

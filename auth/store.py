@@ -10,7 +10,7 @@ from datetime import datetime, timedelta
 import asyncpg
 from ulid import ULID
 
-__all__ = ["EmailTaken", "Store", "User", "hash_refresh_token", "new_refresh_token"]
+__all__ = ["EmailTaken", "Reused", "Store", "User", "hash_refresh_token", "new_refresh_token"]
 
 
 @dataclass(frozen=True)
@@ -31,6 +31,13 @@ def new_refresh_token() -> str:
 
 def hash_refresh_token(token: str) -> bytes:
     return hashlib.sha256(token.encode()).digest()
+
+
+@dataclass(frozen=True)
+class Reused:
+    """A spent refresh token presented again: its session is revoked."""
+
+    session_id: str
 
 
 class EmailTaken(Exception):
@@ -85,12 +92,12 @@ class Store:
         return session_id
 
     async def rotate_refresh_token(self, token: str, new_token: str, *, grace_s: float
-                                   ) -> tuple[str, str] | str:
+                                   ) -> tuple[str, str] | Reused | str:
         """Spend ``token`` and issue ``new_token`` for its session (RFC 9700 rotation).
 
-        Returns ``(session_id, user_id)``, or an error code: ``invalid`` (unknown,
-        or its session expired or revoked) or ``reused`` (spent before: the
-        session is revoked). A token spent less than ``grace_s`` ago whose
+        Returns ``(session_id, user_id)``, :class:`Reused` (spent before: the
+        session is revoked) or ``invalid`` (unknown, or its session expired or
+        revoked). A token spent less than ``grace_s`` ago whose
         successor was never used is rotated again: the client did not get the
         answer (a network error) and retries; the unused successor is spent.
         """
@@ -112,7 +119,7 @@ class Store:
                     await conn.execute(
                         "UPDATE auth.sessions SET revoked_at = now() WHERE id = $1 "
                         "AND revoked_at IS NULL", row["session_id"])
-                    return "reused"
+                    return Reused(row["session_id"])
                 await conn.execute("UPDATE auth.refresh_tokens SET spent_at = now(), "
                                    "replaced_by = $2 WHERE token_hash = $1",
                                    row["replaced_by"], new)

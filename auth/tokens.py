@@ -20,6 +20,7 @@ class AccessClaims:
     user_id: str
     session_id: str
     expires_at: int
+    key_id: str
 
 
 class TokenIssuer:
@@ -54,4 +55,4 @@ class TokenIssuer:
         except jwt.PyJWTError:
             return None
         return AccessClaims(user_id=claims["sub"], session_id=claims["sid"],
-                            expires_at=claims["exp"])
+                            expires_at=claims["exp"], key_id=str(header["kid"]))

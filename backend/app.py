@@ -24,6 +24,7 @@ from backend.config import BackendSettings
 from backend.internal import router as internal_router
 from backend.lifecycle import LifecycleApplier
 from backend.reaper import Reaper
+from backend.revocation import RevocationFollower, RevocationHandler
 from backend.runs import RunService
 from backend.state import BackendState
 from backend.store import Store
@@ -123,6 +124,8 @@ def create_app(settings: BackendSettings) -> ServiceApps:
                  asyncio.create_task(LifecycleApplier(
             pool, redis, consumer=settings.replica_id).run(), name="lifecycle"),
                  asyncio.create_task(verifier.keep_keys_fresh(), name="jwks"),
+                 asyncio.create_task(RevocationFollower(redis, RevocationHandler(
+                     verifier, lambda: gateway.open_connections)).run(), name="revocations"),
                  asyncio.create_task(bridge.monitor(), name="bridge-monitor"),
                  asyncio.create_task(admission.run(), name="socket-leases")]
         if analytics is not None:

@@ -7,6 +7,11 @@ mark in Redis; a session found not revoked is remembered for at most
 ``revocation_cache_s`` (0.5 s), so a revocation takes effect within that time
 while most verifications cost no Redis round trip. The keys stay cached while
 the auth service is down.
+
+The auth service also announces revocations (:mod:`servicekit.revocation`); the
+backend's follower then calls :meth:`TokenVerifier.forget` (those sessions are
+checked in Redis again at once) or :meth:`TokenVerifier.revoke_key` (the key is
+refused from then on, even while a JWKS still lists it).
 """
 
 from __future__ import annotations
@@ -15,11 +20,14 @@ import asyncio
 import json
 import logging
 import time
+from collections.abc import Iterable
 from dataclasses import dataclass
 
 import httpx
 import jwt
 from redis.asyncio import Redis
+
+from servicekit.revocation import revocation_key
 
 __all__ = ["InvalidToken", "Principal", "TokenVerifier"]
 
@@ -33,8 +41,13 @@ class InvalidToken(Exception):
 
 @dataclass(frozen=True, slots=True)
 class Principal:
+    """Who a token or ticket authenticates, until when (``exp``, epoch seconds) and
+    with which signing key (``kid``)."""
+
     user_id: str
     session_id: str
+    expires_at: int
+    key_id: str
 
 
 class TokenVerifier:
@@ -53,6 +66,7 @@ class TokenVerifier:
         self._revocation_cache_s = revocation_cache_s
         self._cache_size = cache_size
         self._not_revoked_until: dict[str, float] = {}
+        self._revoked_keys: set[str] = set()
 
     async def require_keys(self) -> None:
         """Readiness probe: fails until the JWKS has been loaded once."""
@@ -66,14 +80,43 @@ class TokenVerifier:
             response.raise_for_status()
             keys: dict[str, jwt.PyJWK] = {}
             for data in response.json().get("keys", []):
-                if data.get("kid"):
+                if data.get("kid") and data["kid"] not in self._revoked_keys:
                     try:
                         keys[data["kid"]] = jwt.PyJWK(data)
                     except jwt.PyJWTError:
                         log.warning("ignoring an unusable JWK %s", data.get("kid"))
             self._keys = keys
 
+    def has_key(self, kid: str) -> bool:
+        return kid in self._keys
+
+    def revoke_key(self, kid: str) -> None:
+        """Refuse ``kid`` from now on, whatever a JWKS fetched later says."""
+        self._revoked_keys.add(kid)
+        self._keys.pop(kid, None)
+
+    def forget(self, session_ids: Iterable[str]) -> None:
+        """Check these sessions in Redis again at their next use (announced revoked)."""
+        for session_id in session_ids:
+            self._not_revoked_until.pop(session_id, None)
+
+    def forget_all(self) -> None:
+        self._not_revoked_until.clear()
+
+    async def revoked_among(self, session_ids: Iterable[str]) -> set[str]:
+        """Which of these sessions carry a revocation mark (one round trip)."""
+        ordered = list(dict.fromkeys(session_ids))
+        if not ordered:
+            return set()
+        async with self._redis.pipeline(transaction=False) as pipe:
+            for session_id in ordered:
+                pipe.exists(revocation_key(session_id))
+            marks = await pipe.execute()
+        return {sid for sid, marked in zip(ordered, marks, strict=True) if marked}
+
     async def _key(self, kid: str) -> jwt.PyJWK:
+        if kid in self._revoked_keys:
+            raise InvalidToken("revoked signing key")
         key = self._keys.get(kid)
         if key is None and time.monotonic() - self._last_fetch >= self._refetch_interval_s:
             try:
@@ -99,7 +142,8 @@ class TokenVerifier:
                                 options={"require": ["exp", "iat", "sub", "sid", "jti"]})
         except jwt.PyJWTError as exc:
             raise InvalidToken(str(exc)) from None
-        principal = Principal(user_id=claims["sub"], session_id=claims["sid"])
+        principal = Principal(user_id=claims["sub"], session_id=claims["sid"],
+                              expires_at=int(claims["exp"]), key_id=header["kid"])
         await self._check_not_revoked(principal.session_id)
         return principal
 
@@ -107,7 +151,7 @@ class TokenVerifier:
         now = time.monotonic()
         if self._not_revoked_until.get(session_id, 0.0) > now:
             return
-        if await self._redis.exists(f"revoked:sid:{session_id}"):
+        if await self._redis.exists(revocation_key(session_id)):
             raise InvalidToken("session revoked")
         if len(self._not_revoked_until) >= self._cache_size:
             self._not_revoked_until.clear()
@@ -119,7 +163,14 @@ class TokenVerifier:
         if raw is None:
             raise InvalidToken("unknown, expired or spent ticket")
         data = json.loads(raw)
-        principal = Principal(user_id=data["user_id"], session_id=data["sid"])
+        if not isinstance(data.get("exp"), int) or not isinstance(data.get("kid"), str):
+            raise InvalidToken("a ticket without the token's expiry and key")
+        principal = Principal(user_id=data["user_id"], session_id=data["sid"],
+                              expires_at=data["exp"], key_id=data["kid"])
+        if principal.expires_at <= time.time():
+            raise InvalidToken("the ticket's token has expired")
+        if principal.key_id in self._revoked_keys:
+            raise InvalidToken("revoked signing key")
         await self._check_not_revoked(principal.session_id)
         return principal
 

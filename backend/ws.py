@@ -12,6 +12,7 @@ import asyncio
 import contextlib
 import json
 import logging
+import time
 from collections import Counter, deque
 from typing import Any, NamedTuple
 
@@ -19,6 +20,7 @@ from fastapi import WebSocket, WebSocketDisconnect
 from redis.exceptions import RedisError
 from ulid import ULID
 
+from backend.authorization import TOKEN_EXPIRED, renewal_problem, seconds_left
 from backend.state import BackendState
 from backend.tokens import InvalidToken, Principal
 from bridge.fanout import Subscription
@@ -28,6 +30,7 @@ from bridge.protocol import (
     DeliveryCursor,
     PingMessage,
     ProtocolError,
+    ReauthMessage,
     ResumeCursor,
     ResumeMessage,
     StartRunMessage,
@@ -77,8 +80,36 @@ class Connection:
         # `resume` sent first is served before any live event: no gap, no duplicate.
         self.live = False
         self.sender_task: asyncio.Task[None] | None = None
-        self._hold = asyncio.get_running_loop().call_later(state.settings.ws_live_hold_s,
-                                                           self.go_live)
+        self.ended = False
+        loop = asyncio.get_running_loop()
+        self._hold = loop.call_later(state.settings.ws_live_hold_s, self.go_live)
+        # the socket's authorization ends with its token's (unless renewed by `reauth`)
+        self._expiry = loop.call_later(seconds_left(principal, time.time()), self._expire)
+
+    def renew(self, principal: Principal) -> None:
+        """A `reauth` was accepted: the socket lives until the new token's expiry."""
+        if self.ended:  # revoked while the renewal was being checked
+            return
+        self.principal = principal
+        self._expiry.cancel()
+        self._expiry = asyncio.get_running_loop().call_later(
+            seconds_left(principal, time.time()), self._expire)
+
+    def _expire(self) -> None:
+        left = seconds_left(self.principal, time.time())
+        if left > 0:  # renewed meanwhile
+            self._expiry = asyncio.get_running_loop().call_later(left, self._expire)
+            return
+        self.end(CLOSE_UNAUTHORIZED, TOKEN_EXPIRED)
+
+    def end(self, code: int, reason: str) -> None:
+        """Close the socket now (revoked, expired); frames still queued are dropped."""
+        if self.ended:
+            return
+        self.ended = True
+        self.stop()
+        self.pending.clear()
+        asyncio.create_task(self._close(code, reason))  # noqa: RUF006 (ends the socket)
 
     def push(self, item: _Outbound, *, first: bool = False) -> None:
         """Queue a frame (``first``: ahead of the others). A full queue marks the
@@ -104,6 +135,7 @@ class Connection:
 
     def stop(self) -> None:
         self._hold.cancel()
+        self._expiry.cancel()
         if self.sender_task is not None:
             self.sender_task.cancel()
             self.sender_task = None
@@ -298,7 +330,8 @@ class Gateway:
             await ws.send_text(json.dumps({
                 "type": "welcome", "connection_id": connection.id,
                 "user_id": connection.principal.user_id, "epoch": position.epoch,
-                "last_seq": position.last_seq, "heartbeat_s": state.settings.ws_heartbeat_s}))
+                "last_seq": position.last_seq, "heartbeat_s": state.settings.ws_heartbeat_s,
+                **_deadline(connection.principal)}))
             if resume is not None:  # resumed in the auth message: replay, then live
                 connection.push(_Outbound("resume", frame=resume.model_dump()), first=True)
                 connection.go_live()
@@ -348,11 +381,41 @@ class Gateway:
                                                      message.run_id), rid)
             connection.push(_Outbound("frame", frame=_with_rid(
                 {"type": "cancel_accepted", "run_id": message.run_id}, rid)))
+        elif isinstance(message, ReauthMessage):
+            await self._reauth(connection, message)
         elif isinstance(message, AuthMessage):
             raise ProtocolError("already_authenticated", "this connection is authenticated", rid)
 
+    async def _reauth(self, connection: Connection, message: ReauthMessage) -> None:
+        """Renew the socket's authorization; a refusal leaves its deadline as it was."""
+        rid = message.request_id
+        try:
+            if not (message.ticket or message.token):
+                raise InvalidToken("reauth needs a ticket or a token")
+            principal = await _call(_principal(message, connection.state), rid)
+        except InvalidToken as exc:
+            raise ProtocolError("unauthorized", f"not renewed: {exc}", rid) from None
+        problem = renewal_problem(connection.principal, principal)
+        if problem is not None:
+            raise ProtocolError("unauthorized", f"not renewed: {problem}", rid)
+        connection.renew(principal)
+        connection.push(_Outbound("frame", frame=_with_rid(
+            {"type": "reauthenticated", **_deadline(principal)}, rid)))
 
-async def _principal(message: AuthMessage, state: BackendState) -> Principal:
+    @property
+    def open_connections(self) -> list[Connection]:
+        """The sockets this replica serves now (revocation closes some of them)."""
+        return list(self._connections)
+
+
+def _deadline(principal: Principal) -> dict[str, int]:
+    """When the socket's authorization ends: epoch seconds, and seconds from now
+    (for a client whose clock is off)."""
+    return {"expires_at": principal.expires_at,
+            "expires_in": max(0, int(principal.expires_at - time.time()))}
+
+
+async def _principal(message: AuthMessage | ReauthMessage, state: BackendState) -> Principal:
     if message.ticket:
         return await state.verifier.redeem_ticket(message.ticket)
     assert message.token is not None
@@ -366,6 +429,8 @@ async def _call(awaitable: Any, request_id: str | None) -> Any:
     """Run a service call; its problem becomes an error frame for this request."""
     try:
         return await awaitable
+    except InvalidToken:  # the caller answers it
+        raise
     except ProblemError as exc:
         raise ProtocolError(exc.code, exc.detail, request_id) from None
     except _UNAVAILABLE as exc:

@@ -21,6 +21,7 @@ __all__ = [
     "DeliveryCursor",
     "PingMessage",
     "ProtocolError",
+    "ReauthMessage",
     "ResumeCursor",
     "ResumeMessage",
     "StartRunMessage",
@@ -54,6 +55,14 @@ class AuthMessage(_Message):
     resume: ResumeCursor | None = None
 
 
+class ReauthMessage(_Message):
+    """Renew an open socket's authorization before it expires (same user)."""
+
+    type: Literal["reauth"]
+    ticket: str | None = Field(default=None, max_length=512)
+    token: str | None = Field(default=None, max_length=8192)
+
+
 class ResumeMessage(_Message):
     type: Literal["resume"]
     after: int = Field(ge=0)
@@ -78,11 +87,12 @@ class PingMessage(_Message):
 
 
 ClientMessage = Annotated[
-    AuthMessage | ResumeMessage | StartRunMessage | CancelRunMessage | PingMessage,
+    AuthMessage | ReauthMessage | ResumeMessage | StartRunMessage | CancelRunMessage
+    | PingMessage,
     Field(discriminator="type"),
 ]
 _ADAPTER: TypeAdapter[ClientMessage] = TypeAdapter(ClientMessage)
-_TYPES = frozenset({"auth", "resume", "start_run", "cancel_run", "ping"})
+_TYPES = frozenset({"auth", "reauth", "resume", "start_run", "cancel_run", "ping"})
 
 
 class ProtocolError(Exception):

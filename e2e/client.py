@@ -103,6 +103,26 @@ class ChatClient:
                 raise
         return await self.login(email, password)
 
+    async def refresh(self) -> Any:
+        """Trade the refresh token for a new pair."""
+        body = await self._call("POST", f"{self.auth_url}/auth/refresh", auth=False,
+                                json={"refresh_token": self.refresh_token})
+        self.access_token = body["access_token"]
+        self.refresh_token = body["refresh_token"]
+        return body
+
+    async def logout(self) -> None:
+        await self._call("POST", f"{self.auth_url}/auth/logout", json={})
+
+    async def logout_all(self) -> None:
+        await self._call("POST", f"{self.auth_url}/auth/logout-all")
+
+    async def sessions(self) -> Any:
+        return await self._call("GET", f"{self.auth_url}/auth/sessions")
+
+    async def delete_session(self, session_id: str) -> None:
+        await self._call("DELETE", f"{self.auth_url}/auth/sessions/{session_id}")
+
     async def ws_ticket(self) -> str:
         body = await self._call("POST", f"{self.auth_url}/auth/ws-ticket")
         ticket: str = body["ticket"]
@@ -194,6 +214,7 @@ class EventSocket:
     frames: list[Received] = field(default_factory=list)
     welcome: dict[str, Any] = field(default_factory=dict)
     close_code: int | None = None
+    close_reason: str | None = None
     _conn: ClientConnection | None = None
     _reader: asyncio.Task[None] | None = None
     _changed: asyncio.Condition = field(default_factory=asyncio.Condition)
@@ -222,6 +243,7 @@ class EventSocket:
             pass
         finally:
             self.close_code = self._conn.close_code
+            self.close_reason = self._conn.close_reason
             async with self._changed:
                 self._changed.notify_all()
 

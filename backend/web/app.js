@@ -101,6 +101,7 @@ async function enterApp() {
     },
     onResync: resync,
     onFrame: (frame) => { if (frame.type === 'error') notify(`${frame.code}: ${frame.message}`, { error: true }); },
+    onExpiry: (expiresAt) => { $('conn').dataset.expiresAt = expiresAt; },
   });
   app.socket.start();
   loadAgents();

@@ -1,11 +1,15 @@
 // The live connection: `/ws` with the contract's protocol. It reconnects by itself
 // (capped exponential backoff with jitter) and resumes after the last event it
-// delivered, so the page sees every event of the user once and in order.
+// delivered, so the page sees every event of the user once and in order. Before the
+// socket's authorization expires (80 % into its lifetime) it renews it on the open
+// socket with a fresh access token (`reauth`), so a long session never reconnects.
 
 const BACKOFF_BASE_MS = 250;
 const BACKOFF_CAP_MS = 8000;
 const PING_EVERY_MS = 25000;
 const PONG_WITHIN_MS = 10000;
+const RENEW_AT = 0.8; // of the authorization's remaining lifetime
+const RENEW_MIN_MS = 1000;
 
 export class LiveSocket {
   /**
@@ -13,10 +17,11 @@ export class LiveSocket {
    * onEvent(event): each agent event once, in seq order;
    * onStatus({state, ...}): connecting | connected | reconnecting | resumed | resync | refused | offline;
    * onResync(): the history was lost or skipped: reload state over REST;
-   * onFrame(frame): other frames (error, run_accepted, cancel_accepted, pong).
+   * onFrame(frame): other frames (error, run_accepted, cancel_accepted, pong);
+   * onExpiry(expiresAt): when the socket's authorization now ends (epoch seconds).
    */
-  constructor({ url, token, onEvent, onStatus, onResync, onFrame }) {
-    Object.assign(this, { url, token, onEvent, onStatus, onResync, onFrame });
+  constructor({ url, token, onEvent, onStatus, onResync, onFrame, onExpiry = () => {} }) {
+    Object.assign(this, { url, token, onEvent, onStatus, onResync, onFrame, onExpiry });
     this.ws = null;
     this.epoch = null; // null until the first welcome
     this.delivered = 0; // the highest seq handed to onEvent in this epoch
@@ -25,6 +30,8 @@ export class LiveSocket {
     this.stopped = true;
     this.freshToken = false;
     this.duplicates = 0;
+    this.renewals = 0;
+    this.deadline = 0; // performance.now() when the authorization ends
     this._timers = {};
     this._online = () => { if (this._timers.retry) this._retryNow(); };
   }
@@ -80,7 +87,9 @@ export class LiveSocket {
       case 'welcome': return this._welcome(frame);
       case 'resumed': return this._resumed(frame);
       case 'resync_required': return this._resync(frame.epoch, frame.last_seq);
+      case 'reauthenticated': return this._authorized(frame);
       default:
+        if (frame.type === 'error' && String(frame.request_id).startsWith('reauth-')) return this._renewFailed();
         if (typeof frame.seq === 'number' && frame.run_id) return this._event(frame);
         return this.onFrame(frame);
     }
@@ -90,6 +99,7 @@ export class LiveSocket {
     this.authenticated = true;
     this.attempts = 0;
     this._keepAlive();
+    this._authorized(frame);
     if (this.epoch === null) { // the page's first connection: live from here on
       this.epoch = frame.epoch;
       this.delivered = frame.last_seq;
@@ -98,6 +108,39 @@ export class LiveSocket {
     } else { // the server replays what was missed (asked in auth), then live
       this._status('resuming', { seq: this.delivered });
     }
+  }
+
+  /** The authorization holds until frame.expires_at: renew it 80 % of the way there. */
+  _authorized(frame) {
+    const lifetimeMs = (frame.expires_in ?? (frame.expires_at - Date.now() / 1000)) * 1000;
+    this.deadline = performance.now() + lifetimeMs;
+    this.onExpiry(frame.expires_at);
+    this._renewIn(lifetimeMs * RENEW_AT);
+  }
+
+  _renewIn(ms) {
+    clearTimeout(this._timers.renew);
+    this._timers.renew = setTimeout(() => this._renew(), Math.max(RENEW_MIN_MS, ms));
+  }
+
+  async _renew() {
+    const ws = this.ws;
+    let token;
+    try {
+      token = await this.token(true);
+    } catch {
+      return this._renewFailed(); // auth unreachable: try again while time remains
+    }
+    if (ws !== this.ws || this.stopped) return;
+    this.renewals += 1;
+    this.send({ type: 'reauth', token, request_id: `reauth-${this.renewals}` });
+  }
+
+  /** Try again halfway to the deadline; past it the server closes (4401) and the
+   * socket reconnects with a fresh token, resuming where it was. */
+  _renewFailed() {
+    const left = this.deadline - performance.now();
+    if (left > 2 * RENEW_MIN_MS) this._renewIn(left / 2);
   }
 
   _resumed(frame) {
@@ -185,6 +228,7 @@ export class LiveSocket {
   _clearTimers() {
     clearTimeout(this._timers.retry);
     clearTimeout(this._timers.pong);
+    clearTimeout(this._timers.renew);
     clearInterval(this._timers.ping);
     this._timers = {};
   }

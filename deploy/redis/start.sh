@@ -11,10 +11,12 @@
 # off, every MULTI/EXEC of the file (the effects of each script run) would be
 # refused at load, losing data silently on a restart.
 #
-#   auth      login throttle, revocation marks, WebSocket tickets
+#   auth      login throttle, revocation marks, WebSocket tickets, publishes on the
+#             revocation channel (auth:revocations) only
 #   backend   users' event streams (read), dispatch, lifecycle, ingest, leases (read),
 #             cancel requests, revocation marks (read), tickets (consumed), users'
-#             socket leases (+time: scored in Redis' clock, inside a script)
+#             socket leases (+time: scored in Redis' clock, inside a script), follows
+#             the revocation channel
 #   worker    the run queue, emits into users' streams, leases, cancel requests
 #   health    PING only (the healthcheck; no password, no key)
 set -eu
@@ -36,8 +38,8 @@ umask 077
 cat > "$ACL" <<ACL
 user default on #$(hash "$(od -An -N32 -tx1 /dev/urandom | tr -d ' \n')") ~* &* +@all
 user health on nopass resetchannels -@all +ping
-user auth on #$(hash "$REDIS_AUTH_PASSWORD") resetchannels $BASE ~throttle:* ~revoked:sid:* ~wsticket:*
-user backend on #$(hash "$REDIS_BACKEND_PASSWORD") resetchannels $BASE +@pubsub +time ~u:* ~runs:* ~run:* ~agents:catalog ~analytics:ingest ~reaper:lock ~worker:alive:* %R~revoked:sid:* ~wsticket:* &u:* &hub:control &runs:cancel
+user auth on #$(hash "$REDIS_AUTH_PASSWORD") resetchannels $BASE +publish ~throttle:* ~revoked:sid:* ~wsticket:* &auth:revocations
+user backend on #$(hash "$REDIS_BACKEND_PASSWORD") resetchannels $BASE +@pubsub +time ~u:* ~runs:* ~run:* ~agents:catalog ~analytics:ingest ~reaper:lock ~worker:alive:* %R~revoked:sid:* ~wsticket:* &u:* &hub:control &runs:cancel &auth:revocations
 user worker on #$(hash "$REDIS_WORKER_PASSWORD") resetchannels $BASE +@pubsub ~u:* ~runs:queue ~runs:lifecycle ~run:* ~worker:alive:* ~agents:catalog ~analytics:ingest &u:* &runs:cancel
 ACL
 exec redis-server --aclfile "$ACL" "$@"

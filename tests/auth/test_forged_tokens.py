@@ -1,11 +1,15 @@
-"""Forged and stale tokens are refused by the backend (offline verification)."""
+"""Forged and stale tokens are refused by the backend (offline verification), over
+HTTP and on the WebSocket (first message and renewal), and so are forged, expired
+and revoked tickets."""
 
 from __future__ import annotations
 
 import base64
+import contextlib
 import hashlib
 import hmac
 import json
+import secrets
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -16,10 +20,13 @@ import jwt
 import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from websockets.asyncio.client import connect
+from websockets.exceptions import ConnectionClosed
 
 from e2e.client import ChatClient
 from e2e.scenarios import PASSWORD, Target, unique_email
 from e2e.stack import LocalStack
+from servicekit.redisclient import make_redis
 
 
 def _b64(raw: bytes) -> str:
@@ -105,3 +112,89 @@ async def test_forgeries_are_refused(target: Target, stack: LocalStack,
     token = FORGERIES[forgery](stack, session)
     assert token != session["token"]
     assert await _status(target, token) == 401
+
+
+async def _socket_closed(target: Target, auth: dict[str, Any]) -> tuple[int | None, str]:
+    """Close code and reason of a socket whose first message is ``auth``."""
+    ws = await connect(target.ws_url)
+    with contextlib.suppress(ConnectionClosed):
+        await ws.send(json.dumps(auth))
+        async for _ in ws:
+            pass
+    return ws.close_code, ws.close_reason or ""
+
+
+async def test_the_genuine_token_opens_a_socket(target: Target,
+                                                session: dict[str, Any]) -> None:
+    async with ChatClient(target.auth_url, target.backend_url) as client:
+        client.access_token = session["token"]
+        socket = await client.connect(target.ws_url, use_ticket=False)
+        assert socket.welcome["expires_at"] == session["claims"]["exp"]
+        await socket.close()
+
+
+@pytest.mark.parametrize("forgery", sorted(FORGERIES))
+async def test_forgeries_are_refused_on_the_socket(target: Target, stack: LocalStack,
+                                                   session: dict[str, Any],
+                                                   forgery: str) -> None:
+    token = FORGERIES[forgery](stack, session)
+    code, _ = await _socket_closed(target, {"type": "auth", "token": token})
+    assert code == 4401
+
+
+@pytest.mark.parametrize("forgery", sorted(FORGERIES))
+async def test_forgeries_do_not_renew_a_socket(target: Target, stack: LocalStack,
+                                               session: dict[str, Any], forgery: str) -> None:
+    async with ChatClient(target.auth_url, target.backend_url) as client:
+        client.access_token = session["token"]
+        socket = await client.connect(target.ws_url, use_ticket=False)
+        try:
+            answer = await socket.request({"type": "reauth",
+                                           "token": FORGERIES[forgery](stack, session)})
+            assert answer["type"] == "error" and answer["code"] == "unauthorized"
+            assert (await socket.request({"type": "ping"}))["type"] == "pong"
+        finally:
+            await socket.close()
+
+
+def _ticket_data(session: dict[str, Any], **changes: Any) -> dict[str, Any]:
+    claims = session["claims"]
+    return {"user_id": claims["sub"], "sid": claims["sid"], "exp": claims["exp"],
+            "kid": session["header"]["kid"], **changes}
+
+
+TICKETS: dict[str, dict[str, Any] | None] = {
+    "never issued": None,
+    "its token expired": {"exp": int(time.time()) - 1},
+    "no expiry": {"exp": None},
+    "no key": {"kid": None},
+}
+
+
+@pytest.mark.parametrize("case", sorted(TICKETS))
+async def test_forged_and_expired_tickets_are_refused(stack: LocalStack, target: Target,
+                                                      session: dict[str, Any],
+                                                      case: str) -> None:
+    ticket = secrets.token_urlsafe(32)
+    changes = TICKETS[case]
+    if changes is not None:  # written where auth writes tickets, as auth would not
+        redis = make_redis(stack.redis_url)
+        try:
+            await redis.set(f"wsticket:{ticket}", json.dumps(_ticket_data(session, **changes)),
+                            ex=60)
+        finally:
+            await redis.aclose()
+    code, _ = await _socket_closed(target, {"type": "auth", "ticket": ticket})
+    assert code == 4401
+
+
+async def test_tickets_and_tokens_of_a_revoked_session_are_refused(target: Target) -> None:
+    async with ChatClient(target.auth_url, target.backend_url) as client:
+        await client.signup(unique_email("revoked"), PASSWORD)
+        ticket = await client.ws_ticket()
+        token = client.access_token
+        await client.logout()
+        assert await _socket_closed(target, {"type": "auth", "ticket": ticket}) == (
+            4401, "unauthorized: session revoked")
+        assert await _socket_closed(target, {"type": "auth", "token": token}) == (
+            4401, "unauthorized: session revoked")

@@ -11,8 +11,9 @@ import time
 from pathlib import Path
 
 import jwt
+import pytest
 
-from auth.keys import KEYRING, KeyStore, rotate
+from auth.keys import KEYRING, KeyInUse, KeyStore, UnknownKey, revoke, rotate
 from e2e.client import ChatClient
 from e2e.scenarios import PASSWORD, Target, unique_email
 from e2e.stack import LocalStack
@@ -33,6 +34,35 @@ def test_rotation_promotes_next_and_keeps_retired_keys(tmp_path: Path) -> None:
     assert third["retired"] == []
     assert not (tmp_path / f"{first['current']}.pem").exists()
     assert all("d" not in key for key in store.jwks()["keys"])
+
+
+def test_revoking_removes_a_key_from_the_ring_and_the_disk(tmp_path: Path) -> None:
+    store = KeyStore(tmp_path)
+    first = rotate(tmp_path, keep_retired_s=3600)
+    retired = first["retired"][0]["kid"]
+    ring = revoke(tmp_path, retired, keep_retired_s=3600)
+    assert ring["retired"] == [] and ring["current"] == first["current"]
+    assert not (tmp_path / f"{retired}.pem").exists()
+    store.reload()
+    assert retired not in {k["kid"] for k in store.jwks()["keys"]}
+    assert store.public_key(retired) is None
+    again = revoke(tmp_path, ring["next"], keep_retired_s=3600)  # a new next replaces it
+    assert again["next"] not in (ring["next"], ring["current"])
+    assert (tmp_path / f"{again['next']}.pem").exists()
+    with pytest.raises(UnknownKey):
+        revoke(tmp_path, retired, keep_retired_s=3600)
+
+
+def test_the_current_key_is_revoked_only_with_a_rotation(tmp_path: Path) -> None:
+    KeyStore(tmp_path)
+    ring = json.loads((tmp_path / KEYRING).read_text())
+    with pytest.raises(KeyInUse):
+        revoke(tmp_path, ring["current"], keep_retired_s=3600)
+    assert json.loads((tmp_path / KEYRING).read_text()) == ring  # untouched
+    after = revoke(tmp_path, ring["current"], rotate_first=True, keep_retired_s=3600)
+    assert after["current"] == ring["next"]
+    assert after["retired"] == []
+    assert not (tmp_path / f"{ring['current']}.pem").exists()
 
 
 def test_keys_are_private_files(tmp_path: Path) -> None:

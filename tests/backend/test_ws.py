@@ -1,11 +1,15 @@
-"""The WebSocket gateway against the running stack: auth, bad input, isolation, resume."""
+"""The WebSocket gateway against the running stack: auth, bad input, isolation, resume,
+renewal (`reauth`) and revocation."""
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import json
+import time
 from collections.abc import AsyncIterator
 
+import jwt
 import pytest
 from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosed
@@ -164,3 +168,72 @@ async def test_resume_in_the_auth_message_replays_before_any_live_event(
             await resumed.close()
     finally:
         await first.close()
+
+
+async def test_welcome_says_when_the_authorization_expires(target: Target,
+                                                           client: ChatClient) -> None:
+    assert client.access_token is not None
+    exp = jwt.decode(client.access_token, options={"verify_signature": False})["exp"]
+    for use_ticket in (True, False):
+        socket = await client.connect(target.ws_url, use_ticket=use_ticket)
+        try:
+            assert socket.welcome["expires_at"] == exp
+            assert 0 < socket.welcome["expires_in"] <= exp - time.time() + 1
+        finally:
+            await socket.close()
+
+
+async def test_reauth_with_a_token_or_a_ticket_renews(target: Target,
+                                                      client: ChatClient) -> None:
+    socket = await client.connect(target.ws_url)
+    try:
+        await asyncio.sleep(1.1)  # a later token expires later
+        await client.refresh()
+        assert client.access_token is not None
+        exp = jwt.decode(client.access_token, options={"verify_signature": False})["exp"]
+        answer = await socket.request({"type": "reauth", "token": client.access_token})
+        assert answer == {"type": "reauthenticated", "expires_at": exp,
+                          "expires_in": answer["expires_in"], "request_id": "req-0"}
+        assert answer["expires_at"] > socket.welcome["expires_at"]
+        answer = await socket.request({"type": "reauth", "ticket": await client.ws_ticket()})
+        assert answer["type"] == "reauthenticated" and answer["expires_at"] == exp
+    finally:
+        await socket.close()
+
+
+@pytest.mark.parametrize("frame", [
+    {"type": "reauth"},
+    {"type": "reauth", "token": "not.a.jwt"},
+    {"type": "reauth", "ticket": "forged"},
+])
+async def test_an_invalid_reauth_is_unauthorized_and_the_socket_stays(
+        target: Target, client: ChatClient, frame: dict[str, str]) -> None:
+    socket = await client.connect(target.ws_url)
+    try:
+        answer = await socket.request(frame)
+        assert answer["type"] == "error" and answer["code"] == "unauthorized"
+        assert (await socket.request({"type": "ping"}))["type"] == "pong"
+    finally:
+        await socket.close()
+
+
+async def test_a_reauth_for_another_user_is_refused(target: Target, client: ChatClient) -> None:
+    async with ChatClient(target.auth_url, target.backend_url) as other:
+        await other.signup(unique_email("other"), PASSWORD)
+        socket = await client.connect(target.ws_url)
+        try:
+            for frame in ({"type": "reauth", "token": other.access_token},
+                          {"type": "reauth", "ticket": await other.ws_ticket()}):
+                answer = await socket.request(frame)
+                assert answer["type"] == "error" and answer["code"] == "unauthorized"
+                assert "another user" in answer["message"]
+            assert (await socket.request({"type": "ping"}))["type"] == "pong"
+        finally:
+            await socket.close()
+
+
+async def test_logout_closes_the_sessions_socket(target: Target, client: ChatClient) -> None:
+    socket = await client.connect(target.ws_url)
+    await client.logout()
+    assert await socket.wait_closed(timeout=5) == 4401
+    assert socket.close_reason == "session_revoked"

@@ -6,6 +6,7 @@ from bridge.protocol import (
     AuthMessage,
     DeliveryCursor,
     ProtocolError,
+    ReauthMessage,
     ResumeMessage,
     StartRunMessage,
     parse_client_message,
@@ -19,6 +20,8 @@ def test_parses_each_message_type() -> None:
     assert isinstance(resume, ResumeMessage) and resume.after == 3 and resume.request_id == "r"
     start = parse_client_message('{"type":"start_run","thread_id":"thr_1","input":"hi"}')
     assert isinstance(start, StartRunMessage) and start.multitask == "reject"
+    reauth = parse_client_message('{"type":"reauth","token":"t","request_id":"r"}')
+    assert isinstance(reauth, ReauthMessage) and reauth.token == "t" and reauth.ticket is None
 
 
 @pytest.mark.parametrize(("frame", "code"), [
@@ -36,6 +39,8 @@ def test_parses_each_message_type() -> None:
     ('{"type": "start_run", "thread_id": "t", "input": "x", "multitask": "yolo"}',
      "invalid_message"),
     ('{"type": "ping", "extra": 1}', "invalid_message"),
+    ('{"type": "reauth", "token": 7}', "invalid_message"),
+    ('{"type": "reauth", "token": "t", "resume": {"after": 1}}', "invalid_message"),
 ])
 def test_rejects_bad_frames_with_a_precise_code(frame: str, code: str) -> None:
     with pytest.raises(ProtocolError) as caught:

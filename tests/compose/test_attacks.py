@@ -147,6 +147,11 @@ REDIS_PROBE = """
         "auth reconfigures": attempt("auth", e["A"], "CONFIG", "SET", "maxmemory", "1"),
         "backend reads a revocation": attempt("backend", e["B"], "EXISTS", "revoked:sid:x"),
         "worker emits": attempt("worker", e["W"], "HGET", "u:{usr_x}:meta", "seq"),
+        "auth announces a revocation": attempt("auth", e["A"], "PUBLISH", "auth:revocations",
+                                               "{}"),
+        "auth publishes an event": attempt("auth", e["A"], "PUBLISH", "u:{usr_x}:live", "{}"),
+        "worker announces a revocation": attempt("worker", e["W"], "PUBLISH",
+                                                 "auth:revocations", "{}"),
     }))
 """
 
@@ -158,6 +163,7 @@ def test_redis_refuses_anonymous_and_other_services_commands(driver: ComposeDriv
                                               "W": given["REDIS_WORKER_PASSWORD"]})
     assert answers.pop("backend reads a revocation") == "allowed"
     assert answers.pop("worker emits") == "allowed"
+    assert answers.pop("auth announces a revocation") == "allowed"
     assert answers.pop("anonymous ping") == "NOAUTH"
     assert answers.pop("anonymous read") == "NOAUTH"
     assert answers.pop("wrong password") == "WRONGPASS"

@@ -5,6 +5,8 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import time
+from pathlib import Path
 
 from e2e.stack import LocalStack
 from tests.test_compose import SERVICES
@@ -23,11 +25,24 @@ def test_http_healthchecks_pass(stack: LocalStack) -> None:
     assert _run(["python", "-m", "servicekit.probe", f"{stack.auth_url}/nope"]) == 1
 
 
-def test_worker_healthcheck_passes_only_for_a_live_worker(stack: LocalStack) -> None:
-    argv = SERVICES["worker"]["healthcheck"]["test"][1:]
-    env = {**os.environ, "WORKER_REDIS_URL": stack.redis_url}
-    assert _run(argv, {**env, "WORKER_WORKER_ID": "worker"}) == 0
-    assert _run(argv, {**env, "WORKER_WORKER_ID": "no-such-worker"}) == 1
+def test_worker_healthcheck_passes_only_while_the_heartbeat_file_is_fresh(
+        tmp_path: Path) -> None:
+    """The shell command of docker-compose.yml (``$$`` is Compose's escaped ``$``),
+    on a file the worker's heartbeat touches (tests/agents/test_worker.py)."""
+    kind, command = SERVICES["worker"]["healthcheck"]["test"]
+    alive = tmp_path / "worker.alive"
+    shell = command.replace("$$", "$").replace("/tmp/worker.alive", str(alive))
+    assert kind == "CMD-SHELL"
+
+    def check() -> int:
+        return subprocess.run(["sh", "-c", shell], timeout=30, check=False).returncode
+
+    assert check() == 1  # no file: no heartbeat yet, or the worker exited
+    alive.touch()
+    assert check() == 0
+    stale = time.time() - 60
+    os.utime(alive, (stale, stale))
+    assert check() == 1  # the heartbeat stopped
 
 
 def test_metrics_count_requests_by_route_template(stack: LocalStack) -> None:

@@ -167,6 +167,26 @@ def web_on_own_stack(browser: Browser, own_stack: LocalStack,
         yield opened
 
 
+#: the access-token lifetime of :func:`short_token_stack` (the page renews at 80 %)
+SHORT_TOKEN_TTL_S = 8
+
+
+@pytest.fixture(scope="module")
+def short_token_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalStack]:
+    """A stack whose access tokens live seconds: renewal and expiry in real time."""
+    config = StackConfig.for_tests(tmp_path_factory.mktemp("short-tokens"),
+                                   env={"AUTH_ACCESS_TOKEN_TTL_S": str(SHORT_TOKEN_TTL_S)})
+    with LocalStack(config) as running:
+        yield running
+
+
+@pytest.fixture
+def web_with_short_tokens(browser: Browser, short_token_stack: LocalStack,
+                          request: pytest.FixtureRequest) -> Iterator[Web]:
+    with browsing(browser, short_token_stack, request.node) as opened:
+        yield opened
+
+
 FAILED = pytest.StashKey[bool]()
 
 
