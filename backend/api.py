@@ -12,6 +12,7 @@ from pydantic import AwareDatetime, BaseModel, Field
 
 from backend.analytics import AnalyticsStore
 from backend.deps import CurrentUser, State
+from backend.quotas import WindowQuota
 from backend.state import BackendState
 from bridge.cancel import request_cancel
 from bridge.ingest import append_rows
@@ -153,6 +154,8 @@ ShortTokens = Annotated[int | None, Query(ge=1, le=1_000_000)]
 @router.post("/analytics/usage", status_code=202)
 async def post_usage(body: UsageBody, user: CurrentUser, state: State) -> dict[str, Any]:
     """The caller's AI usage records, queued on the ingest stream for ClickHouse."""
+    await WindowQuota(state.redis, "usage", state.settings.usage_records_per_minute,
+                      unit="usage records").take(user.user_id, len(body.records))
     await append_rows(state.redis, "usage", [
         {**record.model_dump(mode="json"), "user_id": user.user_id} for record in body.records])
     return {"accepted": len(body.records)}

@@ -114,7 +114,10 @@ def create_app(settings: BackendSettings) -> ServiceApps:
                                     lease_s=settings.ws_connection_lease_s)
         app.state.backend = BackendState(
             settings=settings, pool=pool, redis=redis, verifier=verifier, store=store,
-            runs=RunService(store, redis, registry), analytics=analytics, hub=hub, bridge=bridge,
+            runs=RunService(store, redis, registry,
+                            max_active_per_user=settings.max_active_runs_per_user,
+                            max_waiting_per_thread=settings.max_queued_runs_per_thread),
+            analytics=analytics, hub=hub, bridge=bridge,
             streams=UserStreams(redis, history_ttl_s=settings.history_ttl_s),
             admission=admission)
         emitter = EventEmitter(redis, history_maxlen=settings.history_maxlen,

@@ -71,6 +71,21 @@ class BackendSettings(ServiceSettings):
     bridge_probe_interval_s: float = 0.5
     bridge_max_attempts: int = 5
     bridge_max_delay_s: float = 5.0
+    # per-user limits (docs/security.md, "Per-user limits"): one user cannot take the
+    # service from the others. Active (queued + running) runs of a user: 429
+    # too_many_runs beyond; runs waiting their turn on one thread (enqueue,
+    # interrupt): 429 too_many_queued_runs beyond
+    max_active_runs_per_user: int = Field(default=20, ge=1)
+    max_queued_runs_per_thread: int = Field(default=10, ge=1)
+    # socket messages, per connection (token buckets: burst, then a steady rate);
+    # beyond, an error frame `rate_limited` with retry_after_ms, the socket stays open
+    ws_message_burst: int = Field(default=20, ge=1)
+    ws_messages_per_s: float = Field(default=10.0, gt=0)
+    ws_start_run_burst: int = Field(default=5, ge=1)
+    ws_start_runs_per_s: float = Field(default=2.0, gt=0)
+    # usage records a user may post a minute (POST /api/analytics/usage; a fixed
+    # window in Redis): 429 rate_limited with Retry-After beyond
+    usage_records_per_minute: int = Field(default=20_000, ge=1)
     history_maxlen: int = 10_000
     history_ttl_s: int = 86_400
     max_run_input_chars: int = 32_000

@@ -3,6 +3,10 @@
 The thread row is locked for the transaction, so two ``start_run`` calls on one
 thread are serialised by Postgres whichever replica they reach; with policy
 ``reject`` exactly one of them is accepted.
+
+Per-user limits are counted in that transaction too, under a second lock: the
+user's (a transaction-scoped advisory lock), so two creations of one user on
+different threads are serialised as well and concurrent creations cannot overshoot.
 """
 
 from __future__ import annotations
@@ -45,6 +49,21 @@ RETURNING *
 """
 
 
+#: The user's active runs: through the user's threads and the partial index of
+#: the threads' active runs (the literal IN lets the planner use it).
+_USER_ACTIVE = """
+SELECT count(*) FROM app.runs r JOIN app.threads t ON t.id = r.thread_id
+WHERE t.user_id = $1 AND r.status IN ('queued', 'running')
+"""
+#: Runs waiting their turn on a thread (queued, not dispatched).
+_THREAD_WAITING = """
+SELECT count(*) FROM app.runs
+WHERE thread_id = $1 AND status = 'queued' AND dispatched_at IS NULL
+"""
+#: Seconds a refused client is told to wait: runs last seconds to minutes.
+RETRY_AFTER_S = 5
+
+
 async def dispatch(queue: AutoPipeline, row: asyncpg.Record) -> None:
     """Hand a run to the workers (through ``queue``: concurrent dispatches share
     their round trips to Redis)."""
@@ -72,8 +91,11 @@ async def dispatch_next(conn: asyncpg.Connection, queue: AutoPipeline, thread_id
 
 class RunService:
     def __init__(self, store: Store, redis: Redis, registry: ThreadRunRegistry, *,
-                 default_agent: str = "supervisor") -> None:
+                 default_agent: str = "supervisor", max_active_per_user: int = 20,
+                 max_waiting_per_thread: int = 10) -> None:
         self._store = store
+        self._max_active = max_active_per_user
+        self._max_waiting = max_waiting_per_thread
         self._redis = redis
         self._queue = AutoPipeline(redis)  # the dispatches of concurrent requests
         self._registry = registry
@@ -103,6 +125,13 @@ class RunService:
                 "SELECT user_id FROM app.threads WHERE id = $1 FOR UPDATE", thread_id)
             if owner != user_id:
                 raise ProblemError(404, "not_found", "no such thread")
+            await conn.execute("SELECT pg_advisory_xact_lock(hashtextextended($1, 0))",
+                               user_id)
+            if await conn.fetchval(_USER_ACTIVE, user_id) >= self._max_active:
+                raise ProblemError(
+                    429, "too_many_runs",
+                    f"at most {self._max_active} active runs per user; wait for one to end",
+                    {"Retry-After": str(RETRY_AFTER_S)})
             # a free thread (the usual case) takes one statement; a busy one a few more.
             # This statement's snapshot is taken after the lock, so it sees every run
             # created before (those creations held the lock until they committed).
@@ -110,6 +139,11 @@ class RunService:
             row = await conn.fetchrow(_CREATE, *args, True, True)
             if row is None:
                 live = await self._live_runs(conn, user_id, thread_id, multitask)
+                if live and await conn.fetchval(_THREAD_WAITING, thread_id) >= self._max_waiting:
+                    raise ProblemError(
+                        429, "too_many_queued_runs",
+                        f"at most {self._max_waiting} runs wait on one thread",
+                        {"Retry-After": str(RETRY_AFTER_S)})
                 # with runs still live, the new one waits its turn (enqueue, interrupt):
                 # the backend dispatches it when the thread's last run ends
                 row = await conn.fetchrow(_CREATE, *args, False, not live)

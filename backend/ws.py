@@ -12,6 +12,7 @@ import asyncio
 import contextlib
 import json
 import logging
+import math
 import time
 from collections import Counter, deque
 from typing import Any, NamedTuple
@@ -37,6 +38,7 @@ from bridge.protocol import (
     parse_client_message,
     resume_needs_resync,
 )
+from bridge.ratelimit import TokenBucket
 from servicekit import ProblemError
 from servicekit.problems import INVALID_TEXT, POSTGRES_UNAVAILABLE
 
@@ -342,6 +344,10 @@ class Gateway:
 
     async def _receive(self, connection: Connection) -> None:
         errors = 0
+        settings = connection.state.settings
+        now = time.monotonic()
+        messages = TokenBucket(settings.ws_messages_per_s, settings.ws_message_burst, now)
+        starts = TokenBucket(settings.ws_start_runs_per_s, settings.ws_start_run_burst, now)
         while True:
             message = await connection.ws.receive()
             if message["type"] == "websocket.disconnect":
@@ -350,8 +356,15 @@ class Gateway:
             try:
                 if text is None:
                     raise ProtocolError("invalid_message", "binary frames are not accepted")
+                wait = messages.take(time.monotonic())
                 parsed = parse_client_message(text)
-                if not connection.live and isinstance(parsed, ResumeMessage):
+                if not wait and isinstance(parsed, StartRunMessage):
+                    wait = starts.take(time.monotonic())
+                if wait:  # answered, not counted as an invalid message
+                    connection.push(_Outbound("frame", frame=ProtocolError(
+                        "rate_limited", "too many messages on this socket; slow down",
+                        parsed.request_id, retry_after_ms=math.ceil(wait * 1000)).frame()))
+                elif not connection.live and isinstance(parsed, ResumeMessage):
                     # the first message: served before the live events held so far
                     connection.push(_Outbound("resume", frame=parsed.model_dump()), first=True)
                 else:

@@ -98,14 +98,16 @@ _TYPES = frozenset({"auth", "reauth", "resume", "start_run", "cancel_run", "ping
 class ProtocolError(Exception):
     """A client frame that the server answers with an error frame."""
 
-    def __init__(self, code: str, message: str, request_id: str | None = None) -> None:
+    def __init__(self, code: str, message: str, request_id: str | None = None,
+                 **extra: Any) -> None:
         super().__init__(message)
         self.code = code
         self.message = message
         self.request_id = request_id
+        self.extra = extra  # more members of the frame (``retry_after_ms``)
 
     def frame(self) -> dict[str, Any]:
-        return error_frame(self.code, self.message, self.request_id)
+        return {**error_frame(self.code, self.message, self.request_id), **self.extra}
 
 
 def error_frame(code: str, message: str, request_id: str | None = None) -> dict[str, Any]:
