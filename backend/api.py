@@ -14,6 +14,7 @@ from backend.analytics import AnalyticsStore
 from backend.deps import CurrentUser, State
 from backend.quotas import WindowQuota
 from backend.state import BackendState
+from backend.store import ACTIVE
 from bridge.cancel import request_cancel
 from bridge.ingest import append_rows
 from servicekit import ProblemError, StorableStr
@@ -111,24 +112,24 @@ async def get_run(run_id: str, user: CurrentUser, state: State) -> dict[str, Any
     return run
 
 
+#: ``after`` of the events endpoint: a seq (a Redis stream id's first part, which
+#: a 64-bit integer holds); beyond that, 422 naming the field
+EventCursor = Annotated[int, Query(ge=0, le=2**63 - 2)]
+EventLimit = Annotated[int, Query(ge=1, le=1000)]
+
+
 @router.get("/runs/{run_id}/events")
-async def run_events(run_id: str, user: CurrentUser, state: State,
-                     after: Annotated[int, Query(ge=0)] = 0) -> dict[str, Any]:
-    """The run's events with ``seq > after`` that the user's history still holds."""
-    if await state.store.run(user.user_id, run_id) is None:
+async def run_events(run_id: str, user: CurrentUser, state: State, after: EventCursor = 0,
+                     limit: EventLimit = 100) -> dict[str, Any]:
+    """Up to ``limit`` of the run's events with ``seq > after`` that the user's history
+    still holds; ``next_after``: the ``after`` of the next page, null once the run's
+    terminal event was returned (or the run ended and the history holds no more)."""
+    run = await state.store.run(user.user_id, run_id)
+    if run is None:
         raise _not_found("run")
-    items = []
-    cursor = after
-    while True:
-        page = await state.streams.read_after(user.user_id, cursor, limit=1000)
-        if not page.events:
-            break
-        for seq, raw in page.events:
-            event = json.loads(raw)
-            if event["run_id"] == run_id:
-                items.append(event)
-            cursor = seq
-    return {"items": items}
+    page = await state.streams.read_run(user.user_id, run_id, after, limit=limit)
+    over = page.ended or (page.exhausted and run["status"] not in ACTIVE)
+    return {"items": page.events, "next_after": None if over else page.cursor}
 
 
 class UsageRecord(BaseModel):

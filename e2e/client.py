@@ -167,10 +167,16 @@ class ChatClient:
         return await self._call("GET", f"{self.backend_url}/api/threads/{thread_id}")
 
     async def run_events(self, run_id: str, after: int = 0) -> Any:
-        """The run's events still in the user's history (what the server sent)."""
-        body = await self._call("GET", f"{self.backend_url}/api/runs/{run_id}/events",
-                                params={"after": after})
-        return body["items"]
+        """The run's events still in the user's history (what the server sent): every
+        page, up to the run's end or the history's end."""
+        items: list[Any] = []
+        while True:
+            body = await self._call("GET", f"{self.backend_url}/api/runs/{run_id}/events",
+                                    params={"after": after, "limit": 1000})
+            items.extend(body["items"])
+            if body["next_after"] is None or body["next_after"] == after:
+                return items
+            after = body["next_after"]
 
     async def analytics_runs(self) -> Any:
         body = await self._call("GET", f"{self.backend_url}/api/analytics/runs")
