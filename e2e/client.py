@@ -33,9 +33,10 @@ def _busy(response: httpx.Response, body: Any) -> bool:
 
 
 class ApiError(Exception):
-    def __init__(self, status: int, body: Any) -> None:
+    def __init__(self, status: int, body: Any, retry_after: float | None = None) -> None:
         self.status = status
         self.body = body
+        self.retry_after = retry_after  # the answer's Retry-After, in seconds
         self.code = body.get("code") if isinstance(body, dict) else None
         super().__init__(f"HTTP {status}: {body}")
 
@@ -77,7 +78,9 @@ class ChatClient:
                 await asyncio.sleep(float(response.headers.get("Retry-After", "1")))
                 continue
             if response.status_code >= 400:
-                raise ApiError(response.status_code, body)
+                retry_after = response.headers.get("Retry-After")
+                raise ApiError(response.status_code, body,
+                               float(retry_after) if retry_after else None)
             return body
 
     # -- auth --------------------------------------------------------------------------
@@ -183,11 +186,19 @@ class ChatClient:
         return body["items"]
 
     async def post_usage(self, records: list[dict[str, Any]]) -> int:
-        """Post usage records, 10,000 a call; returns how many were accepted."""
+        """Post usage records, 10,000 a call (after the Retry-After of a `rate_limited`);
+        returns how many were accepted."""
         accepted = 0
         for start in range(0, len(records), 10_000):
-            body = await self._call("POST", f"{self.backend_url}/api/analytics/usage",
-                                    json={"records": records[start:start + 10_000]})
+            for attempt in itertools.count():
+                try:
+                    body = await self._call("POST", f"{self.backend_url}/api/analytics/usage",
+                                            json={"records": records[start:start + 10_000]})
+                    break
+                except ApiError as exc:  # over the user's records a minute: wait
+                    if exc.code != "rate_limited" or exc.retry_after is None or attempt >= 3:
+                        raise
+                    await asyncio.sleep(exc.retry_after)
             accepted += int(body["accepted"])
         return accepted
 
