@@ -78,3 +78,9 @@ def test_resume_decision(client_epoch: str | None, after: int, oldest: int | Non
                          expected: bool) -> None:
     assert resume_needs_resync(client_epoch=client_epoch, after=after, epoch="e1",
                                last_seq=20, oldest_seq=oldest) is expected
+
+
+def test_an_error_frame_carries_its_extra_members() -> None:
+    frame = ProtocolError("rate_limited", "slow down", "r1", retry_after_ms=250).frame()
+    assert frame == {"type": "error", "code": "rate_limited", "message": "slow down",
+                     "request_id": "r1", "retry_after_ms": 250}
