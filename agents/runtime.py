@@ -9,6 +9,7 @@ the matching terminal event, whatever step it was in.
 from __future__ import annotations
 
 import asyncio
+import itertools
 import logging
 import time
 from dataclasses import dataclass
@@ -124,7 +125,8 @@ class Runtime:
                     pieces.append(piece)
                     await ctx.emitter.emit("partial_result", {"delta": piece}, agent=agent)
             return "".join(pieces)
-        deltas = [{"delta": delta} for delta in final.deltas]
+        # one delta (or one batch) at a time: a long answer is never held whole
+        deltas = ({"delta": delta} for delta in final.deltas)
         if final.delta_interval_s:
             loop = asyncio.get_running_loop()
             start = loop.time()
@@ -133,10 +135,8 @@ class Runtime:
                 # on a fixed schedule: the emit's own time does not slow the pace
                 await asyncio.sleep(max(0.0, start + n * final.delta_interval_s - loop.time()))
         else:
-            for start in range(0, len(deltas), self._stream_batch):
-                await ctx.emitter.emit_many("partial_result",
-                                            deltas[start:start + self._stream_batch],
-                                            agent=agent)
+            while batch := list(itertools.islice(deltas, self._stream_batch)):
+                await ctx.emitter.emit_many("partial_result", batch, agent=agent)
         return final.answer
 
     async def _call(self, ctx: RunContext, agent: Agent, call: ToolCall) -> ToolOutcome:
