@@ -147,8 +147,8 @@ class Worker:
                 with contextlib.suppress(RedisError, OSError):
                     await self._claim_stale()
             self._start_waiting()
-            room = self._settings.read_ahead - len(self._waiting)
-            if room <= 0:  # a full waiting area: until a slot frees
+            room = self._room()
+            if room <= 0:  # a full waiting area (without fair share: no free slot)
                 self._freed.clear()
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self._freed.wait(), timeout=0.5)
@@ -170,6 +170,13 @@ class Worker:
             for entry_id, fields in entries:
                 self._wait(entry_id, RunRequest.from_fields(fields))
         # SIGTERM: what waits goes back to the queue (in run)
+
+    def _room(self) -> int:
+        """How many more entries to read: up to ``read_ahead`` waiting with fair share;
+        without, no more than the free slots (nothing waits)."""
+        if self._settings.fair_share:
+            return self._settings.read_ahead - len(self._waiting)
+        return self._settings.concurrency - len(self._running) - len(self._waiting)
 
     def _wait(self, entry_id: bytes, request: RunRequest) -> None:
         self._waiting.add(request.user_id, (entry_id, request))
