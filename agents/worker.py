@@ -146,29 +146,32 @@ class Worker:
                 next_claim = loop.time() + 5.0
                 with contextlib.suppress(RedisError, OSError):
                     await self._claim_stale()
+            self._freed.clear()  # before starting: a slot freed from here on wakes us
             self._start_waiting()
             room = self._room()
-            if room <= 0:  # a full waiting area (without fair share: no free slot)
-                self._freed.clear()
+            if room > 0:
+                try:
+                    # runs waiting for a slot: a quick look, then the wait below
+                    entries = await read_group(self._redis, RUN_QUEUE, WORKER_GROUP,
+                                               self._settings.worker_id, count=room,
+                                               block_ms=None if len(self._waiting) else 500)
+                    backoff = 0.1
+                except (RedisError, OSError) as exc:
+                    log.warning("queue unavailable: %s", exc)
+                    await asyncio.sleep(backoff)
+                    backoff = min(backoff * 2, 2.0)
+                    if "NOGROUP" in str(exc):  # Redis came back empty
+                        with contextlib.suppress(RedisError, OSError):
+                            await self._prepare()
+                    continue
+                for entry_id, fields in entries:
+                    self._wait(entry_id, RunRequest.from_fields(fields))
+                if entries:
+                    continue  # start them at once
+            if len(self._waiting) or room <= 0:
+                # until a slot frees; with room to read ahead, a look at the queue soon
                 with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._freed.wait(), timeout=0.5)
-                continue
-            try:
-                # with runs waiting for a slot, short reads: a freed slot is used soon
-                entries = await read_group(self._redis, RUN_QUEUE, WORKER_GROUP,
-                                           self._settings.worker_id, count=room,
-                                           block_ms=50 if len(self._waiting) else 500)
-                backoff = 0.1
-            except (RedisError, OSError) as exc:
-                log.warning("queue unavailable: %s", exc)
-                await asyncio.sleep(backoff)
-                backoff = min(backoff * 2, 2.0)
-                if "NOGROUP" in str(exc):  # Redis came back empty
-                    with contextlib.suppress(RedisError, OSError):
-                        await self._prepare()
-                continue
-            for entry_id, fields in entries:
-                self._wait(entry_id, RunRequest.from_fields(fields))
+                    await asyncio.wait_for(self._freed.wait(), timeout=0.05 if room > 0 else 0.5)
         # SIGTERM: what waits goes back to the queue (in run)
 
     def _room(self) -> int:
