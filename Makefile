@@ -14,7 +14,7 @@ help:
 	@echo "make test       install if needed, then lint, type-check and run every test"
 	@echo "make e2e        run the end-to-end scenarios on a fresh local stack, with a report"
 	@echo "make compose-e2e  the same on the compose stack, images built here without a registry"
-	@echo "make bench      run the benchmarks (auth, delivery, runs); figures beside same-run baselines"
+	@echo "make bench      run the benchmarks (auth, delivery, runs, fairness); figures beside same-run baselines"
 	@echo "make clean      remove the virtual environment, caches and local stack data"
 
 $(STAMP): pyproject.toml
@@ -83,6 +83,7 @@ bench: $(STAMP)
 	@$(BIN)/python -m benchmarks.auth
 	@$(BIN)/python -m benchmarks.delivery
 	@$(BIN)/python -m benchmarks.runs
+	@$(BIN)/python -m benchmarks.fairness
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache reports .local-stack *.egg-info

@@ -55,14 +55,18 @@ QUERY_USAGE = Tool("query_usage", "Your AI usage (requests, tokens, cost, latenc
                    "or per day over the last N days.", QueryUsageArgs, _query_usage)
 
 
+#: the largest count or amount a usage figure may carry into estimate_savings
+_MAX_FIGURE = 10**15
+
+
 class ModelUsage(BaseModel):
-    key: str = Field(description="The model")
-    requests: int = Field(ge=0)
-    cost_usd: float = Field(ge=0)
-    short_requests: int = Field(ge=0)
-    short_prompt_tokens: int = Field(ge=0)
-    short_completion_tokens: int = Field(ge=0)
-    short_cost_usd: float = Field(ge=0)
+    key: str = Field(max_length=200, description="The model")
+    requests: int = Field(ge=0, le=_MAX_FIGURE)
+    cost_usd: float = Field(ge=0, le=_MAX_FIGURE)
+    short_requests: int = Field(ge=0, le=_MAX_FIGURE)
+    short_prompt_tokens: int = Field(ge=0, le=_MAX_FIGURE)
+    short_completion_tokens: int = Field(ge=0, le=_MAX_FIGURE)
+    short_cost_usd: float = Field(ge=0, le=_MAX_FIGURE)
 
 
 class EstimateSavingsArgs(BaseModel):

@@ -29,6 +29,16 @@ class WorkerSettings(ServiceSettings):
     worker_id: str = Field(default_factory=lambda: f"worker-{socket.gethostname()}")
     redis_url: str = "redis://127.0.0.1:6379/0"
     concurrency: int = Field(default=50, ge=1)
+    # fair share (agents.fairshare): runs start round-robin over users, and one user
+    # holds at most this share of the slots (at least one) while another user's runs
+    # wait; per worker. Off: first come, first served
+    fair_share: bool = True
+    max_user_share: float = Field(default=0.25, gt=0, le=1)
+    # queue entries read ahead into the waiting area (with fair share): how deep into
+    # the queue a worker looks for another user's run behind one user's backlog. They
+    # stay pending for this worker (handed back at SIGTERM, re-taken by others if it
+    # dies)
+    read_ahead: int = Field(default=200, ge=1)
     run_timeout_s: float = Field(default=120.0, gt=0)
     tool_timeout_s: float = Field(default=10.0, gt=0)
     max_steps: int = Field(default=12, ge=1)

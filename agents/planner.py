@@ -9,12 +9,14 @@ The built-in rules live in ``agents.pipeline``; an OpenAI-compatible model in
 from __future__ import annotations
 
 import re
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-__all__ = ["Decision", "Final", "Planner", "Think", "TickerPlanner", "ToolCall",
-           "ToolOutcome", "Transcript"]
+from agents.errors import PlannerError
+
+__all__ = ["MAX_TICKS", "MAX_TICK_BYTES", "MAX_TICK_INTERVAL_MS", "Decision", "Final",
+           "Planner", "Think", "TickerPlanner", "ToolCall", "ToolOutcome", "Transcript"]
 
 
 @dataclass(frozen=True)
@@ -39,13 +41,14 @@ class Think:
 @dataclass(frozen=True)
 class Final:
     """The answer. ``deltas`` (joined, the answer) are streamed as ``partial_result``
-    events first, ``delta_interval_s`` apart. A provider that streams sets
-    ``stream`` instead: each piece is emitted as it arrives, and the answer is
-    their concatenation (``answer`` is then ignored)."""
+    events first, ``delta_interval_s`` apart; any iterable, consumed once as the
+    deltas are emitted (a generator: built one at a time, never all at once). A
+    provider that streams sets ``stream`` instead: each piece is emitted as it
+    arrives, and the answer is their concatenation (``answer`` is then ignored)."""
 
     answer: str
     thought: str = ""
-    deltas: tuple[str, ...] = ()
+    deltas: Iterable[str] = ()
     delta_interval_s: float = 0.0
     agent: str | None = None
     stream: AsyncIterator[str] | None = None
@@ -91,18 +94,38 @@ def find_expression(text: str) -> str | None:
 _TICKS = re.compile(r"ticks?\s+(\d+)(?:\s+every\s+(\d+(?:\.\d+)?)\s*ms)?"
                     r"(?:\s+of\s+(\d+)\s*bytes)?", re.IGNORECASE)
 
+#: the ticker's bounds: a request beyond one fails the run, naming it
+MAX_TICKS = 20_000
+MAX_TICK_INTERVAL_MS = 10_000
+MAX_TICK_BYTES = 16 * 1024
+
 
 class TickerPlanner:
     """A diagnostic agent for delivery and load tests: "ticks 500 every 5ms of 200 bytes"
-    streams 500 ``partial_result`` deltas of 200 bytes, 5 ms apart (at most 100,000
-    ticks, 10 s apart, 64 KiB each). The answer says how many ticks were streamed."""
+    streams 500 ``partial_result`` deltas of 200 bytes, 5 ms apart (at most
+    :data:`MAX_TICKS` ticks, 1 to :data:`MAX_TICK_INTERVAL_MS` ms apart, of at most
+    :data:`MAX_TICK_BYTES` bytes; beyond, the run fails). The deltas are built one at
+    a time as they are sent. The answer says how many ticks were streamed."""
 
     async def next_step(self, transcript: Transcript) -> Decision:
         match = _TICKS.search(transcript.input)
-        count = min(int(match.group(1)), 100_000) if match else 10
-        interval_ms = min(float(match.group(2)), 10_000.0) if match and match.group(2) else 0.0
-        size = min(int(match.group(3)), 65_536) if match and match.group(3) else 0
-        deltas = tuple(f"tick {n} ".ljust(size, ".") for n in range(1, count + 1))
-        return Final(f"streamed {count} ticks", deltas=deltas,
-                     thought=f"Streaming {count} ticks, {interval_ms} ms apart.",
-                     delta_interval_s=interval_ms / 1000)
+        count = int(match.group(1)) if match else 10
+        interval_ms = float(match.group(2)) if match and match.group(2) else None
+        size = int(match.group(3)) if match and match.group(3) else 0
+        if count > MAX_TICKS:
+            raise PlannerError(f"ticker: at most {MAX_TICKS} ticks (asked for {count})")
+        if interval_ms is not None and not 1 <= interval_ms <= MAX_TICK_INTERVAL_MS:
+            raise PlannerError(f"ticker: ticks are 1 to {MAX_TICK_INTERVAL_MS} ms apart "
+                               f"(asked for {interval_ms:g} ms)")
+        if size > MAX_TICK_BYTES:
+            raise PlannerError(f"ticker: ticks of at most {MAX_TICK_BYTES} bytes "
+                               f"(asked for {size})")
+        interval = interval_ms or 0.0
+        return Final(f"streamed {count} ticks", deltas=_ticks(count, size),
+                     thought=f"Streaming {count} ticks, {interval} ms apart.",
+                     delta_interval_s=interval / 1000)
+
+
+def _ticks(count: int, size: int) -> Iterator[str]:
+    for n in range(1, count + 1):
+        yield f"tick {n} ".ljust(size, ".")

@@ -9,6 +9,8 @@ the matching terminal event, whatever step it was in.
 from __future__ import annotations
 
 import asyncio
+import itertools
+import json
 import logging
 import time
 from dataclasses import dataclass
@@ -23,9 +25,12 @@ from agents.tools import ToolRegistry
 from bridge.errors import BridgeError
 from bridge.events import utc_timestamp
 
-__all__ = ["Agent", "Runtime"]
+__all__ = ["MAX_RESULT_CHARS", "Agent", "Runtime", "bounded_result"]
 
 log = logging.getLogger(__name__)
+
+#: the most of one tool result (as JSON) a run keeps in its transcript and events
+MAX_RESULT_CHARS = 32 * 1024
 
 
 @dataclass(frozen=True)
@@ -41,8 +46,10 @@ class Agent:
 
 
 class Runtime:
-    def __init__(self, *, max_steps: int, tool_timeout_s: float, stream_batch: int = 64) -> None:
+    def __init__(self, *, max_steps: int, tool_timeout_s: float, stream_batch: int = 64,
+                 max_result_chars: int = MAX_RESULT_CHARS) -> None:
         self._max_steps = max_steps
+        self._max_result_chars = max_result_chars
         self._tool_timeout_s = tool_timeout_s
         self._stream_batch = stream_batch
 
@@ -124,7 +131,8 @@ class Runtime:
                     pieces.append(piece)
                     await ctx.emitter.emit("partial_result", {"delta": piece}, agent=agent)
             return "".join(pieces)
-        deltas = [{"delta": delta} for delta in final.deltas]
+        # one delta (or one batch) at a time: a long answer is never held whole
+        deltas = ({"delta": delta} for delta in final.deltas)
         if final.delta_interval_s:
             loop = asyncio.get_running_loop()
             start = loop.time()
@@ -133,10 +141,8 @@ class Runtime:
                 # on a fixed schedule: the emit's own time does not slow the pace
                 await asyncio.sleep(max(0.0, start + n * final.delta_interval_s - loop.time()))
         else:
-            for start in range(0, len(deltas), self._stream_batch):
-                await ctx.emitter.emit_many("partial_result",
-                                            deltas[start:start + self._stream_batch],
-                                            agent=agent)
+            while batch := list(itertools.islice(deltas, self._stream_batch)):
+                await ctx.emitter.emit_many("partial_result", batch, agent=agent)
         return final.answer
 
     async def _call(self, ctx: RunContext, agent: Agent, call: ToolCall) -> ToolOutcome:
@@ -155,7 +161,7 @@ class Runtime:
             except TimeoutError:
                 raise ToolError("tool_timeout", f"{call.tool} took longer than {timeout}s"
                                 ) from None
-            payload.update(ok=True, result=result)
+            payload.update(ok=True, result=bounded_result(result, self._max_result_chars))
         except ToolError as exc:
             payload.update(ok=False, error={"code": exc.code, "message": exc.message})
         payload["duration_ms"] = _ms_since(started)
@@ -166,6 +172,16 @@ class Runtime:
             duration_ms=payload["duration_ms"], ts=utc_timestamp()))
         ok = payload["ok"]
         return ToolOutcome(call=call, ok=ok, result=payload["result"] if ok else payload["error"])
+
+
+def bounded_result(result: Any, max_chars: int) -> Any:
+    """``result``, or, when its JSON is longer than ``max_chars``, an explicit marker
+    with the JSON's first ``max_chars`` characters: what a run keeps (and sends) of a
+    tool's answer stays bounded."""
+    text = json.dumps(result, default=str, ensure_ascii=False)
+    if len(text) <= max_chars:
+        return result
+    return {"truncated": True, "chars": len(text), "preview": text[:max_chars]}
 
 
 def _ms_since(started: float) -> int:

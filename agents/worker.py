@@ -2,9 +2,14 @@
 
 Runs come from the ``runs:queue`` stream through the ``workers`` consumer group,
 so each run goes to one worker. Up to ``concurrency`` runs execute at once, each
-as its own task with its own :class:`RunContext`. On SIGTERM the worker stops
-taking runs, lets running ones finish within the grace period, then ends the rest
-with ``agent_failed`` (cause ``worker_lost``).
+as its own task with its own :class:`RunContext`. The worker reads up to
+``read_ahead`` entries ahead into a waiting area (:class:`FairShare`) and starts
+them round-robin over users, one user holding at most ``max_user_share`` of its
+slots while another user's runs wait. Waiting entries stay pending in the consumer
+group (their idle time reset at each heartbeat): a crashed worker's are re-taken
+by the others. On SIGTERM the worker hands its waiting entries back, lets running
+ones finish within the grace period, then ends the rest with ``agent_failed``
+(cause ``worker_lost``).
 """
 
 from __future__ import annotations
@@ -25,11 +30,12 @@ from agents.backend_client import BackendClient
 from agents.builtin import builtin_agents
 from agents.config import WorkerSettings
 from agents.context import RunContext, Services, StopReason
+from agents.fairshare import FairShare
 from agents.runtime import Agent, Runtime
 from bridge.cancel import CANCEL_CHANNEL, cancel_key
 from bridge.emitter import EventEmitter, RunEmitter
 from bridge.errors import EmitError, RunFinished
-from bridge.groups import autoclaim, ensure_group, hand_back, read_group
+from bridge.groups import autoclaim, ensure_group, hand_back, read_group, touch
 from bridge.ingest import CHUNK, append_command
 from bridge.keys import UserKeys
 from bridge.queue import RUN_QUEUE, WORKER_GROUP, RunRequest
@@ -64,7 +70,11 @@ class Worker:
         self._runtime = Runtime(max_steps=settings.max_steps,
                                 tool_timeout_s=settings.tool_timeout_s)
         self._running: dict[str, tuple[RunContext, asyncio.Task[None]]] = {}
-        self._slots = asyncio.Semaphore(settings.concurrency)
+        self._per_user: dict[str, int] = {}  # running runs per user
+        self._waiting: FairShare[tuple[bytes, RunRequest]] = FairShare(
+            concurrency=settings.concurrency, max_user_share=settings.max_user_share,
+            enabled=settings.fair_share)
+        self._freed = asyncio.Event()  # a slot freed
         self._stopping = asyncio.Event()
         self.completed = 0
 
@@ -78,6 +88,7 @@ class Worker:
         try:
             await self._consume()
         finally:
+            await self._hand_back([entry_id for entry_id, _ in self._waiting.drain()])
             await self._drain()
             for task in helpers:
                 task.cancel()
@@ -103,6 +114,8 @@ class Worker:
                 _health_file(self._settings.health_file, alive=True)
                 await self._announce()
                 await self._honour_cancel_keys()
+                await touch(self._redis, RUN_QUEUE, WORKER_GROUP, self._settings.worker_id,
+                            [entry_id for entry_id, _ in self._waiting])
             await asyncio.sleep(self._settings.lease_ttl_s / 4)
 
     async def _honour_cancel_keys(self) -> None:
@@ -119,8 +132,10 @@ class Worker:
     async def _prepare(self) -> None:
         await ensure_group(self._redis, RUN_QUEUE, WORKER_GROUP)
         await self._announce()
-        log.info("worker %s taking runs (concurrency %d)", self._settings.worker_id,
-                 self._settings.concurrency)
+        log.info("worker %s taking runs (concurrency %d, fair share %s, at most %d per "
+                 "user while others wait)", self._settings.worker_id,
+                 self._settings.concurrency, "on" if self._settings.fair_share else "off",
+                 self._waiting.cap)
 
     async def _consume(self) -> None:
         backoff = 0.1
@@ -131,29 +146,51 @@ class Worker:
                 next_claim = loop.time() + 5.0
                 with contextlib.suppress(RedisError, OSError):
                     await self._claim_stale()
-            await self._slots.acquire()
-            self._slots.release()
-            free = self._settings.concurrency - len(self._running)
-            try:
-                entries = await read_group(self._redis, RUN_QUEUE, WORKER_GROUP,
-                                           self._settings.worker_id, count=max(free, 1),
-                                           block_ms=500)
-                backoff = 0.1
-            except (RedisError, OSError) as exc:
-                log.warning("queue unavailable: %s", exc)
-                await asyncio.sleep(backoff)
-                backoff = min(backoff * 2, 2.0)
-                if "NOGROUP" in str(exc):  # Redis came back empty
-                    with contextlib.suppress(RedisError, OSError):
-                        await self._prepare()
-                continue
-            unstarted = []
-            for entry_id, fields in entries:
-                if self._stopping.is_set():  # SIGTERM while reading: the rest go back
-                    unstarted.append(entry_id)
-                else:
-                    await self._start(entry_id, RunRequest.from_fields(fields))
-            await self._hand_back(unstarted)
+            self._freed.clear()  # before starting: a slot freed from here on wakes us
+            self._start_waiting()
+            room = self._room()
+            if room > 0:
+                try:
+                    # runs waiting for a slot: a quick look, then the wait below
+                    entries = await read_group(self._redis, RUN_QUEUE, WORKER_GROUP,
+                                               self._settings.worker_id, count=room,
+                                               block_ms=None if len(self._waiting) else 500)
+                    backoff = 0.1
+                except (RedisError, OSError) as exc:
+                    log.warning("queue unavailable: %s", exc)
+                    await asyncio.sleep(backoff)
+                    backoff = min(backoff * 2, 2.0)
+                    if "NOGROUP" in str(exc):  # Redis came back empty
+                        with contextlib.suppress(RedisError, OSError):
+                            await self._prepare()
+                    continue
+                for entry_id, fields in entries:
+                    self._wait(entry_id, RunRequest.from_fields(fields))
+                if entries:
+                    continue  # start them at once
+            if len(self._waiting) or room <= 0:
+                # until a slot frees; with room to read ahead, a look at the queue soon
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._freed.wait(), timeout=0.05 if room > 0 else 0.5)
+        # SIGTERM: what waits goes back to the queue (in run)
+
+    def _room(self) -> int:
+        """How many more entries to read: up to ``read_ahead`` waiting with fair share;
+        without, no more than the free slots (nothing waits)."""
+        if self._settings.fair_share:
+            return self._settings.read_ahead - len(self._waiting)
+        return self._settings.concurrency - len(self._running) - len(self._waiting)
+
+    def _wait(self, entry_id: bytes, request: RunRequest) -> None:
+        self._waiting.add(request.user_id, (entry_id, request))
+
+    def _start_waiting(self) -> None:
+        """Start waiting runs in the free slots, in the fair share's order."""
+        while len(self._running) < self._settings.concurrency:
+            chosen = self._waiting.next_to_start(self._per_user)
+            if chosen is None:
+                return
+            self._start(*chosen)
 
     async def _hand_back(self, entry_ids: list[bytes]) -> None:
         if not entry_ids:
@@ -176,11 +213,12 @@ class Worker:
                 # started elsewhere: it finishes there, or is declared lost by the backend
                 await self._redis.xack(RUN_QUEUE, WORKER_GROUP, entry_id)
                 continue
+            if any(waiting == entry_id for waiting, _ in self._waiting):
+                continue  # already waiting here
             log.info("taking over run %s, never started by its first worker", request.run_id)
-            await self._start(entry_id, request)
+            self._wait(entry_id, request)
 
-    async def _start(self, entry_id: bytes, request: RunRequest) -> None:
-        await self._slots.acquire()
+    def _start(self, entry_id: bytes, request: RunRequest) -> None:
         agent = self._agents.get(request.agent)
         emitter = RunEmitter(self._emitter, user_id=request.user_id, run_id=request.run_id,
                              thread_id=request.thread_id, agent=request.agent)
@@ -190,6 +228,7 @@ class Worker:
                          deadline=asyncio.get_running_loop().time() + self._settings.run_timeout_s)
         task = asyncio.create_task(self._execute(entry_id, ctx, agent), name=request.run_id)
         self._running[request.run_id] = (ctx, task)
+        self._per_user[request.user_id] = self._per_user.get(request.user_id, 0) + 1
 
     async def _execute(self, entry_id: bytes, ctx: RunContext, agent: Agent | None) -> None:
         try:
@@ -225,7 +264,10 @@ class Worker:
             log.exception("run %s could not be completed", ctx.run_id)
         finally:
             self._running.pop(ctx.run_id, None)
-            self._slots.release()
+            left = self._per_user.pop(ctx.user_id, 0) - 1
+            if left > 0:
+                self._per_user[ctx.user_id] = left
+            self._freed.set()
 
     async def _finish(self, entry_id: bytes, ctx: RunContext) -> None:
         """Release the lease, acknowledge the queue entry and record the tool calls,

@@ -7,7 +7,7 @@ from typing import Any, cast
 from redis.asyncio import Redis
 from redis.exceptions import ResponseError
 
-__all__ = ["Entry", "autoclaim", "ensure_group", "hand_back", "read_group"]
+__all__ = ["Entry", "autoclaim", "ensure_group", "hand_back", "read_group", "touch"]
 
 #: (entry id, fields) as Redis returns them
 Entry = tuple[bytes, dict[bytes, bytes]]
@@ -49,3 +49,11 @@ async def hand_back(redis: Redis, stream: str, group: str, consumer: str,
     a full idle period."""
     if entry_ids:
         await redis.xclaim(stream, group, consumer, 0, list[Any](entry_ids), idle=idle_ms)
+
+
+async def touch(redis: Redis, stream: str, group: str, consumer: str,
+                entry_ids: list[bytes]) -> None:
+    """Reset the idle time of entries ``consumer`` holds and will still handle, so no
+    other consumer's :func:`autoclaim` takes them while it is alive."""
+    if entry_ids:
+        await redis.xclaim(stream, group, consumer, 0, list[Any](entry_ids), justid=True)

@@ -12,7 +12,7 @@ from redis.asyncio import Redis
 from agents.context import RunContext
 from agents.errors import ToolError
 from agents.planner import Final, ToolCall, Transcript
-from agents.runtime import Agent, Runtime
+from agents.runtime import MAX_RESULT_CHARS, Agent, Runtime, bounded_result
 from agents.tools import CALCULATOR, Tool, ToolRegistry
 from bridge.emitter import EventEmitter, RunEmitter
 from bridge.streams import UserStreams
@@ -28,13 +28,18 @@ async def _slow(_: RunContext, __: NoArgs) -> str:
     return "late"
 
 
+async def _big(_: RunContext, __: NoArgs) -> str:
+    return "x" * (MAX_RESULT_CHARS * 4)
+
+
 async def _broken(_: RunContext, __: NoArgs) -> str:
     raise ToolError("broken", "this tool always fails")
 
 
 TOOLS = ToolRegistry([CALCULATOR, Tool("slow", "sleeps", NoArgs, _slow, timeout_s=0.2),
                       Tool("sleepy", "sleeps long", NoArgs, _slow, timeout_s=60),
-                      Tool("broken", "fails", NoArgs, _broken)])
+                      Tool("broken", "fails", NoArgs, _broken),
+                      Tool("big", "answers a lot", NoArgs, _big)])
 
 
 class ScriptedPlanner:
@@ -129,3 +134,16 @@ async def test_too_many_steps_fail_cleanly(redis: Redis) -> None:
     ending, events = await _run(redis, "run_steps", *steps)
     assert ending == "agent_failed"
     assert events[-1]["payload"]["error"]["code"] == "agent_error"
+
+
+def test_a_result_within_the_bound_is_kept_whole() -> None:
+    assert bounded_result({"a": [1, 2]}, 100) == {"a": [1, 2]}
+    assert bounded_result("é" * 10, 12) == "é" * 10  # characters, quotes included
+
+
+async def test_a_large_tool_result_is_kept_truncated_with_a_marker(redis: Redis) -> None:
+    ending, events = await _run(redis, "run_big", ToolCall("big", {}, "ask"), Final("done"))
+    assert ending == "agent_completed"
+    result = _tool_result(events)["result"]
+    assert result["truncated"] is True and result["chars"] == MAX_RESULT_CHARS * 4 + 2
+    assert len(result["preview"]) == MAX_RESULT_CHARS

@@ -35,8 +35,8 @@ async def _events(redis: Redis, run_id: str) -> list[dict[str, Any]]:
 
 async def _run(worker: Worker, run_id: str) -> asyncio.Task[None]:
     # as if read from the queue
-    await worker._start(b"0-1", RunRequest(run_id=run_id, user_id=USER, thread_id="thr_w",
-                                           agent="supervisor", input="what is 17 * 23"))
+    worker._start(b"0-1", RunRequest(run_id=run_id, user_id=USER, thread_id="thr_w",
+                                     agent="supervisor", input="what is 17 * 23"))
     return worker._running[run_id][1]
 
 

@@ -1,0 +1,49 @@
+"""The worker's waiting area against a real redis-server: runs start in the fair
+share's order, and what still waits goes back to the queue when the worker stops."""
+
+from __future__ import annotations
+
+import asyncio
+
+from redis.asyncio import Redis
+
+from agents.builtin import builtin_agents
+from agents.config import WorkerSettings
+from agents.worker import Worker
+from bridge.groups import autoclaim
+from bridge.queue import RUN_QUEUE, WORKER_GROUP, RunRequest
+
+LONG = "ticks 200 every 50ms"  # 10 s: still running when the worker stops
+
+
+async def _queue(redis: Redis, user: str, n: int) -> str:
+    run_id = f"run_fs_{user}{n}"
+    await redis.xadd(RUN_QUEUE, RunRequest(run_id=run_id, user_id=f"usr_fs_{user}",
+                                           thread_id=f"thr_fs_{user}{n}", agent="ticker",
+                                           input=LONG).fields())
+    return run_id
+
+
+async def test_runs_start_in_turns_and_waiting_ones_go_back_at_stop(redis: Redis) -> None:
+    settings = WorkerSettings(worker_id="worker-fs", concurrency=2, max_user_share=0.5,
+                              read_ahead=10, shutdown_grace_s=0, claim_idle_s=30)
+    worker = Worker(settings, redis, builtin_agents(settings))
+    heavy = [await _queue(redis, "a", n) for n in range(4)]
+    light = await _queue(redis, "b", 0)
+    task = asyncio.create_task(worker.run())
+    try:
+        for _ in range(200):  # up to 10 s
+            if len(worker._running) == 2:
+                break
+            await asyncio.sleep(0.05)
+        # one slot each: the light user's run did not wait behind the heavy backlog
+        assert set(worker._running) == {heavy[0], light}
+        await asyncio.sleep(0.3)
+        assert set(worker._running) == {heavy[0], light}
+    finally:
+        worker.stop()
+        await asyncio.wait_for(task, 20)
+    # the three that waited are pending, marked idle: another worker takes them at once
+    claimed = await autoclaim(redis, RUN_QUEUE, WORKER_GROUP, "worker-other",
+                              min_idle_ms=30_000)
+    assert [RunRequest.from_fields(f).run_id for _, f in claimed] == heavy[1:]
