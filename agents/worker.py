@@ -58,6 +58,8 @@ class Worker:
         self._services = services or Services()
         self._emitter = EventEmitter(redis, history_maxlen=settings.history_maxlen,
                                      history_ttl_s=settings.history_ttl_s,
+                                     history_max_bytes=settings.history_max_bytes,
+                                     event_max_bytes=settings.event_max_bytes,
                                      emit_timeout_s=settings.emit_timeout_s)
         self._registry = ThreadRunRegistry(redis, lease_ttl_s=settings.lease_ttl_s)
         self._auto = AutoPipeline(redis)  # the runs' own commands share round trips

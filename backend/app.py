@@ -118,7 +118,9 @@ def create_app(settings: BackendSettings) -> ServiceApps:
             streams=UserStreams(redis, history_ttl_s=settings.history_ttl_s),
             admission=admission)
         emitter = EventEmitter(redis, history_maxlen=settings.history_maxlen,
-                               history_ttl_s=settings.history_ttl_s)
+                               history_ttl_s=settings.history_ttl_s,
+                               history_max_bytes=settings.history_max_bytes,
+                               event_max_bytes=settings.event_max_bytes)
         tasks = [asyncio.create_task(Reaper(pool, redis, registry, emitter).run(),
                                      name="reaper"),
                  asyncio.create_task(LifecycleApplier(

@@ -7,6 +7,7 @@ from collections.abc import Iterable, Mapping
 from pydantic import Field, SecretStr
 from pydantic_settings import SettingsConfigDict
 
+from bridge.limits import EVENT_MAX_BYTES, HISTORY_MAX_BYTES, HISTORY_MAXLEN, HISTORY_TTL_S
 from servicekit.settings import (
     ServiceSettings,
     clickhouse_url_problems,
@@ -71,8 +72,13 @@ class BackendSettings(ServiceSettings):
     bridge_probe_interval_s: float = 0.5
     bridge_max_attempts: int = 5
     bridge_max_delay_s: float = 5.0
-    history_maxlen: int = 10_000
-    history_ttl_s: int = 86_400
+    # a user's history: events, age, bytes (the oldest go first); an event payload
+    # over event_max_bytes is cut and marked. Worker and backend take the same
+    # defaults (bridge/limits.py) and must agree when set
+    history_maxlen: int = Field(default=HISTORY_MAXLEN, ge=1)
+    history_ttl_s: int = Field(default=HISTORY_TTL_S, ge=1)
+    history_max_bytes: int = Field(default=HISTORY_MAX_BYTES, ge=64 * 1024)
+    event_max_bytes: int = Field(default=EVENT_MAX_BYTES, ge=1024)
     max_run_input_chars: int = 32_000
     # request bodies, refused with 413 before anything parses them. The API's largest
     # is a run's input: 32,000 characters, up to 12 bytes each when JSON-escaped as
