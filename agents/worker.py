@@ -30,7 +30,7 @@ from bridge.cancel import CANCEL_CHANNEL, cancel_key
 from bridge.emitter import EventEmitter, RunEmitter
 from bridge.errors import EmitError, RunFinished
 from bridge.groups import autoclaim, ensure_group, hand_back, read_group
-from bridge.ingest import CHUNK, append_command
+from bridge.ingest import CHUNK, append_command, append_retrying
 from bridge.keys import UserKeys
 from bridge.queue import RUN_QUEUE, WORKER_GROUP, RunRequest
 from bridge.registry import ThreadRunRegistry
@@ -238,8 +238,11 @@ class Worker:
                     ("XACK", RUN_QUEUE, WORKER_GROUP, entry_id),
                     *(append_command("tool_calls", rows[start:start + CHUNK])
                       for start in range(0, len(rows), CHUNK))]
-        outcomes = await asyncio.gather(*(self._auto.execute(*command) for command in commands),
-                                        return_exceptions=True)
+        # the ingest stream answers 0 while full: the rows retry with backoff
+        outcomes = await asyncio.gather(
+            *(self._auto.execute(*command) for command in commands[:2]),
+            *(append_retrying(self._auto.execute, command) for command in commands[2:]),
+            return_exceptions=True)
         for failed in (o for o in outcomes[2:] if isinstance(o, BaseException)):
             log.warning("tool metrics of run %s not recorded: %s", ctx.run_id, failed)
         self.completed += 1
