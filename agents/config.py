@@ -9,7 +9,13 @@ from typing import Literal
 from pydantic import Field, SecretStr
 from pydantic_settings import SettingsConfigDict
 
-from bridge.limits import EVENT_MAX_BYTES, HISTORY_MAX_BYTES, HISTORY_MAXLEN, HISTORY_TTL_S
+from bridge.limits import (
+    EVENT_MAX_BYTES,
+    HISTORY_MAX_BYTES,
+    HISTORY_MAXLEN,
+    HISTORY_TTL_S,
+    INGEST_MAXLEN,
+)
 from servicekit.settings import (
     ServiceSettings,
     api_key_problems,
@@ -46,6 +52,8 @@ class WorkerSettings(ServiceSettings):
     history_ttl_s: int = Field(default=HISTORY_TTL_S, ge=1)
     history_max_bytes: int = Field(default=HISTORY_MAX_BYTES, ge=64 * 1024)
     event_max_bytes: int = Field(default=EVENT_MAX_BYTES, ge=1024)
+    # entries of the analytics ingest stream not yet stored; beyond, appends retry
+    ingest_maxlen: int = Field(default=INGEST_MAXLEN, ge=1)
     log_level: str = "info"
     # touched at each heartbeat that reached Redis, removed at exit: a container
     # healthcheck reads its age with no process of Python (unset: no file)

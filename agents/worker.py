@@ -236,7 +236,8 @@ class Worker:
                 for record in ctx.tool_records]
         commands = [self._registry.release_command(ctx.run_id),
                     ("XACK", RUN_QUEUE, WORKER_GROUP, entry_id),
-                    *(append_command("tool_calls", rows[start:start + CHUNK])
+                    *(append_command("tool_calls", rows[start:start + CHUNK],
+                                     maxlen=self._settings.ingest_maxlen)
                       for start in range(0, len(rows), CHUNK))]
         # the ingest stream answers 0 while full: the rows retry with backoff
         outcomes = await asyncio.gather(

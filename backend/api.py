@@ -154,7 +154,8 @@ ShortTokens = Annotated[int | None, Query(ge=1, le=1_000_000)]
 async def post_usage(body: UsageBody, user: CurrentUser, state: State) -> dict[str, Any]:
     """The caller's AI usage records, queued on the ingest stream for ClickHouse."""
     await append_rows(state.redis, "usage", [
-        {**record.model_dump(mode="json"), "user_id": user.user_id} for record in body.records])
+        {**record.model_dump(mode="json"), "user_id": user.user_id} for record in body.records],
+        maxlen=state.settings.ingest_maxlen)
     return {"accepted": len(body.records)}
 
 

@@ -64,6 +64,14 @@ async def analytics_failed(_: Request, exc: Exception) -> JSONResponse:
     """ClickHouse did not answer (down, or a statement failed): 503, retry later."""
     log.warning("clickhouse could not answer: %s", exc)
     return problem(503, "analytics_unavailable", "analytics could not be read; retry later")
+
+
+async def ingest_busy(_: Request, exc: Exception) -> JSONResponse:
+    """The ingest stream is at its cap: 503 with a delay; nothing was appended."""
+    return problem(503, "ingest_busy", "analytics rows are waiting to be stored; retry later",
+                   {"Retry-After": "2"})
+
+
 MIGRATIONS = Path(__file__).parent / "migrations"
 
 
@@ -159,10 +167,6 @@ def create_app(settings: BackendSettings) -> ServiceApps:
     app.state.gateway = gateway
     install_problem_handlers(app)
     app.add_exception_handler(ClickHouseError, analytics_failed)
-
-    async def ingest_busy(_: Request, exc: Exception) -> JSONResponse:
-        return problem(503, "ingest_busy", "analytics rows are waiting to be stored; "
-                       "retry later", {"Retry-After": "2"})
 
     app.add_exception_handler(IngestBusy, ingest_busy)
 

@@ -7,7 +7,13 @@ from collections.abc import Iterable, Mapping
 from pydantic import Field, SecretStr
 from pydantic_settings import SettingsConfigDict
 
-from bridge.limits import EVENT_MAX_BYTES, HISTORY_MAX_BYTES, HISTORY_MAXLEN, HISTORY_TTL_S
+from bridge.limits import (
+    EVENT_MAX_BYTES,
+    HISTORY_MAX_BYTES,
+    HISTORY_MAXLEN,
+    HISTORY_TTL_S,
+    INGEST_MAXLEN,
+)
 from servicekit.settings import (
     ServiceSettings,
     clickhouse_url_problems,
@@ -48,6 +54,8 @@ class BackendSettings(ServiceSettings):
     analytics_ingest: bool = True
     ingest_batch_size: int = Field(default=1000, ge=1)
     ingest_interval_s: float = 0.5
+    # entries of the ingest stream not yet stored; appends beyond answer 503 ingest_busy
+    ingest_maxlen: int = Field(default=INGEST_MAXLEN, ge=1)
     # WebSocket gateway
     ws_allowed_origins: list[str] = Field(
         default=["http://127.0.0.1:8000", "http://localhost:8000"])
