@@ -36,7 +36,7 @@ from bridge.cancel import CANCEL_CHANNEL, cancel_key
 from bridge.emitter import EventEmitter, RunEmitter
 from bridge.errors import EmitError, RunFinished
 from bridge.groups import autoclaim, ensure_group, hand_back, read_group, touch
-from bridge.ingest import CHUNK, append_command
+from bridge.ingest import CHUNK, append_command, append_retrying
 from bridge.keys import UserKeys
 from bridge.queue import RUN_QUEUE, WORKER_GROUP, RunRequest
 from bridge.registry import ThreadRunRegistry
@@ -64,6 +64,8 @@ class Worker:
         self._services = services or Services()
         self._emitter = EventEmitter(redis, history_maxlen=settings.history_maxlen,
                                      history_ttl_s=settings.history_ttl_s,
+                                     history_max_bytes=settings.history_max_bytes,
+                                     event_max_bytes=settings.event_max_bytes,
                                      emit_timeout_s=settings.emit_timeout_s)
         self._registry = ThreadRunRegistry(redis, lease_ttl_s=settings.lease_ttl_s)
         self._auto = AutoPipeline(redis)  # the runs' own commands share round trips
@@ -276,10 +278,14 @@ class Worker:
                 for record in ctx.tool_records]
         commands = [self._registry.release_command(ctx.run_id),
                     ("XACK", RUN_QUEUE, WORKER_GROUP, entry_id),
-                    *(append_command("tool_calls", rows[start:start + CHUNK])
+                    *(append_command("tool_calls", rows[start:start + CHUNK],
+                                     maxlen=self._settings.ingest_maxlen)
                       for start in range(0, len(rows), CHUNK))]
-        outcomes = await asyncio.gather(*(self._auto.execute(*command) for command in commands),
-                                        return_exceptions=True)
+        # the ingest stream answers 0 while full: the rows retry with backoff
+        outcomes = await asyncio.gather(
+            *(self._auto.execute(*command) for command in commands[:2]),
+            *(append_retrying(self._auto.execute, command) for command in commands[2:]),
+            return_exceptions=True)
         for failed in (o for o in outcomes[2:] if isinstance(o, BaseException)):
             log.warning("tool metrics of run %s not recorded: %s", ctx.run_id, failed)
         self.completed += 1

@@ -25,11 +25,12 @@ from typing import Any, TypeVar
 
 import clickhouse_connect
 from clickhouse_connect.driver import options as clickhouse_options
+from prometheus_client import Counter
 from redis.asyncio import Redis
 
 from bridge.events import parse_timestamp
 from bridge.groups import ensure_group, read_group
-from bridge.ingest import INGEST_GROUP, INGEST_STREAM
+from bridge.ingest import DEAD_STREAM, INGEST_GROUP, INGEST_STREAM, trim_acknowledged
 
 __all__ = ["TABLES", "AnalyticsStore", "Ingester"]
 
@@ -356,16 +357,24 @@ def _usage_rows(rows: list[dict[str, Any]], request: _UsageRequest) -> _Rows:
 
 
 class Ingester:
-    """Moves rows from the ingest stream into ClickHouse, in batches, without loss."""
+    """Moves rows from the ingest stream into ClickHouse, in batches, without loss.
+
+    An entry that cannot be parsed, or that ClickHouse refuses while it answers,
+    goes to the dead-letter stream (counted in ``dead_letters``, logged) and is
+    acknowledged: the entries after it go on. While ClickHouse does not answer,
+    nothing is acknowledged and rows wait in Redis."""
 
     def __init__(self, redis: Redis, store: AnalyticsStore, *, consumer: str,
-                 batch_size: int = 1000, interval_s: float = 0.5) -> None:
+                 batch_size: int = 1000, interval_s: float = 0.5,
+                 dead_letters: Counter | None = None) -> None:
         self._redis = redis
         self._store = store
         self._consumer = consumer
         self._batch_size = batch_size
         self._interval_ms = int(interval_s * 1000)
+        self._dead_letters = dead_letters
         self.inserted = 0
+        self.dead = 0
 
     async def run(self) -> None:
         backoff = 0.2
@@ -390,20 +399,53 @@ class Ingester:
                 count=self._batch_size, block_ms=self._interval_ms if start == ">" else None)
             if not entries:
                 return
-            by_table: dict[str, list[dict[str, Any]]] = defaultdict(list)
-            for _, fields in entries:
-                table = fields[b"table"].decode()
-                rows = (json.loads(fields[b"rows"]) if b"rows" in fields
-                        else [json.loads(fields[b"row"])])
-                if table in TABLES:
-                    by_table[table].extend(_parse_row(row) for row in rows)
-                else:
-                    log.error("dropping %d rows for unknown table %r", len(rows), table)
-            for table, rows in by_table.items():
-                await self._store.insert(table, rows)
+            parsed: list[tuple[bytes, str, list[dict[str, Any]]]] = []
+            for entry_id, fields in entries:
+                try:
+                    parsed.append((entry_id, *_parse_entry(fields)))
+                except Exception as exc:
+                    await self._bury(entry_id, fields, f"unparsable: {exc}")
+            by_table: dict[str, list[tuple[bytes, list[dict[str, Any]]]]] = defaultdict(list)
+            for entry_id, table, rows in parsed:
+                by_table[table].append((entry_id, rows))
+            for table, items in by_table.items():
+                await self._insert(table, items, dict(entries))
             await self._redis.xack(INGEST_STREAM, INGEST_GROUP, *[e for e, _ in entries])
-            self.inserted += len(entries)
+            await trim_acknowledged(self._redis)
+            self.inserted += len(parsed)
             if start == ">":
                 return
 
+    async def _insert(self, table: str, items: list[tuple[bytes, list[dict[str, Any]]]],
+                      fields: dict[bytes, dict[bytes, bytes]]) -> None:
+        try:
+            await self._store.insert(table, [row for _, rows in items for row in rows])
+            return
+        except Exception:
+            await self._store.ping()  # ClickHouse away: raises, nothing is acknowledged
+        for entry_id, rows in items:  # it answers but refused the batch: one by one
+            try:
+                await self._store.insert(table, rows)
+            except Exception as exc:
+                await self._store.ping()
+                await self._bury(entry_id, fields[entry_id], f"refused by clickhouse: {exc}")
 
+    async def _bury(self, entry_id: bytes, fields: dict[bytes, bytes], reason: str) -> None:
+        reason = reason[:500]
+        dead: dict[Any, Any] = {**fields, b"id": entry_id, b"reason": reason}
+        await self._redis.xadd(DEAD_STREAM, dead, maxlen=100_000, approximate=True)
+        self.dead += 1
+        if self._dead_letters is not None:
+            self._dead_letters.inc()
+        log.error("analytics entry %s moved to %s: %s", entry_id.decode(), DEAD_STREAM, reason)
+
+
+def _parse_entry(fields: dict[bytes, bytes]) -> tuple[str, list[dict[str, Any]]]:
+    """An entry's table and parsed rows; raises on anything malformed."""
+    table = fields[b"table"].decode()
+    if table not in TABLES:
+        raise ValueError(f"unknown table {table!r}")
+    rows = json.loads(fields[b"rows"]) if b"rows" in fields else [json.loads(fields[b"row"])]
+    if not isinstance(rows, list) or not all(isinstance(row, dict) for row in rows):
+        raise ValueError("rows are not a list of objects")
+    return table, [_parse_row(row) for row in rows]

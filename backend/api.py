@@ -158,7 +158,8 @@ async def post_usage(body: UsageBody, user: CurrentUser, state: State) -> dict[s
     await WindowQuota(state.redis, "usage", state.settings.usage_records_per_minute,
                       unit="usage records").take(user.user_id, len(body.records))
     await append_rows(state.redis, "usage", [
-        {**record.model_dump(mode="json"), "user_id": user.user_id} for record in body.records])
+        {**record.model_dump(mode="json"), "user_id": user.user_id} for record in body.records],
+        maxlen=state.settings.ingest_maxlen)
     return {"accepted": len(body.records)}
 
 

@@ -14,7 +14,7 @@ import httpx
 from clickhouse_connect.driver.exceptions import ClickHouseError
 from fastapi import FastAPI, Request, WebSocket
 from fastapi.responses import JSONResponse
-from prometheus_client import Gauge
+from prometheus_client import Counter, Gauge
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from backend.admission import SocketAdmission
@@ -33,6 +33,7 @@ from backend.web import WebPage
 from backend.ws import Gateway
 from bridge.emitter import EventEmitter
 from bridge.fanout import UserEventHub
+from bridge.ingest import IngestBusy
 from bridge.integration import AgentWebSocketBridge
 from bridge.registry import ThreadRunRegistry
 from bridge.state import BridgeMachine, BridgeState
@@ -63,6 +64,14 @@ async def analytics_failed(_: Request, exc: Exception) -> JSONResponse:
     """ClickHouse did not answer (down, or a statement failed): 503, retry later."""
     log.warning("clickhouse could not answer: %s", exc)
     return problem(503, "analytics_unavailable", "analytics could not be read; retry later")
+
+
+async def ingest_busy(_: Request, exc: Exception) -> JSONResponse:
+    """The ingest stream is at its cap: 503 with a delay; nothing was appended."""
+    return problem(503, "ingest_busy", "analytics rows are waiting to be stored; retry later",
+                   {"Retry-After": "2"})
+
+
 MIGRATIONS = Path(__file__).parent / "migrations"
 
 
@@ -121,7 +130,9 @@ def create_app(settings: BackendSettings) -> ServiceApps:
             streams=UserStreams(redis, history_ttl_s=settings.history_ttl_s),
             admission=admission)
         emitter = EventEmitter(redis, history_maxlen=settings.history_maxlen,
-                               history_ttl_s=settings.history_ttl_s)
+                               history_ttl_s=settings.history_ttl_s,
+                               history_max_bytes=settings.history_max_bytes,
+                               event_max_bytes=settings.event_max_bytes)
         tasks = [asyncio.create_task(Reaper(pool, redis, registry, emitter).run(),
                                      name="reaper"),
                  asyncio.create_task(LifecycleApplier(
@@ -135,7 +146,8 @@ def create_app(settings: BackendSettings) -> ServiceApps:
             tasks.append(asyncio.create_task(Ingester(
                 redis, analytics, consumer=settings.replica_id,
                 batch_size=settings.ingest_batch_size,
-                interval_s=settings.ingest_interval_s).run(), name="ingester"))
+                interval_s=settings.ingest_interval_s,
+                dead_letters=dead_letters).run(), name="ingester"))
         log.info("backend %s ready on %s:%s (internal listener %s:%s)", settings.replica_id,
                  settings.host, settings.port, settings.internal_host, settings.internal_port)
         try:
@@ -159,6 +171,8 @@ def create_app(settings: BackendSettings) -> ServiceApps:
     install_problem_handlers(app)
     app.add_exception_handler(ClickHouseError, analytics_failed)
 
+    app.add_exception_handler(IngestBusy, ingest_busy)
+
     # the body cap runs before routing, parsing and authentication; only the request
     # metrics, added after it, wrap it (a refusal is counted)
     app.add_middleware(BodyLimit, limits=BodyLimits(
@@ -169,6 +183,8 @@ def create_app(settings: BackendSettings) -> ServiceApps:
     registry = metrics.registry
     bridge_state = Gauge("bridge_state", "AgentWebSocketBridge state: 0 UNINITIALIZED, "
                          "1 INITIALIZING, 2 ACTIVE, 3 DEGRADED, 4 FAILED", registry=registry)
+    dead_letters = Counter("analytics_dead_letters", "ingest entries moved to analytics:dead",
+                           registry=registry)
     Gauge("ws_connections", "open WebSocket connections", registry=registry).set_function(
         lambda: gateway.connections)
 

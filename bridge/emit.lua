@@ -1,10 +1,12 @@
 -- Append a batch of one run's events to its user's history and publish them, atomically.
--- KEYS[1] meta hash (seq, epoch)   KEYS[2] history stream   KEYS[3] lifecycle stream
+-- KEYS[1] meta hash (seq, epoch, bytes: the size of the events in KEYS[2])
+-- KEYS[2] history stream   KEYS[3] lifecycle stream
 -- KEYS[4] the run's hash (n: events stored for the run, done: a terminal event stored)
 -- ARGV[1] epoch to use if the user has none yet   ARGV[2] history max length
 -- ARGV[3] ttl of the user's keys in seconds        ARGV[4] live channel
 -- ARGV[5] the first event's number within its run (1, 2, ...; 0: append, no duplicate check)
 -- ARGV[6] user id, ARGV[7] run id (for lifecycle entries)
+-- ARGV[8] history max bytes (the sum of the stored events' sizes)
 -- then per event, 5 values: body (a JSON object without its opening brace), type,
 -- ts, "1" for a terminal event, the lifecycle payload JSON ("" when the event does
 -- not change the run's status and so does not go to KEYS[3])
@@ -22,13 +24,18 @@ if not epoch then
   redis.call('HSET', KEYS[1], 'epoch', epoch)
   -- a new epoch means the numbering restarts: no older entry may survive it
   redis.call('DEL', KEYS[2])
+  redis.call('HSET', KEYS[1], 'bytes', 0)
+elseif redis.call('EXISTS', KEYS[2]) == 0 then
+  -- the history expired or was removed: nothing is counted any more
+  redis.call('HSET', KEYS[1], 'bytes', 0)
 end
+local added = 0
 local result = {epoch}
 local lines = {}
 local done = false
-local count = (#ARGV - 7) / 5
+local count = (#ARGV - 8) / 5
 for i = 0, count - 1 do
-  local at = 8 + i * 5
+  local at = 9 + i * 5
   local number = first > 0 and first + i or 0
   if done then
     result[#result + 1] = -2
@@ -37,7 +44,8 @@ for i = 0, count - 1 do
   else
     local seq = redis.call('HINCRBY', KEYS[1], 'seq', 1)
     local event = '{"seq":' .. seq .. ',"epoch":"' .. epoch .. '",' .. ARGV[at]
-    redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[2], seq .. '-0', 'e', event)
+    redis.call('XADD', KEYS[2], seq .. '-0', 'e', event)
+    added = added + #event
     stored = math.max(number, stored + 1)
     if ARGV[at + 4] ~= '' then
       redis.call('XADD', KEYS[3], 'MAXLEN', '~', 100000, '*', 'user_id', ARGV[6],
@@ -53,6 +61,32 @@ for i = 0, count - 1 do
   end
 end
 redis.call('HSET', KEYS[4], 'n', stored)
+-- Trim the oldest events while the history is over its length or its bytes: each
+-- removed entry is read once (its size comes off the running count), so an emit
+-- costs O(1) amortized; the newest event always stays.
+local bytes = redis.call('HINCRBY', KEYS[1], 'bytes', added)
+local maxbytes = tonumber(ARGV[8])
+local maxlen = tonumber(ARGV[2])
+local length = redis.call('XLEN', KEYS[2])
+if bytes > maxbytes or length > maxlen then
+  local last = nil
+  while (bytes > maxbytes or length > maxlen) and length > 1 do
+    local from = last and ('(' .. last) or '-'
+    local oldest = redis.call('XRANGE', KEYS[2], from, '+', 'COUNT', 64)
+    if #oldest == 0 then break end
+    for _, entry in ipairs(oldest) do
+      if not ((bytes > maxbytes or length > maxlen) and length > 1) then break end
+      bytes = bytes - #entry[2][2]
+      length = length - 1
+      last = entry[1]
+    end
+  end
+  if last then
+    local next_seq = tonumber(string.match(last, '^(%d+)-')) + 1
+    redis.call('XTRIM', KEYS[2], 'MINID', next_seq .. '-0')
+    redis.call('HSET', KEYS[1], 'bytes', math.max(bytes, 0))
+  end
+end
 redis.call('EXPIRE', KEYS[1], ARGV[3])
 redis.call('EXPIRE', KEYS[2], ARGV[3])
 redis.call('EXPIRE', KEYS[4], ARGV[3])

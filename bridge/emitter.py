@@ -22,6 +22,8 @@ from redis.exceptions import RedisError
 from bridge.errors import EmitError, InvariantError, RunFinished
 from bridge.events import TERMINAL_TYPES, EventType, utc_timestamp
 from bridge.keys import LIFECYCLE_STREAM, UserKeys
+from bridge.limits import EVENT_MAX_BYTES, HISTORY_MAX_BYTES, HISTORY_MAXLEN, HISTORY_TTL_S
+from bridge.truncation import cap_payload
 from servicekit.autopipeline import AutoPipeline
 
 __all__ = ["LIFECYCLE_TYPES", "EmittedEvent", "EventEmitter", "RunEmitter", "new_epoch"]
@@ -52,14 +54,21 @@ class EventEmitter:
     ``max_pending`` emits wait at once. An emit that cannot be kept raises
     :class:`EmitError`; nothing is dropped silently. Retrying is safe: an event
     carries its number within its run, and the script stores each number once.
+
+    A payload over ``event_max_bytes`` (serialized) is cut and marked
+    (:func:`bridge.truncation.cap_payload`) before the script sees it. The script
+    keeps a user's history within ``history_maxlen`` events and ``history_max_bytes``
+    bytes, dropping the oldest first.
     """
 
     def __init__(
         self,
         redis: Redis,
         *,
-        history_maxlen: int = 10_000,
-        history_ttl_s: int = 86_400,
+        history_maxlen: int = HISTORY_MAXLEN,
+        history_ttl_s: int = HISTORY_TTL_S,
+        history_max_bytes: int = HISTORY_MAX_BYTES,
+        event_max_bytes: int = EVENT_MAX_BYTES,
         emit_timeout_s: float = 10.0,
         max_pending: int = 10_000,
         clock: Callable[[], float] = time.monotonic,
@@ -70,6 +79,8 @@ class EventEmitter:
         self._pipeline = AutoPipeline(redis)
         self._history_maxlen = history_maxlen
         self._history_ttl_s = history_ttl_s
+        self._history_max_bytes = history_max_bytes
+        self._event_max_bytes = event_max_bytes
         self._emit_timeout_s = emit_timeout_s
         self._max_pending = max_pending
         self._waiting = 0
@@ -119,9 +130,11 @@ class EventEmitter:
         ts = utc_timestamp()
         keys = UserKeys(user_id)
         args: list[Any] = [new_epoch(), self._history_maxlen, self._history_ttl_s,
-                           keys.channel, first_number, user_id, run_id]
+                           keys.channel, first_number, user_id, run_id,
+                           self._history_max_bytes]
         bodies = []
         for agent, type, payload in items:
+            payload = cap_payload(payload, self._event_max_bytes)
             body = {"type": type, "run_id": run_id, "thread_id": thread_id, "agent": agent,
                     "ts": ts, "payload": payload}
             bodies.append(body)

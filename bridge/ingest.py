@@ -3,37 +3,100 @@
 Writers never talk to ClickHouse: they append ``{table, row}`` here; the backend
 replica that owns ClickHouse inserts them in batches and acknowledges them only
 after the insert, so rows wait in Redis while ClickHouse is down.
+
+The stream is never trimmed over unread rows: an append is refused while the
+stream holds ``INGEST_MAXLEN`` entries (:class:`IngestBusy`: the producer's
+backpressure), and the ingester trims only what its group acknowledged
+(:func:`trim_acknowledged`). An entry the ingester cannot insert goes to
+``DEAD_STREAM``.
 """
 
 from __future__ import annotations
 
+import asyncio
 import json
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from redis.asyncio import Redis
 
-__all__ = ["CHUNK", "INGEST_GROUP", "INGEST_STREAM", "append_command", "append_rows"]
+from bridge.limits import INGEST_MAXLEN
+
+__all__ = ["CHUNK", "DEAD_STREAM", "INGEST_GROUP", "INGEST_STREAM", "IngestBusy",
+           "append_command", "append_retrying", "append_rows", "trim_acknowledged"]
 
 INGEST_STREAM = "analytics:ingest"
 INGEST_GROUP = "ingester"
-_MAXLEN = 1_000_000
+#: entries the ingester could not insert (unparsable, refused by ClickHouse)
+DEAD_STREAM = "analytics:dead"
 #: rows per stream entry
 CHUNK = 1000
 
+# KEYS[1] the stream; ARGV[1] its cap; ARGV[2] the table; ARGV[3...] one entry's rows
+# each. Returns the entries appended: 0 when the stream is full (nothing appended).
+_APPEND_LUA = """
+if redis.call('XLEN', KEYS[1]) >= tonumber(ARGV[1]) then return 0 end
+for i = 3, #ARGV do
+  redis.call('XADD', KEYS[1], '*', 'table', ARGV[2], 'rows', ARGV[i])
+end
+return #ARGV - 2
+"""
 
-def append_command(table: str, rows: list[dict[str, Any]]) -> tuple[Any, ...]:
+
+class IngestBusy(Exception):
+    """The ingest stream is full: the rows were not appended; retry later."""
+
+
+def append_command(table: str, rows: list[dict[str, Any]], *,
+                   maxlen: int = INGEST_MAXLEN) -> tuple[Any, ...]:
     """The command that appends at most ``CHUNK`` rows as one entry, for a caller
-    that sends it along with others."""
+    that sends it along with others. It answers 0 when the stream is full."""
     if len(rows) > CHUNK:
         raise ValueError(f"{len(rows)} rows: at most {CHUNK} in one entry")
-    return ("XADD", INGEST_STREAM, "MAXLEN", "~", _MAXLEN, "*", "table", table,
-            "rows", json.dumps(rows, default=str))
+    return ("EVAL", _APPEND_LUA, 1, INGEST_STREAM, maxlen, table,
+            json.dumps(rows, default=str))
 
 
-async def append_rows(redis: Redis, table: str, rows: list[dict[str, Any]]) -> None:
-    """Append rows for ``table``: one stream entry per ``CHUNK`` rows, all at once."""
-    async with redis.pipeline(transaction=True) as pipe:
-        for start in range(0, len(rows), CHUNK):
-            pipe.xadd(INGEST_STREAM, {"table": table, "rows": json.dumps(
-                rows[start:start + CHUNK], default=str)}, maxlen=_MAXLEN, approximate=True)
-        await pipe.execute()
+async def append_retrying(execute: Callable[..., Awaitable[Any]], command: tuple[Any, ...],
+                          *, attempts: int = 8, first_delay_s: float = 0.1) -> None:
+    """Send an :func:`append_command` until the stream takes it, with backoff;
+    raises :class:`IngestBusy` after ``attempts``."""
+    delay = first_delay_s
+    for attempt in range(attempts):
+        if await execute(*command):
+            return
+        if attempt < attempts - 1:
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, 5.0)
+    raise IngestBusy(f"{INGEST_STREAM} is full")
+
+
+async def append_rows(redis: Redis, table: str, rows: list[dict[str, Any]], *,
+                      maxlen: int = INGEST_MAXLEN) -> None:
+    """Append rows for ``table``: one stream entry per ``CHUNK`` rows, all or none.
+    Raises :class:`IngestBusy` when the stream is full."""
+    chunks = [json.dumps(rows[start:start + CHUNK], default=str)
+              for start in range(0, len(rows), CHUNK)]
+    if chunks and not await redis.eval(_APPEND_LUA, 1, INGEST_STREAM, maxlen, table,
+                                       *chunks):
+        raise IngestBusy(f"{INGEST_STREAM} is full")
+
+
+def _text(value: bytes | str) -> str:
+    return value.decode() if isinstance(value, bytes) else value
+
+
+async def trim_acknowledged(redis: Redis) -> None:
+    """Remove the entries the ingester's group acknowledged, never one unread or
+    pending: up to its oldest pending entry, or through its last delivered one."""
+    groups = await redis.xinfo_groups(INGEST_STREAM)
+    group = next((g for g in groups if _text(g["name"]) == INGEST_GROUP), None)
+    if group is None:
+        return
+    if int(group["pending"]):
+        summary = await redis.xpending(INGEST_STREAM, INGEST_GROUP)
+        minid = _text(summary["min"])
+    else:
+        ms, seq = _text(group["last-delivered-id"]).split("-")
+        minid = f"{ms}-{int(seq) + 1}"
+    await redis.xtrim(INGEST_STREAM, minid=minid, approximate=False)

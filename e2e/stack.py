@@ -101,6 +101,8 @@ class StackConfig:
     durable: bool = True  # fsync in PostgreSQL; off for throw-away test data
     startup_timeout_s: float = 60.0
     env: dict[str, str] = field(default_factory=dict)  # extra settings for the services
+    # Redis' memory bound; at it, writes fail (noeviction: docs/architecture.md)
+    redis_maxmemory: str = "512mb"
 
     @classmethod
     def for_tests(cls, root: Path, **options: object) -> StackConfig:
@@ -232,7 +234,9 @@ class RedisService(Service):
         self.process.spawn(
             [str(redis_server_bin()), "--port", str(self.port), "--bind", "127.0.0.1",
              "--dir", str(self.data), "--appendonly", "yes", "--appendfsync", "everysec",
-             "--save", "", "--protected-mode", "yes", "--logfile", ""],
+             "--save", "", "--protected-mode", "yes", "--logfile", "",
+             "--maxmemory", self.stack.config.redis_maxmemory,
+             "--maxmemory-policy", "noeviction"],
             env=self.stack.base_env(), cwd=self.stack.root)
 
     def wipe(self) -> None:

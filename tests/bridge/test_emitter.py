@@ -242,3 +242,41 @@ async def test_an_event_after_an_emit_lost_in_flight_is_not_taken_for_a_retry(
     page = await UserStreams(redis).read_after("usr_p", 0)
     assert [json.loads(raw)["type"] for _, raw in page.events] == [
         "agent_started", "partial_result", "agent_cancelled"]
+
+
+async def test_an_oversized_payload_is_stored_and_delivered_cut_and_marked(redis: Redis) -> None:
+    emitter = EventEmitter(redis, event_max_bytes=4096)
+    event = await emitter.emit(user_id="usr_cap", run_id="run_1", thread_id="thr_1", agent="a",
+                               type="partial_result", payload={"text": "y" * 50_000})
+    assert event["payload"]["truncated"] == {"original_bytes": 50_011}
+    page = await UserStreams(redis).read_after("usr_cap", 0)
+    (stored,) = [json.loads(raw) for _, raw in page.events]
+    assert stored["payload"] == event["payload"]
+    assert len(json.dumps(stored["payload"], separators=(",", ":"))) <= 4096
+
+
+async def test_history_is_bounded_by_bytes_oldest_first(redis: Redis) -> None:
+    emitter = EventEmitter(redis, history_max_bytes=100_000)
+    for i in range(50):  # ~10 KB each: about 10 fit
+        await emitter.emit(user_id="usr_big", run_id="run_1", thread_id="thr_1", agent="a",
+                           type="partial_result", payload={"text": f"{i:02d}" + "z" * 10_000})
+    await _emit(emitter, "usr_small", "run_2")
+    page = await UserStreams(redis).read_after("usr_big", 0)
+    seqs = [s for s, _ in page.events]
+    assert seqs == list(range(seqs[0], 51)) and 8 <= len(seqs) <= 10
+    stored = sum(len(raw) for _, raw in page.events)
+    assert stored <= 100_000
+    assert int(await redis.hget("u:{usr_big}:meta", "bytes") or 0) == stored
+    assert page.oldest_seq == seqs[0]
+    small = await UserStreams(redis).read_after("usr_small", 0)
+    assert [s for s, _ in small.events] == [1]
+
+
+async def test_history_byte_count_restarts_when_the_history_is_gone(redis: Redis) -> None:
+    emitter = EventEmitter(redis, history_max_bytes=100_000)
+    await _emit(emitter, "usr_gone", "run_1")
+    await redis.delete("u:{usr_gone}:events")
+    await _emit(emitter, "usr_gone", "run_1")
+    page = await UserStreams(redis).read_after("usr_gone", 0)
+    assert int(await redis.hget("u:{usr_gone}:meta", "bytes") or 0) == sum(
+        len(raw) for _, raw in page.events)

@@ -1,0 +1,49 @@
+"""The Ingester against a real redis-server and the embedded ClickHouse (chDB): a
+poison entry goes to the dead-letter stream and the rows after it are stored."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+from typing import Any
+
+from redis.asyncio import Redis
+
+from backend.analytics import AnalyticsStore, Ingester
+from bridge.ingest import DEAD_STREAM, INGEST_STREAM, append_rows
+
+
+def _row(user: str, n: int) -> dict[str, object]:
+    return {"user_id": user, "ts": "2025-06-01T00:00:00Z", "model": "m", "prompt_tokens": n,
+            "completion_tokens": 1, "cost_usd": 0.5, "latency_ms": 3, "status": "ok"}
+
+
+async def test_a_poison_entry_does_not_block_the_rows_after_it(redis: Redis,
+                                                                tmp_path: Path) -> None:
+    store = AnalyticsStore(f"chdb://{tmp_path}/ch", "ingest_test")
+    await store.setup()
+    await append_rows(redis, "usage", [_row("usr_1", 1)])
+    await redis.xadd(INGEST_STREAM, {"table": "usage", "rows": "{not json"})
+    await redis.xadd(INGEST_STREAM, {"table": "nope", "rows": "[]"})
+    # ClickHouse refuses it (a text where a number goes), while it answers
+    await append_rows(redis, "usage", [{**_row("usr_1", 2), "prompt_tokens": "many"}])
+    await append_rows(redis, "usage", [_row("usr_1", 3), _row("usr_1", 4)])
+    ingester = Ingester(redis, store, consumer="c1", interval_s=0.05)
+    task = asyncio.create_task(ingester.run())
+    try:
+        for _ in range(200):
+            if ingester.inserted + ingester.dead >= 5:
+                break
+            await asyncio.sleep(0.05)
+        rows = await store.query("SELECT prompt_tokens FROM {db}.usage ORDER BY prompt_tokens",
+                                 {})
+        assert [r["prompt_tokens"] for r in rows] == [1, 3, 4]
+        dead: list[Any] = await redis.xrange(DEAD_STREAM)  # type: ignore[assignment]
+        assert len(dead) == 3 and ingester.dead == 3
+        assert {fields[b"table"] for _, fields in dead} == {b"usage", b"nope"}
+        assert all(b"reason" in fields and b"id" in fields for _, fields in dead)
+        assert await redis.xlen(INGEST_STREAM) == 0  # acknowledged, then trimmed
+    finally:
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+        store.close()
