@@ -2,8 +2,8 @@
 
 Runs come from the ``runs:queue`` stream through the ``workers`` consumer group,
 so each run goes to one worker. Up to ``concurrency`` runs execute at once, each
-as its own task with its own :class:`RunContext`. The worker reads up to
-``read_ahead`` entries ahead into a waiting area (:class:`FairShare`) and starts
+as its own task with its own :class:`RunContext`. The worker reads its free slots'
+worth of entries (plus ``read_ahead``) into a waiting area (:class:`FairShare`) and starts
 them round-robin over users, one user holding at most ``max_user_share`` of its
 slots while another user's runs wait. Waiting entries stay pending in the consumer
 group (their idle time reset at each heartbeat): a crashed worker's are re-taken
@@ -177,11 +177,10 @@ class Worker:
         # SIGTERM: what waits goes back to the queue (in run)
 
     def _room(self) -> int:
-        """How many more entries to read: up to ``read_ahead`` waiting with fair share;
-        without, no more than the free slots (nothing waits)."""
-        if self._settings.fair_share:
-            return self._settings.read_ahead - len(self._waiting)
-        return self._settings.concurrency - len(self._running) - len(self._waiting)
+        """How many more entries to read: the free slots, plus ``read_ahead`` held
+        waiting with fair share."""
+        free = self._settings.concurrency - len(self._running) - len(self._waiting)
+        return free + (self._settings.read_ahead if self._settings.fair_share else 0)
 
     def _wait(self, entry_id: bytes, request: RunRequest) -> None:
         self._waiting.add(request.user_id, (entry_id, request))

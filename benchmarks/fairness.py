@@ -93,7 +93,8 @@ def _one(fair: bool, heavy_runs: int, light_runs: int) -> dict[str, list[float]]
     with tempfile.TemporaryDirectory() as tmp:
         config = StackConfig.for_tests(Path(tmp), workers=1, env={
             "WORKER_CONCURRENCY": str(CONCURRENCY),
-            "WORKER_FAIR_SHARE": "true" if fair else "false"})
+            "WORKER_FAIR_SHARE": "true" if fair else "false",
+            "WORKER_READ_AHEAD": "300", "BACKEND_MAX_ACTIVE_RUNS_PER_USER": "1000"})
         with LocalStack(config) as stack:
             return asyncio.run(measure(stack, heavy_runs, light_runs))
 

@@ -24,6 +24,7 @@ def one_worker(request: pytest.FixtureRequest,
     fair = bool(request.param)
     config = StackConfig.for_tests(tmp_path_factory.mktemp("fair"), workers=1, env={
         "WORKER_CONCURRENCY": "8", "WORKER_FAIR_SHARE": "true" if fair else "false",
+        "WORKER_READ_AHEAD": "200", "BACKEND_MAX_ACTIVE_RUNS_PER_USER": "1000",
         "WORKER_SHUTDOWN_GRACE_S": "0"})
     with LocalStack(config) as stack:
         yield stack, fair
