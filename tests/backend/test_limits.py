@@ -88,7 +88,8 @@ async def test_active_runs_per_user(limited: LocalStack, abuser: ChatClient,
     answers = await asyncio.gather(
         *(abuser.start_run(t["id"], LONG, agent="ticker") for t in threads),
         return_exceptions=True)
-    accepted = [a["id"] for a in answers if isinstance(a, dict)]
+    runs = [a for a in answers if isinstance(a, dict)]
+    accepted = [run["id"] for run in runs]
     refused = [a for a in answers if isinstance(a, ApiError)]
     assert len(accepted) == ACTIVE and len(refused) == 5
     assert {(e.status, e.code) for e in refused} == {(429, "too_many_runs")}
@@ -102,7 +103,8 @@ async def test_active_runs_per_user(limited: LocalStack, abuser: ChatClient,
         # the abuser's runs go on; once one ends, a new one is accepted
         await abuser.cancel_run(accepted[0])
         await abuser.wait_run(accepted[0], timeout=30)
-        again = await abuser.start_run(threads[-1]["id"], "what is 2 + 2")
+        # on the thread of the run that ended (the other accepted runs' are busy)
+        again = await abuser.start_run(runs[0]["thread_id"], "what is 2 + 2")
         assert (await abuser_socket.wait_terminal(again["id"]))["type"] == "agent_completed"
     finally:
         await abuser_socket.close()
