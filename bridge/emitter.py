@@ -134,13 +134,17 @@ class EventEmitter:
                            self._history_max_bytes]
         bodies = []
         for agent, type, payload in items:
-            payload = cap_payload(payload, self._event_max_bytes)
             body = {"type": type, "run_id": run_id, "thread_id": thread_id, "agent": agent,
                     "ts": ts, "payload": payload}
+            stored = json.dumps(body, separators=(",", ":"), default=str)
+            if len(stored) > self._event_max_bytes:
+                # the payload's JSON is part of the body's: only a body over the cap
+                # can hold a payload over it, so the common event is serialized once
+                body["payload"] = payload = cap_payload(payload, self._event_max_bytes)
+                stored = json.dumps(body, separators=(",", ":"), default=str)
             bodies.append(body)
             lifecycle = json.dumps(payload, default=str) if type in LIFECYCLE_TYPES else ""
-            args += [json.dumps(body, separators=(",", ":"), default=str)[1:], type, ts,
-                     "1" if type in TERMINAL_TYPES else "0", lifecycle]
+            args += [stored[1:], type, ts, "1" if type in TERMINAL_TYPES else "0", lifecycle]
         first_type = items[0][1] if items else "?"
         reply = await self._run_script(
             [keys.meta, keys.history, LIFECYCLE_STREAM, keys.run(run_id)], args, first_type,
