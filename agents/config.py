@@ -9,13 +9,7 @@ from typing import Literal
 from pydantic import Field, SecretStr
 from pydantic_settings import SettingsConfigDict
 
-from bridge.limits import (
-    EVENT_MAX_BYTES,
-    HISTORY_MAX_BYTES,
-    HISTORY_MAXLEN,
-    HISTORY_TTL_S,
-    INGEST_MAXLEN,
-)
+from bridge.limits import EventPathLimits
 from servicekit.settings import (
     ServiceSettings,
     api_key_problems,
@@ -27,8 +21,11 @@ from servicekit.settings import (
 __all__ = ["WorkerSettings"]
 
 
-class WorkerSettings(ServiceSettings):
+class WorkerSettings(ServiceSettings, EventPathLimits):
     """``WORKER_ENVIRONMENT=production`` refuses weak values (``servicekit.settings``)."""
+
+    # history and ingest bounds (WORKER_HISTORY_*, WORKER_EVENT_MAX_BYTES,
+    # WORKER_INGEST_MAXLEN: appends retry beyond) come from EventPathLimits
 
     model_config = SettingsConfigDict(env_prefix="WORKER_")
 
@@ -57,15 +54,6 @@ class WorkerSettings(ServiceSettings):
     # queue entries another worker took but never started are re-taken after this
     claim_idle_s: float = Field(default=30.0, gt=1)
     emit_timeout_s: float = Field(default=10.0, gt=0)
-    # a user's history: events, age, bytes (the oldest go first); an event payload
-    # over event_max_bytes is cut and marked. Worker and backend take the same
-    # defaults (bridge/limits.py) and must agree when set
-    history_maxlen: int = Field(default=HISTORY_MAXLEN, ge=1)
-    history_ttl_s: int = Field(default=HISTORY_TTL_S, ge=1)
-    history_max_bytes: int = Field(default=HISTORY_MAX_BYTES, ge=64 * 1024)
-    event_max_bytes: int = Field(default=EVENT_MAX_BYTES, ge=1024)
-    # entries of the analytics ingest stream not yet stored; beyond, appends retry
-    ingest_maxlen: int = Field(default=INGEST_MAXLEN, ge=1)
     log_level: str = "info"
     # touched at each heartbeat that reached Redis, removed at exit: a container
     # healthcheck reads its age with no process of Python (unset: no file)

@@ -7,13 +7,7 @@ from collections.abc import Iterable, Mapping
 from pydantic import Field, SecretStr
 from pydantic_settings import SettingsConfigDict
 
-from bridge.limits import (
-    EVENT_MAX_BYTES,
-    HISTORY_MAX_BYTES,
-    HISTORY_MAXLEN,
-    HISTORY_TTL_S,
-    INGEST_MAXLEN,
-)
+from bridge.limits import EventPathLimits
 from servicekit.settings import (
     ServiceSettings,
     clickhouse_url_problems,
@@ -25,8 +19,11 @@ from servicekit.settings import (
 __all__ = ["BackendSettings"]
 
 
-class BackendSettings(ServiceSettings):
+class BackendSettings(ServiceSettings, EventPathLimits):
     """``BACKEND_ENVIRONMENT=production`` refuses weak values (``servicekit.settings``)."""
+
+    # history and ingest bounds (BACKEND_HISTORY_*, BACKEND_EVENT_MAX_BYTES,
+    # BACKEND_INGEST_MAXLEN: 503 ingest_busy beyond) come from EventPathLimits
 
     model_config = SettingsConfigDict(env_prefix="BACKEND_")
 
@@ -54,8 +51,6 @@ class BackendSettings(ServiceSettings):
     analytics_ingest: bool = True
     ingest_batch_size: int = Field(default=1000, ge=1)
     ingest_interval_s: float = 0.5
-    # entries of the ingest stream not yet stored; appends beyond answer 503 ingest_busy
-    ingest_maxlen: int = Field(default=INGEST_MAXLEN, ge=1)
     # WebSocket gateway
     ws_allowed_origins: list[str] = Field(
         default=["http://127.0.0.1:8000", "http://localhost:8000"])
@@ -95,13 +90,6 @@ class BackendSettings(ServiceSettings):
     # usage records a user may post a minute (POST /api/analytics/usage; a fixed
     # window in Redis): 429 rate_limited with Retry-After beyond
     usage_records_per_minute: int = Field(default=20_000, ge=1)
-    # a user's history: events, age, bytes (the oldest go first); an event payload
-    # over event_max_bytes is cut and marked. Worker and backend take the same
-    # defaults (bridge/limits.py) and must agree when set
-    history_maxlen: int = Field(default=HISTORY_MAXLEN, ge=1)
-    history_ttl_s: int = Field(default=HISTORY_TTL_S, ge=1)
-    history_max_bytes: int = Field(default=HISTORY_MAX_BYTES, ge=64 * 1024)
-    event_max_bytes: int = Field(default=EVENT_MAX_BYTES, ge=1024)
     max_run_input_chars: int = 32_000
     # request bodies, refused with 413 before anything parses them. The API's largest
     # is a run's input: 32,000 characters, up to 12 bytes each when JSON-escaped as
