@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
@@ -24,14 +25,21 @@ def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalStac
         stack.stop()
 
 
-@pytest.fixture
-async def redis(redis_server: LocalStack) -> AsyncIterator[Redis]:
-    client = make_redis(redis_server.redis_url)
+@contextlib.asynccontextmanager
+async def emptied(url: str) -> AsyncIterator[Redis]:
+    """A client of the Redis at ``url``, its database emptied first."""
+    client = make_redis(url)
     await client.flushdb()
     try:
         yield client
     finally:
         await client.aclose()
+
+
+@pytest.fixture
+async def redis(redis_server: LocalStack) -> AsyncIterator[Redis]:
+    async with emptied(redis_server.redis_url) as client:
+        yield client
 
 
 @pytest.fixture(scope="session")

@@ -17,7 +17,7 @@ from bridge.errors import EmitError
 from bridge.ingest import INGEST_STREAM, append_rows
 from bridge.streams import UserStreams
 from e2e.stack import LocalStack, StackConfig
-from servicekit.redisclient import make_redis
+from tests.conftest import emptied
 
 MAXMEMORY = 64 * 1024 * 1024
 EVENT = {"text": "f" * 60_000}
@@ -36,12 +36,8 @@ def small_redis(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalStack
 
 @pytest.fixture
 async def redis(small_redis: LocalStack) -> AsyncIterator[Redis]:
-    client = make_redis(small_redis.redis_url)
-    await client.flushdb()
-    try:
+    async with emptied(small_redis.redis_url) as client:
         yield client
-    finally:
-        await client.aclose()
 
 
 async def _seed(redis: Redis) -> None:
