@@ -10,7 +10,6 @@ from backend.tokens import Principal
 from servicekit.revocation import Announcement, KeyRevoked, SessionsRevoked
 
 __all__ = [
-    "KEY_REVOKED",
     "SESSION_REVOKED",
     "TOKEN_EXPIRED",
     "renewal_problem",
@@ -21,7 +20,6 @@ __all__ = [
 #: Close reasons (code 4401) of a socket whose authorization ended.
 TOKEN_EXPIRED = "token_expired"
 SESSION_REVOKED = "session_revoked"
-KEY_REVOKED = "key_revoked"
 
 
 def seconds_left(principal: Principal, now: float) -> float:
@@ -34,7 +32,7 @@ def revocation_reason(principal: Principal, announcement: Announcement) -> str |
     if isinstance(announcement, SessionsRevoked):
         return SESSION_REVOKED if principal.session_id in announcement.sids else None
     if isinstance(announcement, KeyRevoked):
-        return KEY_REVOKED if principal.key_id == announcement.kid else None
+        return SESSION_REVOKED if principal.key_id == announcement.kid else None
     return None
 
 

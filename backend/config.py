@@ -78,7 +78,7 @@ class BackendSettings(ServiceSettings, EventPathLimits):
     # per-user limits (docs/security.md, "Per-user limits"): one user cannot take the
     # service from the others. Active (queued + running) runs of a user: 429
     # too_many_runs beyond; runs waiting their turn on one thread (enqueue,
-    # interrupt): 429 too_many_queued_runs beyond
+    # interrupt): 429 too_many_runs beyond
     max_active_runs_per_user: int = Field(default=20, ge=1)
     max_queued_runs_per_thread: int = Field(default=10, ge=1)
     # socket messages, per connection (token buckets: burst, then a steady rate);
@@ -88,7 +88,7 @@ class BackendSettings(ServiceSettings, EventPathLimits):
     ws_start_run_burst: int = Field(default=5, ge=1)
     ws_start_runs_per_s: float = Field(default=2.0, gt=0)
     # usage records a user may post a minute (POST /api/analytics/usage; a fixed
-    # window in Redis): 429 rate_limited with Retry-After beyond
+    # window in Redis): 429 quota_exceeded with Retry-After beyond
     usage_records_per_minute: int = Field(default=20_000, ge=1)
     max_run_input_chars: int = 32_000
     # request bodies, refused with 413 before anything parses them. The API's largest

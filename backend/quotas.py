@@ -45,13 +45,13 @@ class WindowQuota:
         self._window_s = window_s
 
     async def take(self, user_id: str, amount: int) -> None:
-        """Count ``amount`` for the user, or raise 429 ``rate_limited`` with Retry-After."""
+        """Count ``amount`` for the user, or raise 429 ``quota_exceeded`` with Retry-After."""
         window = int(time.time()) // self._window_s
         key = f"u:{{{user_id}}}:quota:{self._name}:{window}"
         left_ms = int(await self._take(keys=[key],
                                        args=[amount, self._limit, self._window_s * 1000]))
         if left_ms:
             raise ProblemError(
-                429, "rate_limited",
+                429, "quota_exceeded",
                 f"at most {self._limit} {self._unit} in {self._window_s} s",
                 {"Retry-After": str(max(1, math.ceil(left_ms / 1000)))})

@@ -4,7 +4,7 @@
 :data:`~servicekit.revocation.REVOCATION_CHANNEL` and reconnects with backoff
 when Redis drops. :class:`RevocationHandler` acts on what it hears: the
 verifier forgets or refuses what was revoked, and the sockets it authenticated
-are closed (4401, reason ``session_revoked`` or ``key_revoked``).
+are closed (4401, reason ``session_revoked``, whatever revoked it).
 
 An announcement sent while the link was down is lost (pub/sub keeps nothing),
 so every (re)subscription after the first is followed by a recheck of every
@@ -24,7 +24,7 @@ import httpx
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
-from backend.authorization import KEY_REVOKED, SESSION_REVOKED, revocation_reason
+from backend.authorization import SESSION_REVOKED, revocation_reason
 from backend.tokens import Principal, TokenVerifier
 from servicekit.revocation import (
     REVOCATION_CHANNEL,
@@ -84,16 +84,11 @@ class RevocationHandler:
             keys_fresh = False
         sockets = list(self._sockets())
         revoked = await self._verifier.revoked_among(s.principal.session_id for s in sockets)
-        closed = 0
-        for socket in sockets:
-            if socket.principal.session_id in revoked:
-                socket.end(CLOSE_UNAUTHORIZED, SESSION_REVOKED)
-            elif keys_fresh and not self._verifier.has_key(socket.principal.key_id):
-                socket.end(CLOSE_UNAUTHORIZED, KEY_REVOKED)
-            else:
-                continue
-            closed += 1
-        return closed
+        ended = [s for s in sockets if s.principal.session_id in revoked
+                 or (keys_fresh and not self._verifier.has_key(s.principal.key_id))]
+        for socket in ended:
+            socket.end(CLOSE_UNAUTHORIZED, SESSION_REVOKED)
+        return len(ended)
 
     def _refetch_keys(self) -> None:
         async def refetch() -> None:

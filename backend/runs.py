@@ -141,7 +141,7 @@ class RunService:
                 live = await self._live_runs(conn, user_id, thread_id, multitask)
                 if live and await conn.fetchval(_THREAD_WAITING, thread_id) >= self._max_waiting:
                     raise ProblemError(
-                        429, "too_many_queued_runs",
+                        429, "too_many_runs",
                         f"at most {self._max_waiting} runs wait on one thread",
                         {"Retry-After": str(RETRY_AFTER_S)})
                 # with runs still live, the new one waits its turn (enqueue, interrupt):

@@ -413,7 +413,7 @@ class Gateway:
             raise ProtocolError("unauthorized", f"not renewed: {problem}", rid)
         connection.renew(principal)
         connection.push(_Outbound("frame", frame=_with_rid(
-            {"type": "reauthenticated", **_deadline(principal)}, rid)))
+            {"type": "reauthed", **_deadline(principal)}, rid)))
 
     @property
     def open_connections(self) -> list[Connection]:

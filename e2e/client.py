@@ -186,7 +186,7 @@ class ChatClient:
         return body["items"]
 
     async def post_usage(self, records: list[dict[str, Any]]) -> int:
-        """Post usage records, 10,000 a call (after the Retry-After of a `rate_limited`);
+        """Post usage records, 10,000 a call (after the Retry-After of a `quota_exceeded`);
         returns how many were accepted."""
         accepted = 0
         for start in range(0, len(records), 10_000):
@@ -196,7 +196,7 @@ class ChatClient:
                                             json={"records": records[start:start + 10_000]})
                     break
                 except ApiError as exc:  # over the user's records a minute: wait
-                    if exc.code != "rate_limited" or exc.retry_after is None or attempt >= 3:
+                    if exc.code != "quota_exceeded" or exc.retry_after is None or attempt >= 3:
                         raise
                     await asyncio.sleep(exc.retry_after)
             accepted += int(body["accepted"])

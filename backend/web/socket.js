@@ -87,7 +87,7 @@ export class LiveSocket {
       case 'welcome': return this._welcome(frame);
       case 'resumed': return this._resumed(frame);
       case 'resync_required': return this._resync(frame.epoch, frame.last_seq);
-      case 'reauthenticated': return this._authorized(frame);
+      case 'reauthed': return this._authorized(frame);
       default:
         if (frame.type === 'error' && String(frame.request_id).startsWith('reauth-')) return this._renewFailed();
         if (typeof frame.seq === 'number' && frame.run_id) return this._event(frame);

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from backend.authorization import (
-    KEY_REVOKED,
     SESSION_REVOKED,
     renewal_problem,
     revocation_reason,
@@ -28,7 +27,7 @@ def test_a_session_announcement_ends_only_its_sessions() -> None:
 
 
 def test_a_key_announcement_ends_what_the_key_authenticated() -> None:
-    assert revocation_reason(ALICE, KeyRevoked("key_1")) == KEY_REVOKED
+    assert revocation_reason(ALICE, KeyRevoked("key_1")) == SESSION_REVOKED
     assert revocation_reason(ALICE, KeyRevoked("key_2")) is None
 
 

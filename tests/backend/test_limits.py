@@ -134,7 +134,7 @@ async def test_waiting_runs_per_thread(limited: LocalStack, abuser: ChatClient,
     try:
         with pytest.raises(ApiError) as caught:
             await abuser.start_run(thread["id"], "what is 4 * 4", multitask="enqueue")
-        assert caught.value.status == 429 and caught.value.code == "too_many_queued_runs"
+        assert caught.value.status == 429 and caught.value.code == "too_many_runs"
         # another thread of the abuser still takes a run (within the active limit)
         elsewhere = await abuser.create_thread()
         runs.append(await abuser.start_run(elsewhere["id"], "what is 5 * 5"))
@@ -198,7 +198,7 @@ async def test_usage_records_a_minute(limited: LocalStack, abuser: ChatClient,
         await asyncio.sleep(61 - second)
     assert await abuser.post_usage(_records(60)) == 60
     refused = await abuser.http.post(url, json={"records": _records(60)}, headers=headers)
-    assert refused.status_code == 429 and refused.json()["code"] == "rate_limited"
+    assert refused.status_code == 429 and refused.json()["code"] == "quota_exceeded"
     assert 1 <= int(refused.headers["Retry-After"]) <= 60
     assert await abuser.post_usage(_records(40)) == 40  # a refused batch did not count
     assert await other.post_usage(_records(USAGE_PER_MINUTE)) == USAGE_PER_MINUTE

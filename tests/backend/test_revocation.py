@@ -63,7 +63,7 @@ async def test_a_revoked_key_is_refused_and_its_sockets_closed(
     sockets = [_socket("usr_a", "ses_1"), _socket("usr_b", "ses_3", kid="key_2")]
     handler = RevocationHandler(verifier, lambda: sockets)
     assert handler.apply(KeyRevoked("key_2")) == 1
-    assert [s.closed for s in sockets] == [[], [(4401, "key_revoked")]]
+    assert [s.closed for s in sockets] == [[], [(4401, "session_revoked")]]
     assert not verifier.has_key("key_2")
 
 

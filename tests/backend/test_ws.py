@@ -192,11 +192,11 @@ async def test_reauth_with_a_token_or_a_ticket_renews(target: Target,
         assert client.access_token is not None
         exp = jwt.decode(client.access_token, options={"verify_signature": False})["exp"]
         answer = await socket.request({"type": "reauth", "token": client.access_token})
-        assert answer == {"type": "reauthenticated", "expires_at": exp,
+        assert answer == {"type": "reauthed", "expires_at": exp,
                           "expires_in": answer["expires_in"], "request_id": "req-0"}
         assert answer["expires_at"] > socket.welcome["expires_at"]
         answer = await socket.request({"type": "reauth", "ticket": await client.ws_ticket()})
-        assert answer["type"] == "reauthenticated" and answer["expires_at"] == exp
+        assert answer["type"] == "reauthed" and answer["expires_at"] == exp
     finally:
         await socket.close()
 

@@ -172,7 +172,7 @@ async def test_a_socket_expires_with_its_token_unless_renewed(replicas: LocalSta
         await asyncio.sleep(max(0.0, expires_at - time.time()) / 2)
         await client.refresh()
         answer = await renewing.request({"type": "reauth", "token": client.access_token})
-        assert answer["type"] == "reauthenticated" and answer["expires_at"] > expires_at
+        assert answer["type"] == "reauthed" and answer["expires_at"] > expires_at
         await expiring.wait_closed(timeout=TTL_S + 5)
         late = time.time() - expires_at
         print(f"\nexpiry: the unrenewed socket closed {late * 1000:.0f} ms after exp")
@@ -180,7 +180,7 @@ async def test_a_socket_expires_with_its_token_unless_renewed(replicas: LocalSta
         assert -1.0 < late < ALLOWED_S
         await client.refresh()  # a second renewal: the run outlasts the first one's token
         answer = await renewing.request({"type": "reauth", "ticket": await client.ws_ticket()})
-        assert answer["type"] == "reauthenticated"
+        assert answer["type"] == "reauthed"
         seen = expiring.events
         resumed = await client.connect(replicas.ws_url(2), resume={
             "after": seen[-1]["seq"], "epoch": expiring.welcome["epoch"]})
@@ -224,7 +224,7 @@ async def test_a_revoked_key_loses_its_tokens_and_sockets(replicas: LocalStack) 
         _report(f"key revocation (the command ran {(exited - began) * 1000:.0f} ms; "
                 f"after its exit)", seconds)
         assert max(seconds) < ALLOWED_S
-        assert {(s.close_code, s.close_reason) for s in doomed} == {(4401, "key_revoked")}
+        assert {(s.close_code, s.close_reason) for s in doomed} == {(4401, "session_revoked")}
         for client in (holder, on_second):
             assert await refused_within(client, PROMISED_S) < ALLOWED_S
         assert await refused_within(holder, PROMISED_S, by="auth") < ALLOWED_S
