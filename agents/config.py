@@ -38,13 +38,12 @@ class WorkerSettings(ServiceSettings, EventPathLimits):
     # wait; per worker. Off: first come, first served
     fair_share: bool = True
     max_user_share: float = Field(default=0.25, gt=0, le=1)
-    # queue entries read beyond the free slots into the waiting area (with fair
-    # share): how deep into the queue a worker looks for another user's run behind
-    # one user's backlog. They stay pending for this worker (handed back at SIGTERM,
-    # re-taken by others if it dies) and an idle worker cannot take them meanwhile:
-    # 0 (the default) holds nothing back from the other workers; a single worker, or
-    # workers that are all busy, gain from a deeper look
-    read_ahead: int = Field(default=0, ge=0)
+    # how far past the head of the queue a worker looks when the head belongs to users
+    # at the share: the entries it then reads and does not start go back to the end
+    # of the queue at once (a worker holds no run it does not execute). The backend's
+    # dispatch window keeps one user's backlog at most BACKEND_DISPATCH_WINDOW_PER_USER
+    # entries deep, so a short look finds another user's run; 0: no look
+    read_ahead: int = Field(default=16, ge=0)
     run_timeout_s: float = Field(default=120.0, gt=0)
     tool_timeout_s: float = Field(default=10.0, gt=0)
     max_steps: int = Field(default=12, ge=1)

@@ -1,7 +1,9 @@
-"""Which waiting run a worker starts next: round-robin over users, with a share cap.
+"""Which read run a worker starts next: round-robin over users, with a share cap.
 
-The worker reads a bounded batch of queue entries ahead into this waiting area and,
-whenever it has a free slot, asks :meth:`FairShare.next_to_start`. Users take turns;
+The worker reads queue entries for its free slots into this choice (and, when a
+user at the cap holds the head of the queue, a bounded look past it), asks
+:meth:`FairShare.next_to_start` for each free slot, and puts back what is left
+(:meth:`FairShare.drain`). Users take turns;
 a user already running ``cap`` runs (``max_user_share`` of the worker's slots, at
 least one) is passed over while a user below the cap has runs waiting. No slot
 stays idle while runs wait: when every waiting user is at the cap, the one running
@@ -48,6 +50,12 @@ class FairShare(Generic[T]):
         self._fifo.append((user_id, entry))
         self._size += 1
 
+    def only_capped(self, running_per_user: Mapping[str, int]) -> bool:
+        """Whether entries wait and every waiting user already runs ``cap`` runs (the
+        next start would go past the share)."""
+        return bool(self._size) and all(running_per_user.get(user, 0) >= self.cap
+                                        for user in self._waiting)
+
     def next_to_start(self, running_per_user: Mapping[str, int]) -> T | None:
         """The entry to start in a free slot (taken out of the waiting area), or None
         when nothing waits."""
@@ -63,7 +71,7 @@ class FairShare(Generic[T]):
         return self._take(chosen)
 
     def drain(self) -> list[T]:
-        """Empty the waiting area, returning what waited (to hand back to the queue)."""
+        """Empty the choice, returning what waited (to put back in the queue)."""
         entries = list(self)
         self._waiting.clear()
         self._fifo.clear()

@@ -3,13 +3,14 @@
 Runs come from the ``runs:queue`` stream through the ``workers`` consumer group,
 so each run goes to one worker. Up to ``concurrency`` runs execute at once, each
 as its own task with its own :class:`RunContext`. The worker reads its free slots'
-worth of entries (plus ``read_ahead``) into a waiting area (:class:`FairShare`) and starts
-them round-robin over users, one user holding at most ``max_user_share`` of its
-slots while another user's runs wait. Waiting entries stay pending in the consumer
-group (their idle time reset at each heartbeat): a crashed worker's are re-taken
-by the others. On SIGTERM the worker hands its waiting entries back, lets running
-ones finish within the grace period, then ends the rest with ``agent_failed``
-(cause ``worker_lost``).
+worth of entries and starts them round-robin over users (:class:`FairShare`), one
+user holding at most ``max_user_share`` of its slots while another user's runs
+wait: when the next start would go past that share, it first looks up to
+``read_ahead`` entries further, and puts what it read and did not start back at
+the end of the queue. A worker holds no entry it does not execute; a crashed
+worker's unstarted entries are re-taken by the others after ``claim_idle_s``. On
+SIGTERM it lets running runs finish within the grace period, then ends the rest
+with ``agent_failed`` (cause ``worker_lost``).
 """
 
 from __future__ import annotations
@@ -35,7 +36,7 @@ from agents.runtime import Agent, Runtime
 from bridge.cancel import CANCEL_CHANNEL, cancel_key
 from bridge.emitter import EventEmitter, RunEmitter
 from bridge.errors import EmitError, RunFinished
-from bridge.groups import autoclaim, ensure_group, hand_back, read_group, touch
+from bridge.groups import autoclaim, ensure_group, read_group, requeue
 from bridge.ingest import CHUNK, append_command, append_retrying
 from bridge.keys import UserKeys
 from bridge.queue import RUN_QUEUE, WORKER_GROUP, RunRequest
@@ -49,6 +50,10 @@ from servicekit.startup import retry_until
 __all__ = ["Worker", "alive_key", "main"]
 
 log = logging.getLogger(__name__)
+
+
+#: after a look past a user at the share found nobody else, no look for this long
+LOOK_QUIET_S = 1.0
 
 
 def alive_key(worker_id: str) -> str:
@@ -73,9 +78,11 @@ class Worker:
                                 tool_timeout_s=settings.tool_timeout_s)
         self._running: dict[str, tuple[RunContext, asyncio.Task[None]]] = {}
         self._per_user: dict[str, int] = {}  # running runs per user
-        self._waiting: FairShare[tuple[bytes, RunRequest]] = FairShare(
+        # the entries of one read, until started or put back (never held longer)
+        self._choice: FairShare[tuple[bytes, RunRequest]] = FairShare(
             concurrency=settings.concurrency, max_user_share=settings.max_user_share,
             enabled=settings.fair_share)
+        self._look_quiet_until = 0.0
         self._freed = asyncio.Event()  # a slot freed
         self._stopping = asyncio.Event()
         self.completed = 0
@@ -90,7 +97,6 @@ class Worker:
         try:
             await self._consume()
         finally:
-            await self._hand_back([entry_id for entry_id, _ in self._waiting.drain()])
             await self._drain()
             for task in helpers:
                 task.cancel()
@@ -116,8 +122,6 @@ class Worker:
                 _health_file(self._settings.health_file, alive=True)
                 await self._announce()
                 await self._honour_cancel_keys()
-                await touch(self._redis, RUN_QUEUE, WORKER_GROUP, self._settings.worker_id,
-                            [entry_id for entry_id, _ in self._waiting])
             await asyncio.sleep(self._settings.lease_ttl_s / 4)
 
     async def _honour_cancel_keys(self) -> None:
@@ -137,69 +141,83 @@ class Worker:
         log.info("worker %s taking runs (concurrency %d, fair share %s, at most %d per "
                  "user while others wait)", self._settings.worker_id,
                  self._settings.concurrency, "on" if self._settings.fair_share else "off",
-                 self._waiting.cap)
+                 self._choice.cap)
 
     async def _consume(self) -> None:
         backoff = 0.1
         next_claim = 0.0
         loop = asyncio.get_running_loop()
         while not self._stopping.is_set():
-            if loop.time() >= next_claim:
-                next_claim = loop.time() + 5.0
-                with contextlib.suppress(RedisError, OSError):
-                    await self._claim_stale()
-            self._freed.clear()  # before starting: a slot freed from here on wakes us
-            self._start_waiting()
-            room = self._room()
-            if room > 0:
-                try:
-                    # runs waiting for a slot: a quick look, then the wait below
-                    entries = await read_group(self._redis, RUN_QUEUE, WORKER_GROUP,
-                                               self._settings.worker_id, count=room,
-                                               block_ms=None if len(self._waiting) else 500)
-                    backoff = 0.1
-                except (RedisError, OSError) as exc:
-                    log.warning("queue unavailable: %s", exc)
-                    await asyncio.sleep(backoff)
-                    backoff = min(backoff * 2, 2.0)
-                    if "NOGROUP" in str(exc):  # Redis came back empty
-                        with contextlib.suppress(RedisError, OSError):
-                            await self._prepare()
-                    continue
-                for entry_id, fields in entries:
-                    self._wait(entry_id, RunRequest.from_fields(fields))
-                if entries:
-                    continue  # start them at once
-            if len(self._waiting) or room <= 0:
-                # until a slot frees; with room to read ahead, a look at the queue soon
+            self._freed.clear()  # before counting: a slot freed from here on wakes us
+            free = self._settings.concurrency - len(self._running)
+            if free <= 0:
                 with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._freed.wait(), timeout=0.05 if room > 0 else 0.5)
-        # SIGTERM: what waits goes back to the queue (in run)
+                    await asyncio.wait_for(self._freed.wait(), timeout=0.5)
+                continue
+            try:
+                if loop.time() >= next_claim:
+                    next_claim = loop.time() + 5.0
+                    await self._claim_stale()
+                if not len(self._choice):
+                    await self._read(free, block_ms=500)
+                await self._start_chosen(free)
+                backoff = 0.1
+            except (RedisError, OSError) as exc:
+                log.warning("queue unavailable: %s", exc)
+                await asyncio.sleep(backoff)
+                backoff = min(backoff * 2, 2.0)
+                if "NOGROUP" in str(exc):  # Redis came back empty
+                    with contextlib.suppress(RedisError, OSError):
+                        await self._prepare()
+                continue
+            await self._requeue(self._choice.drain())
 
-    def _room(self) -> int:
-        """How many more entries to read: the free slots, plus ``read_ahead`` held
-        waiting with fair share."""
-        free = self._settings.concurrency - len(self._running) - len(self._waiting)
-        return free + (self._settings.read_ahead if self._settings.fair_share else 0)
+    async def _read(self, count: int, *, block_ms: int | None) -> int:
+        """Read up to ``count`` new queue entries into the choice; how many came."""
+        if count <= 0:
+            return 0
+        entries = await read_group(self._redis, RUN_QUEUE, WORKER_GROUP,
+                                   self._settings.worker_id, count=count, block_ms=block_ms)
+        for entry_id, fields in entries:
+            self._offer(entry_id, RunRequest.from_fields(fields))
+        return len(entries)
 
-    def _wait(self, entry_id: bytes, request: RunRequest) -> None:
-        self._waiting.add(request.user_id, (entry_id, request))
+    def _over_share(self) -> bool:
+        """Whether the fair choice would give a free slot to a user at the share."""
+        return bool(self._settings.fair_share and self._settings.read_ahead
+                    and self._choice.only_capped(self._per_user))
 
-    def _start_waiting(self) -> None:
-        """Start waiting runs in the free slots, in the fair share's order."""
-        while len(self._running) < self._settings.concurrency:
-            chosen = self._waiting.next_to_start(self._per_user)
+    def _offer(self, entry_id: bytes, request: RunRequest) -> None:
+        self._choice.add(request.user_id, (entry_id, request))
+
+    async def _start_chosen(self, free: int) -> None:
+        """Start what was read in the free slots, in the fair share's order. When the
+        next start would go to a user at the share, first look past the head of the
+        queue once for another user's run (not again for a while if none is there)."""
+        loop = asyncio.get_running_loop()
+        looked = False
+        for _ in range(free):
+            if not looked and self._over_share() and loop.time() >= self._look_quiet_until:
+                looked = True
+                await self._read(self._settings.read_ahead, block_ms=None)
+                if self._over_share():  # nobody else waits
+                    self._look_quiet_until = loop.time() + LOOK_QUIET_S
+            chosen = self._choice.next_to_start(self._per_user)
             if chosen is None:
                 return
             self._start(*chosen)
 
-    async def _hand_back(self, entry_ids: list[bytes]) -> None:
-        if not entry_ids:
+    async def _requeue(self, left: list[tuple[bytes, RunRequest]]) -> None:
+        """What was read and not started goes back to the end of the queue, for any
+        worker: a worker holds no run it is not executing."""
+        if not left:
             return
-        log.info("stopping: handing %d unstarted runs back to the queue", len(entry_ids))
-        with contextlib.suppress(RedisError, OSError):
-            await hand_back(self._redis, RUN_QUEUE, WORKER_GROUP, self._settings.worker_id,
-                            entry_ids, idle_ms=int(self._settings.claim_idle_s * 1000))
+        try:
+            await retry_until(lambda: requeue(self._redis, RUN_QUEUE, WORKER_GROUP,
+                                              [entry_id for entry_id, _ in left]),
+                              what="putting unstarted runs back in the queue", timeout=10.0)
+        except (RedisError, OSError) as exc:  # pending still: claimed back when idle
+            log.warning("%d unstarted runs not put back yet: %s", len(left), exc)
 
     async def _claim_stale(self) -> None:
         """Take queue entries that a vanished worker read but never started."""
@@ -214,10 +232,8 @@ class Worker:
                 # started elsewhere: it finishes there, or is declared lost by the backend
                 await self._redis.xack(RUN_QUEUE, WORKER_GROUP, entry_id)
                 continue
-            if any(waiting == entry_id for waiting, _ in self._waiting):
-                continue  # already waiting here
             log.info("taking over run %s, never started by its first worker", request.run_id)
-            self._wait(entry_id, request)
+            self._offer(entry_id, request)
 
     def _start(self, entry_id: bytes, request: RunRequest) -> None:
         agent = self._agents.get(request.agent)

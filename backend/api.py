@@ -77,6 +77,7 @@ async def delete_thread(thread_id: str, user: CurrentUser, state: State) -> Resp
         raise _not_found("thread")
     for run_id in active:
         await request_cancel(state.redis, run_id, by="user")
+    await (await state.runs.top_up([user.user_id])).send()  # its runs left the window
     return Response(status_code=204)
 
 
@@ -100,13 +101,15 @@ async def list_messages(thread_id: str, user: CurrentUser, state: State, limit: 
 @router.post("/threads/{thread_id}/runs", status_code=202)
 async def create_run(thread_id: str, body: RunBody, user: CurrentUser,
                      state: State) -> dict[str, Any]:
-    return await state.runs.create(user.user_id, thread_id, body.input, body.agent,
-                                   body.multitask)
+    created = await state.runs.create(user.user_id, thread_id, body.input, body.agent,
+                                      body.multitask)
+    await state.runs.after_create(created)
+    return created.run
 
 
 @router.get("/runs/{run_id}")
 async def get_run(run_id: str, user: CurrentUser, state: State) -> dict[str, Any]:
-    run = await state.store.run(user.user_id, run_id)
+    run = await state.runs.read(user.user_id, run_id)
     if run is None:
         raise _not_found("run")
     return run
@@ -124,7 +127,7 @@ async def run_events(run_id: str, user: CurrentUser, state: State, after: EventC
     """Up to ``limit`` of the run's events with ``seq > after`` that the user's history
     still holds; ``next_after``: the ``after`` of the next page, null once the run's
     terminal event was returned (or the run ended and the history holds no more)."""
-    run = await state.store.run(user.user_id, run_id)
+    run = await state.runs.read(user.user_id, run_id)
     if run is None:
         raise _not_found("run")
     page = await state.streams.read_run(user.user_id, run_id, after, limit=limit)

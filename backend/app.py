@@ -25,7 +25,7 @@ from backend.internal import router as internal_router
 from backend.lifecycle import LifecycleApplier
 from backend.reaper import Reaper
 from backend.revocation import RevocationFollower, RevocationHandler
-from backend.runs import RunService
+from backend.runs import RunTransitions
 from backend.state import BackendState
 from backend.store import Store
 from backend.tokens import TokenVerifier
@@ -121,11 +121,14 @@ def create_app(settings: BackendSettings) -> ServiceApps:
         admission = SocketAdmission(redis, replica_id=settings.replica_id,
                                     limit=settings.ws_max_connections_per_user,
                                     lease_s=settings.ws_connection_lease_s)
+        runs = RunTransitions(store, redis, registry,
+                              max_active_per_user=settings.max_active_runs_per_user,
+                              max_waiting_per_thread=settings.max_queued_runs_per_thread,
+                              dispatch_window=settings.dispatch_window_per_user,
+                              run_hash_ttl_s=settings.history_ttl_s)
         app.state.backend = BackendState(
             settings=settings, pool=pool, redis=redis, verifier=verifier, store=store,
-            runs=RunService(store, redis, registry,
-                            max_active_per_user=settings.max_active_runs_per_user,
-                            max_waiting_per_thread=settings.max_queued_runs_per_thread),
+            runs=runs,
             analytics=analytics, hub=hub, bridge=bridge,
             streams=UserStreams(redis, history_ttl_s=settings.history_ttl_s),
             admission=admission)
@@ -133,10 +136,10 @@ def create_app(settings: BackendSettings) -> ServiceApps:
                                history_ttl_s=settings.history_ttl_s,
                                history_max_bytes=settings.history_max_bytes,
                                event_max_bytes=settings.event_max_bytes)
-        tasks = [asyncio.create_task(Reaper(pool, redis, registry, emitter).run(),
+        tasks = [asyncio.create_task(Reaper(runs, redis, registry, emitter).run(),
                                      name="reaper"),
                  asyncio.create_task(LifecycleApplier(
-            pool, redis, consumer=settings.replica_id).run(), name="lifecycle"),
+            runs, redis, consumer=settings.replica_id).run(), name="lifecycle"),
                  asyncio.create_task(verifier.keep_keys_fresh(), name="jwks"),
                  asyncio.create_task(RevocationFollower(redis, RevocationHandler(
                      verifier, lambda: gateway.open_connections)).run(), name="revocations"),

@@ -81,6 +81,10 @@ class BackendSettings(ServiceSettings, EventPathLimits):
     # interrupt): 429 too_many_runs beyond
     max_active_runs_per_user: int = Field(default=20, ge=1)
     max_queued_runs_per_thread: int = Field(default=10, ge=1)
+    # runs of one user waiting in the run queue at once (the queue's fair share): the
+    # rest wait their turn in Postgres, so one user's backlog stands at most this
+    # deep in front of another user's run, whatever the number of workers
+    dispatch_window_per_user: int = Field(default=4, ge=1)
     # socket messages, per connection (token buckets: burst, then a steady rate);
     # beyond, an error frame `rate_limited` with retry_after_ms, the socket stays open
     ws_message_burst: int = Field(default=20, ge=1)

@@ -1,4 +1,5 @@
-"""Declares runs lost when their worker's lease lapsed (``agent_failed``, ``worker_lost``).
+"""Declares runs lost when their worker's lease lapsed (``agent_failed``, ``worker_lost``),
+and appends the queue entries of dispatches whose append never happened.
 
 Every replica runs it; a short Redis lock lets one of them work per interval,
 and the emit script's one-terminal-event rule makes a double declaration
@@ -14,6 +15,7 @@ import asyncpg
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
+from backend.runs import RunTransitions
 from bridge.emitter import EventEmitter
 from bridge.registry import RunRecord, ThreadRunRegistry
 
@@ -23,9 +25,10 @@ log = logging.getLogger(__name__)
 
 
 class Reaper:
-    def __init__(self, pool: asyncpg.Pool, redis: Redis, registry: ThreadRunRegistry,
+    def __init__(self, runs: RunTransitions, redis: Redis, registry: ThreadRunRegistry,
                  emitter: EventEmitter, *, interval_s: float = 2.0) -> None:
-        self._pool = pool
+        self._runs = runs
+        self._pool = runs.pool
         self._redis = redis
         self._registry = registry
         self._emitter = emitter
@@ -44,6 +47,7 @@ class Reaper:
         if not await self._redis.set("reaper:lock", "1", nx=True,
                                      px=int(self._interval_s * 900)):
             return []
+        await self._runs.resend_unsent()
         rows = await self._pool.fetch(
             "SELECT id, thread_id, user_id, agent, status FROM app.runs "
             "WHERE status = 'running' ORDER BY started_at LIMIT 1000")

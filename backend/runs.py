@@ -1,34 +1,63 @@
-"""Creating runs: the thread's lock, the user message, the run row and the queue entry.
+"""Every write to a run, in one place: create, dispatch, start, finish.
 
-The thread row is locked for the transaction, so two ``start_run`` calls on one
-thread are serialised by Postgres whichever replica they reach; with policy
-``reject`` exactly one of them is accepted.
+A run is *created* queued; it is *dispatched* (``dispatched_at`` set, then a
+queue entry appended) when its thread has no other dispatched active run and its
+user has fewer than ``dispatch_window`` runs waiting in the queue; a worker
+*starts* it (``agent_started``) and it *finishes* with its terminal event (a run
+whose worker vanished is declared lost by the reaper and finishes the same way,
+``agent_failed``). Each start and finish *tops up* its user: the oldest waiting
+runs that may go now are dispatched.
 
-Per-user limits are counted in that transaction too, under a second lock: the
-user's (a transaction-scoped advisory lock), so two creations of one user on
-different threads are serialised as well and concurrent creations cannot overshoot.
+Locks: the thread's row, then the user's advisory lock (transaction-scoped), so
+creations on one thread, and a user's dispatch decisions on any replica, are
+serialised by Postgres. No Redis round trip happens under a lock: a transaction
+decides which runs go (``dispatched_at``) and returns them; the caller appends
+their queue entries after the commit (:meth:`Dispatch.send`). A dispatch decided
+but never appended (the process died in between) is appended again by
+:meth:`RunTransitions.resend_unsent`: the append stores the entry's id in the
+run's Redis hash in the same script, so a run is appended once.
+
+The per-user window is the queue's fair share: one user's backlog waits here, in
+Postgres, and never stands more than ``dispatch_window`` entries deep in front of
+another user's run, whatever the number of workers.
 """
 
 from __future__ import annotations
 
+import asyncio
+import json
+import logging
 import time
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Any, Literal
 
 import asyncpg
 from redis.asyncio import Redis
+from redis.exceptions import RedisError
 
 from backend.store import ACTIVE, Store, new_id, run_json
 from bridge.cancel import request_cancel
+from bridge.events import parse_timestamp
+from bridge.keys import UserKeys
 from bridge.queue import RUN_QUEUE, RunRequest
 from bridge.registry import ThreadRunRegistry
 from servicekit import ProblemError
 from servicekit.autopipeline import AutoPipeline
 
-__all__ = ["RunService", "dispatch", "dispatch_next"]
+__all__ = ["Created", "Dispatch", "Finished", "Multitask", "RunTransitions", "final_status",
+           "with_live_state"]
+
+log = logging.getLogger(__name__)
 
 Multitask = Literal["reject", "enqueue", "interrupt"]
 
 _AGENTS_TTL_S = 1.0
+#: Seconds a refused client is told to wait: runs last seconds to minutes.
+RETRY_AFTER_S = 5
+#: A dispatch older than this without its queue entry is appended again.
+RESEND_AFTER_S = 5.0
 
 #: With the thread locked: the user message, the run and the thread's updated_at, in
 #: one statement. With $8 (check idle), nothing is written and no row comes back
@@ -47,61 +76,177 @@ INSERT INTO app.runs (id, thread_id, user_id, agent, status, input, dispatched_a
 SELECT $4, $1, $2, $6, 'queued', $3, CASE WHEN $9 THEN now() END FROM allowed
 RETURNING *
 """
-
-
-#: The user's active runs: through the user's threads and the partial index of
-#: the threads' active runs (the literal IN lets the planner use it).
-_USER_ACTIVE = """
-SELECT count(*) FROM app.runs r JOIN app.threads t ON t.id = r.thread_id
-WHERE t.user_id = $1 AND r.status IN ('queued', 'running')
+#: The user's active runs, and those of them waiting in the queue.
+_USER_COUNTS = """
+SELECT count(*) AS active,
+       count(*) FILTER (WHERE status = 'queued' AND dispatched_at IS NOT NULL) AS in_queue
+FROM app.runs WHERE user_id = $1 AND status IN ('queued', 'running')
 """
 #: Runs waiting their turn on a thread (queued, not dispatched).
 _THREAD_WAITING = """
 SELECT count(*) FROM app.runs
 WHERE thread_id = $1 AND status = 'queued' AND dispatched_at IS NULL
 """
-#: Seconds a refused client is told to wait: runs last seconds to minutes.
-RETRY_AFTER_S = 5
+#: With the user's lock: dispatch the user's oldest waiting runs that may go now,
+#: the first of each free thread, as many as the window has room for.
+_TOP_UP = """
+WITH room AS (
+    SELECT greatest($2 - count(*), 0) AS n FROM app.runs
+    WHERE user_id = $1 AND status = 'queued' AND dispatched_at IS NOT NULL
+), firsts AS (
+    SELECT DISTINCT ON (r.thread_id) r.id, r.created_at FROM app.runs r
+    WHERE r.user_id = $1 AND r.status = 'queued' AND r.dispatched_at IS NULL
+      AND NOT EXISTS (SELECT 1 FROM app.runs a WHERE a.thread_id = r.thread_id
+                      AND a.status IN ('queued', 'running') AND a.dispatched_at IS NOT NULL)
+    ORDER BY r.thread_id, r.created_at, r.id
+), chosen AS (
+    SELECT id FROM firsts ORDER BY created_at, id LIMIT (SELECT n FROM room)
+)
+UPDATE app.runs SET dispatched_at = now() WHERE id IN (SELECT id FROM chosen)
+RETURNING *
+"""
+#: Runs that started: running, from queued only (a late start never reopens an end).
+_START = """
+UPDATE app.runs SET status = 'running', started_at = s.ts
+FROM unnest($1::text[], $2::timestamptz[]) AS s(id, ts)
+WHERE app.runs.id = s.id AND status = 'queued'
+RETURNING app.runs.user_id
+"""
+#: Of these users, those with runs waiting for a dispatch.
+_USERS_WAITING = """
+SELECT DISTINCT user_id FROM app.runs
+WHERE user_id = ANY($1::text[]) AND status = 'queued' AND dispatched_at IS NULL
+"""
+#: The run's final status, and its answer as an assistant message, in one statement;
+#: no row when the run was already final.
+_FINISH = """
+WITH done AS (
+    UPDATE app.runs SET status = $2, result = $3, error = $4::jsonb, finished_at = $5,
+                        started_at = coalesce(started_at, $5)
+    WHERE id = $1 AND status IN ('queued', 'running') RETURNING *
+), answer AS (
+    INSERT INTO app.messages (id, thread_id, user_id, role, content, run_id)
+    SELECT $6, thread_id, user_id, 'assistant', $3, id FROM done WHERE $3::text IS NOT NULL
+)
+SELECT * FROM done
+"""
+#: Dispatched runs still queued after a while: their queue entry may be missing.
+_UNSENT = """
+SELECT * FROM app.runs WHERE status = 'queued' AND dispatched_at IS NOT NULL
+AND dispatched_at < now() - make_interval(secs => $1) ORDER BY dispatched_at LIMIT $2
+"""
+
+#: Users whose runs have waited for a dispatch a while.
+_WAITING_LONG = """
+SELECT DISTINCT user_id FROM app.runs WHERE status = 'queued' AND dispatched_at IS NULL
+AND created_at < now() - make_interval(secs => $1) LIMIT $2
+"""
+
+#: KEYS[1] the run queue, KEYS[2] the run's hash; ARGV[1] the hash's ttl, then the
+#: entry's fields. Appends the run's entry unless one was appended before; returns
+#: the entry's id either way.
+_APPEND_LUA = """
+local sent = redis.call('HGET', KEYS[2], 'q')
+if sent then return sent end
+local id = redis.call('XADD', KEYS[1], '*', unpack(ARGV, 2))
+redis.call('HSET', KEYS[2], 'q', id)
+redis.call('EXPIRE', KEYS[2], ARGV[1])
+return id
+"""
 
 
-async def dispatch(queue: AutoPipeline, row: asyncpg.Record) -> None:
-    """Hand a run to the workers (through ``queue``: concurrent dispatches share
-    their round trips to Redis)."""
-    request = RunRequest(run_id=row["id"], user_id=row["user_id"], thread_id=row["thread_id"],
-                         agent=row["agent"], input=row["input"])
-    fields = [part for pair in request.fields().items() for part in pair]
-    await queue.execute("XADD", RUN_QUEUE, "*", *fields)
+def final_status(event_type: str, payload: dict[str, Any]) -> str:
+    """The run's status after its terminal event."""
+    if event_type == "agent_completed":
+        return "succeeded"
+    if event_type == "agent_cancelled":
+        return "cancelled"
+    return "timed_out" if payload.get("cause") == "timeout" else "failed"
 
 
-async def dispatch_next(conn: asyncpg.Connection, queue: AutoPipeline, thread_id: str
-                        ) -> None:
-    """Dispatch the thread's oldest waiting run once no dispatched run is active.
+def with_live_state(run: dict[str, Any], started: str | None, end: str | None,
+                    ended: str | None, end_payload: str | None) -> dict[str, Any]:
+    """The run's record with what its events already said (the run hash's ``st``,
+    ``end``, ``et``, ``ep``): running once started, final once its terminal event
+    is out, with the answer or error that event carried."""
+    live = dict(run)
+    if started and live["status"] == "queued":
+        live["status"] = "running"
+        live["started_at"] = parse_timestamp(started).isoformat()
+    if end and ended:
+        payload = json.loads(end_payload) if end_payload else {}
+        live["status"] = final_status(end, payload)
+        finished_at = parse_timestamp(ended).isoformat()
+        live.setdefault("started_at", finished_at)
+        live["finished_at"] = finished_at
+        if end == "agent_completed" and payload.get("result") is not None:
+            live["result"] = payload["result"]
+        if end == "agent_failed" and "error" in payload:
+            live["error"] = payload["error"]
+    return live
 
-    Called with the thread row locked, in the transaction that ended a run.
-    """
-    row = await conn.fetchrow(
-        "UPDATE app.runs SET dispatched_at = now() WHERE id = (SELECT id FROM app.runs "
-        "WHERE thread_id = $1 AND status = 'queued' AND dispatched_at IS NULL "
-        "ORDER BY created_at, id LIMIT 1) AND NOT EXISTS (SELECT 1 FROM app.runs "
-        "WHERE thread_id = $1 AND status IN ('queued', 'running') "
-        "AND dispatched_at IS NOT NULL) RETURNING *", thread_id)
-    if row is not None:
-        await dispatch(queue, row)
+
+@dataclass(slots=True)
+class Dispatch:
+    """Runs a committed transaction dispatched, to append to the queue after it."""
+
+    rows: list[asyncpg.Record] = field(default_factory=list)
+    transitions: RunTransitions | None = None
+
+    async def send(self) -> None:
+        """Append the runs' queue entries. A failure is logged, not raised: the run
+        is committed, and :meth:`RunTransitions.resend_unsent` appends it later."""
+        if self.rows and self.transitions is not None:
+            await self.transitions.append(self.rows)
 
 
-class RunService:
+@dataclass(frozen=True, slots=True)
+class Created:
+    run: dict[str, Any]
+    dispatch: Dispatch
+    interrupt: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class Finished:
+    """A run's ending as applied: its record (None: it was final already)."""
+
+    row: asyncpg.Record | None
+    dispatch: Dispatch
+
+
+class _ThreadBusyUnknown(Exception):
+    """Active runs whose end Redis may know of: the transaction is retried once
+    with that knowledge (no Redis round trip under the thread's lock)."""
+
+    def __init__(self, run_ids: list[str]) -> None:
+        super().__init__(run_ids)
+        self.run_ids = run_ids
+
+
+class RunTransitions:
+    """A run's life in Postgres and its queue entry in Redis; one per process."""
+
     def __init__(self, store: Store, redis: Redis, registry: ThreadRunRegistry, *,
                  default_agent: str = "supervisor", max_active_per_user: int = 20,
-                 max_waiting_per_thread: int = 10) -> None:
+                 max_waiting_per_thread: int = 10, dispatch_window: int = 4,
+                 run_hash_ttl_s: int = 86_400) -> None:
         self._store = store
-        self._max_active = max_active_per_user
-        self._max_waiting = max_waiting_per_thread
         self._redis = redis
-        self._queue = AutoPipeline(redis)  # the dispatches of concurrent requests
         self._registry = registry
         self._default_agent = default_agent
+        self._max_active = max_active_per_user
+        self._max_waiting = max_waiting_per_thread
+        self._window = dispatch_window
+        self._ttl_s = run_hash_ttl_s
+        self._queue = AutoPipeline(redis)  # the appends of concurrent transitions
+        self._append = redis.register_script(_APPEND_LUA)
         self._agents: set[str] | None = None
         self._agents_read_at = float("-inf")
+
+    @property
+    def pool(self) -> asyncpg.Pool:
+        return self._store.pool
 
     async def known_agents(self) -> set[str] | None:
         """Agents announced by the workers; None while no worker has announced any.
@@ -114,65 +259,179 @@ class RunService:
             self._agents_read_at = now
         return self._agents
 
+    # -- create ----------------------------------------------------------------------
     async def create(self, user_id: str, thread_id: str, text: str, agent: str | None,
-                     multitask: Multitask = "reject") -> dict[str, Any]:
+                     multitask: Multitask = "reject") -> Created:
+        """Create a run, committed; its queue entry is appended by the caller
+        (``created.dispatch.send()``), after whatever must reach the client first,
+        and its thread's runs to interrupt are cancelled there too
+        (:meth:`after_create`)."""
         agent = agent or self._default_agent
         known = await self.known_agents()
         if known is not None and agent not in known:
             raise ProblemError(422, "unknown_agent", f"no agent named {agent!r}")
-        async with self._store.pool.acquire() as conn, conn.transaction():
+        ended: set[str] = set()
+        try:
+            return await self._create(user_id, thread_id, text, agent, multitask, ended, None)
+        except _ThreadBusyUnknown as busy:
+            ended = {run_id for run_id in busy.run_ids
+                     if await self._registry.ended(user_id, run_id)}
+            return await self._create(user_id, thread_id, text, agent, multitask, ended,
+                                      set(busy.run_ids))
+
+    async def after_create(self, created: Created) -> None:
+        """What follows a creation's commit: the interrupted runs' cancellations,
+        then the new run's queue entry."""
+        for run_id in created.interrupt:
+            await request_cancel(self._redis, run_id, by="interrupt")
+        await created.dispatch.send()
+
+    async def _create(self, user_id: str, thread_id: str, text: str, agent: str,
+                      multitask: Multitask, ended: set[str], checked: set[str] | None
+                      ) -> Created:
+        async with self.pool.acquire() as conn, conn.transaction():
             owner = await conn.fetchval(
                 "SELECT user_id FROM app.threads WHERE id = $1 FOR UPDATE", thread_id)
             if owner != user_id:
                 raise ProblemError(404, "not_found", "no such thread")
-            await conn.execute("SELECT pg_advisory_xact_lock(hashtextextended($1, 0))",
-                               user_id)
-            if await conn.fetchval(_USER_ACTIVE, user_id) >= self._max_active:
+            await _lock_user(conn, user_id)
+            counts = await conn.fetchrow(_USER_COUNTS, user_id)
+            if counts["active"] >= self._max_active:
                 raise ProblemError(
                     429, "too_many_runs",
                     f"at most {self._max_active} active runs per user; wait for one to end",
                     {"Retry-After": str(RETRY_AFTER_S)})
+            window_free = counts["in_queue"] < self._window
             # a free thread (the usual case) takes one statement; a busy one a few more.
-            # This statement's snapshot is taken after the lock, so it sees every run
+            # This statement's snapshot is taken after the locks, so it sees every run
             # created before (those creations held the lock until they committed).
             args = (thread_id, user_id, text, new_id("run"), new_id("msg"), agent, list(ACTIVE))
-            row = await conn.fetchrow(_CREATE, *args, True, True)
+            row = await conn.fetchrow(_CREATE, *args, True, window_free)
+            interrupt: list[str] = []
             if row is None:
-                live = await self._live_runs(conn, user_id, thread_id, multitask)
+                active = [r["id"] for r in await conn.fetch(
+                    "SELECT id FROM app.runs WHERE thread_id = $1 AND status = ANY($2::text[])",
+                    thread_id, list(ACTIVE))]
+                unknown = [run_id for run_id in active if run_id not in ended]
+                if checked is None and unknown:
+                    raise _ThreadBusyUnknown(unknown)  # rolls back; asked of Redis, retried
+                # a run whose terminal event is out is over, even if its record lags
+                live = [run_id for run_id in active if run_id not in ended]
+                if live and multitask == "reject":
+                    raise ProblemError(409, "thread_busy",
+                                       f"run {live[0]} is active on this thread")
                 if live and await conn.fetchval(_THREAD_WAITING, thread_id) >= self._max_waiting:
                     raise ProblemError(
                         429, "too_many_runs",
                         f"at most {self._max_waiting} runs wait on one thread",
                         {"Retry-After": str(RETRY_AFTER_S)})
+                if multitask == "interrupt":
+                    interrupt = live
                 # with runs still live, the new one waits its turn (enqueue, interrupt):
-                # the backend dispatches it when the thread's last run ends
-                row = await conn.fetchrow(_CREATE, *args, False, not live)
-            if row["dispatched_at"] is not None:
-                await dispatch(self._queue, row)
-        return run_json(row)
+                # it is dispatched when the thread's last run ends
+                row = await conn.fetchrow(_CREATE, *args, False, window_free and not live)
+        dispatch = Dispatch([row] if row["dispatched_at"] is not None else [], self)
+        return Created(run_json(row), dispatch, tuple(interrupt))
 
-    async def _live_runs(self, conn: asyncpg.Connection, user_id: str, thread_id: str,
-                         multitask: Multitask) -> list[str]:
-        """The thread's live runs, once the policy allows a new run beside them."""
-        active = await conn.fetch(
-            "SELECT id FROM app.runs WHERE thread_id = $1 AND status = ANY($2::text[])",
-            thread_id, list(ACTIVE))
-        # a run whose terminal event is out is over, even if its record lags
-        live = [run["id"] for run in active
-                if not await self._registry.ended(user_id, run["id"])]
-        if live and multitask == "reject":
-            raise ProblemError(409, "thread_busy", f"run {live[0]} is active on this thread")
-        if live and multitask == "interrupt":
-            for active_id in live:
-                await request_cancel(self._redis, active_id, by="interrupt")
-        return live
+    # -- start and finish (the lifecycle stream) --------------------------------------
+    async def start(self, started: Sequence[tuple[str, datetime]]) -> Dispatch:
+        """Mark runs running; their users' freed queue places go to waiting runs."""
+        if not started:
+            return Dispatch()
+        users = {r["user_id"] for r in await self.pool.fetch(
+            _START, [run_id for run_id, _ in started], [ts for _, ts in started])}
+        return await self.top_up(users)
 
+    async def top_up(self, users: Iterable[str]) -> Dispatch:
+        """Dispatch what may go now of these users' waiting runs (after their runs
+        started, or their thread was deleted)."""
+        dispatch = Dispatch(transitions=self)
+        users = list(users)
+        if not users:
+            return dispatch
+        for user in await self.pool.fetch(_USERS_WAITING, users):
+            async with self.pool.acquire() as conn, conn.transaction():
+                await _lock_user(conn, user["user_id"])
+                dispatch.rows += await _top_up(conn, user["user_id"], self._window)
+        return dispatch
+
+    async def finish(self, run_id: str, event_type: str, payload: dict[str, Any],
+                     ts: datetime) -> Finished:
+        """End the run's record with its answer; the thread's next run and the
+        user's waiting runs are dispatched in the same transaction."""
+        status = final_status(event_type, payload)
+        result = payload.get("result") if event_type == "agent_completed" else None
+        error = json.dumps(payload["error"]) if event_type == "agent_failed" else None
+        async with self.pool.acquire() as conn, conn.transaction():
+            # the thread's lock orders this with run creation (multitask policies)
+            owner = await conn.fetchrow(
+                "SELECT t.id, t.user_id FROM app.runs r JOIN app.threads t "
+                "ON t.id = r.thread_id WHERE r.id = $1 FOR UPDATE OF t", run_id)
+            if owner is None:
+                return Finished(None, Dispatch())  # unknown run (its thread was deleted)
+            row = await conn.fetchrow(_FINISH, run_id, status, result, error, ts, new_id("msg"))
+            await _lock_user(conn, owner["user_id"])
+            rows = await _top_up(conn, owner["user_id"], self._window)
+        return Finished(row, Dispatch(rows, self))
+
+    # -- the queue --------------------------------------------------------------------
+    async def append(self, rows: Iterable[asyncpg.Record]) -> None:
+        """Append the runs' queue entries (each once, whoever else appends it), in
+        shared round trips."""
+        await asyncio.gather(*(self._append_one(row) for row in rows))
+
+    async def _append_one(self, row: asyncpg.Record) -> None:
+        request = RunRequest(run_id=row["id"], user_id=row["user_id"],
+                             thread_id=row["thread_id"], agent=row["agent"], input=row["input"])
+        fields = [part for pair in request.fields().items() for part in pair]
+        try:
+            await self._queue.script(
+                self._append, [RUN_QUEUE, UserKeys(request.user_id).run(request.run_id)],
+                [self._ttl_s, *fields])
+        except (RedisError, OSError) as exc:
+            log.warning("run %s committed, its queue entry not yet appended: %s",
+                        request.run_id, exc)
+
+    async def resend_unsent(self, *, older_than_s: float = RESEND_AFTER_S,
+                            limit: int = 1000) -> int:
+        """The safety net of the queue, run now and then: appends the entries of
+        dispatched runs still queued after ``older_than_s`` (a no-op for those
+        appended already), and tops up users whose runs have waited as long (a
+        trigger lost with a crash). Returns how many dispatches it looked at."""
+        rows = await self.pool.fetch(_UNSENT, older_than_s, limit)
+        await self.append(rows)
+        waiting = await self.pool.fetch(_WAITING_LONG, older_than_s, limit)
+        await (await self.top_up(r["user_id"] for r in waiting)).send()
+        return len(rows)
+
+    # -- read -------------------------------------------------------------------------
+    async def read(self, user_id: str, run_id: str) -> dict[str, Any] | None:
+        """The run as its user sees it: the record, or, while the record lags behind
+        the events already sent (the lifecycle update not yet applied), the live
+        state the emit script stored with them."""
+        run = await self._store.run(user_id, run_id)
+        if run is None or run["status"] not in ACTIVE:
+            return run
+        state = await self._redis.hmget(UserKeys(user_id).run(run_id), "st", "end", "et", "ep")
+        return with_live_state(run, *[v.decode() if isinstance(v, bytes) else v
+                                      for v in state])
+
+    # -- cancel -----------------------------------------------------------------------
     async def cancel(self, user_id: str, run_id: str) -> None:
         """Ask the worker running ``run_id`` to stop; it ends with ``agent_cancelled``."""
-        status = await self._store.pool.fetchval(
+        status = await self.pool.fetchval(
             "SELECT status FROM app.runs WHERE id = $1 AND user_id = $2", run_id, user_id)
         if status is None:
             raise ProblemError(404, "not_found", "no such run")
         if status not in ACTIVE:
             raise ProblemError(409, "run_finished", f"the run already ended ({status})")
         await request_cancel(self._redis, run_id, by="user")
+
+
+async def _lock_user(conn: asyncpg.Connection, user_id: str) -> None:
+    await conn.execute("SELECT pg_advisory_xact_lock(hashtextextended($1, 0))", user_id)
+
+
+async def _top_up(conn: asyncpg.Connection, user_id: str, window: int) -> list[asyncpg.Record]:
+    """Dispatch the user's waiting runs that may go now (the user's lock held)."""
+    return list(await conn.fetch(_TOP_UP, user_id, window))

@@ -10,7 +10,7 @@ from redis.asyncio import Redis
 from backend.admission import SocketAdmission
 from backend.analytics import AnalyticsStore
 from backend.config import BackendSettings
-from backend.runs import RunService
+from backend.runs import RunTransitions
 from backend.store import Store
 from backend.tokens import TokenVerifier
 from bridge.fanout import UserEventHub
@@ -27,7 +27,7 @@ class BackendState:
     redis: Redis
     verifier: TokenVerifier
     store: Store
-    runs: RunService
+    runs: RunTransitions
     analytics: AnalyticsStore | None  # None on a replica that does not own ClickHouse
     hub: UserEventHub
     bridge: AgentWebSocketBridge

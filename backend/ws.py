@@ -384,11 +384,14 @@ class Gateway:
         elif isinstance(message, ResumeMessage):
             connection.push(_Outbound("resume", frame=message.model_dump()))
         elif isinstance(message, StartRunMessage):
-            run = await _call(connection.state.runs.create(
+            created = await _call(connection.state.runs.create(
                 connection.principal.user_id, message.thread_id, message.input, message.agent,
                 message.multitask), rid)
+            # queued on this socket before the run reaches the queue: its events,
+            # which exist only once a worker takes it, come after, by construction
             connection.push(_Outbound("frame", frame=_with_rid(
-                {"type": "run_accepted", "run_id": run["id"]}, rid)))
+                {"type": "run_accepted", "run_id": created.run["id"]}, rid)))
+            await _call(connection.state.runs.after_create(created), rid)
         elif isinstance(message, CancelRunMessage):
             await _call(connection.state.runs.cancel(connection.principal.user_id,
                                                      message.run_id), rid)

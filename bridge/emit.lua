@@ -1,7 +1,8 @@
 -- Append a batch of one run's events to its user's history and publish them, atomically.
 -- KEYS[1] meta hash (seq, epoch, bytes: the size of the events in KEYS[2])
 -- KEYS[2] history stream   KEYS[3] lifecycle stream
--- KEYS[4] the run's hash (n: events stored for the run, done: a terminal event stored)
+-- KEYS[4] the run's hash (n: events stored for the run, done: a terminal event stored;
+--   st: when it started, end/et/ep: its terminal event's type, ts and payload)
 -- ARGV[1] epoch to use if the user has none yet   ARGV[2] history max length
 -- ARGV[3] ttl of the user's keys in seconds        ARGV[4] live channel
 -- ARGV[5] the first event's number within its run (1, 2, ...; 0: append, no duplicate check)
@@ -52,9 +53,14 @@ for i = 0, count - 1 do
                  'run_id', ARGV[7], 'type', ARGV[at + 1], 'ts', ARGV[at + 2],
                  'payload', ARGV[at + 4])
     end
+    -- the run's live state, stored before anyone is sent the event: a reader of the
+    -- run's record overlays it until the lifecycle update lands in Postgres
     if ARGV[at + 3] == '1' then
-      redis.call('HSET', KEYS[4], 'done', '1')
+      redis.call('HSET', KEYS[4], 'done', '1', 'end', ARGV[at + 1], 'et', ARGV[at + 2],
+                 'ep', ARGV[at + 4])
       done = true
+    elseif ARGV[at + 4] ~= '' then
+      redis.call('HSET', KEYS[4], 'st', ARGV[at + 2])
     end
     result[#result + 1] = seq
     lines[#lines + 1] = event

@@ -7,7 +7,7 @@ from typing import Any, cast
 from redis.asyncio import Redis
 from redis.exceptions import ResponseError
 
-__all__ = ["Entry", "autoclaim", "ensure_group", "hand_back", "read_group", "touch"]
+__all__ = ["Entry", "autoclaim", "ensure_group", "read_group", "requeue"]
 
 #: (entry id, fields) as Redis returns them
 Entry = tuple[bytes, dict[bytes, bytes]]
@@ -41,19 +41,27 @@ async def autoclaim(redis: Redis, stream: str, group: str, consumer: str, *,
     return [(entry_id, fields) for entry_id, fields in reply[1] if fields is not None]
 
 
-async def hand_back(redis: Redis, stream: str, group: str, consumer: str,
-                    entry_ids: list[bytes], *, idle_ms: int) -> None:
-    """Give entries ``consumer`` read but will not handle to whoever claims next: they
-    stay pending, marked idle for ``idle_ms`` (the others' ``min_idle_ms``), so the
-    next :func:`autoclaim` of another consumer takes them at once instead of after
-    a full idle period."""
-    if entry_ids:
-        await redis.xclaim(stream, group, consumer, 0, list[Any](entry_ids), idle=idle_ms)
+#: KEYS[1] the stream; ARGV[1] the group, then entry ids. Each entry that still
+#: exists is appended again at the end of the stream and the original acknowledged
+#: and deleted, in one step: it is never lost, nor found twice.
+_REQUEUE_LUA = """
+local moved = 0
+for i = 2, #ARGV do
+  local entry = redis.call('XRANGE', KEYS[1], ARGV[i], ARGV[i])[1]
+  if entry then
+    redis.call('XADD', KEYS[1], '*', unpack(entry[2]))
+    moved = moved + 1
+  end
+  redis.call('XACK', KEYS[1], ARGV[1], ARGV[i])
+  redis.call('XDEL', KEYS[1], ARGV[i])
+end
+return moved
+"""
 
 
-async def touch(redis: Redis, stream: str, group: str, consumer: str,
-                entry_ids: list[bytes]) -> None:
-    """Reset the idle time of entries ``consumer`` holds and will still handle, so no
-    other consumer's :func:`autoclaim` takes them while it is alive."""
-    if entry_ids:
-        await redis.xclaim(stream, group, consumer, 0, list[Any](entry_ids), justid=True)
+async def requeue(redis: Redis, stream: str, group: str, entry_ids: list[bytes]) -> int:
+    """Put entries a consumer read but will not handle back at the end of the
+    stream, for any consumer to read; returns how many were moved."""
+    if not entry_ids:
+        return 0
+    return int(await redis.eval(_REQUEUE_LUA, 1, stream, group, *entry_ids))

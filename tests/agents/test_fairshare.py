@@ -86,3 +86,14 @@ def test_drain_returns_every_waiting_entry(enabled: bool) -> None:
     fair.add("a", "a1")
     assert sorted(fair.drain()) == ["a0", "a1", "b0"]
     assert len(fair) == 0 and fair.next_to_start({}) is None
+
+
+def test_only_capped_says_when_the_next_start_would_pass_the_share() -> None:
+    fair: FairShare[str] = FairShare(concurrency=4, max_user_share=0.5)  # cap 2
+    assert not fair.only_capped({})  # nothing waits
+    fair.add("a", "a1")
+    assert not fair.only_capped({"a": 1})
+    assert fair.only_capped({"a": 2})
+    fair.add("b", "b1")
+    assert not fair.only_capped({"a": 2})  # b is below the cap
+    assert fair.only_capped({"a": 2, "b": 3})

@@ -1,5 +1,6 @@
-"""The worker's waiting area against a real redis-server: runs start in the fair
-share's order, and what still waits goes back to the queue when the worker stops."""
+"""The worker's fair choice against a real redis-server: runs start in the fair
+share's order, and what the worker read but did not start goes back to the end of
+the queue at once, for any worker."""
 
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ from redis.asyncio import Redis
 from agents.builtin import builtin_agents
 from agents.config import WorkerSettings
 from agents.worker import Worker
-from bridge.groups import autoclaim
+from bridge.groups import read_group
 from bridge.queue import RUN_QUEUE, WORKER_GROUP, RunRequest
 
 LONG = "ticks 200 every 50ms"  # 10 s: still running when the worker stops
@@ -24,7 +25,7 @@ async def _queue(redis: Redis, user: str, n: int) -> str:
     return run_id
 
 
-async def test_runs_start_in_turns_and_waiting_ones_go_back_at_stop(redis: Redis) -> None:
+async def test_runs_start_in_turns_and_unstarted_ones_go_back_to_the_queue(redis: Redis) -> None:
     settings = WorkerSettings(worker_id="worker-fs", concurrency=2, max_user_share=0.5,
                               read_ahead=10, shutdown_grace_s=0, claim_idle_s=30)
     worker = Worker(settings, redis, builtin_agents(settings))
@@ -43,7 +44,8 @@ async def test_runs_start_in_turns_and_waiting_ones_go_back_at_stop(redis: Redis
     finally:
         worker.stop()
         await asyncio.wait_for(task, 20)
-    # the three that waited are pending, marked idle: another worker takes them at once
-    claimed = await autoclaim(redis, RUN_QUEUE, WORKER_GROUP, "worker-other",
-                              min_idle_ms=30_000)
-    assert [RunRequest.from_fields(f).run_id for _, f in claimed] == heavy[1:]
+    # the three not started are back in the queue, in their order, for any worker
+    again = await read_group(redis, RUN_QUEUE, WORKER_GROUP, "worker-other", count=10)
+    assert [RunRequest.from_fields(f).run_id for _, f in again] == heavy[1:]
+    pending = await redis.xpending(RUN_QUEUE, WORKER_GROUP)
+    assert pending["pending"] == 3  # the other worker's three; the stopped one holds none

@@ -6,33 +6,33 @@ from typing import cast
 
 from redis.asyncio import Redis
 
-from bridge.groups import autoclaim, ensure_group, hand_back, read_group, touch
+from bridge.groups import autoclaim, ensure_group, read_group, requeue
 
 STREAM, GROUP = "test:queue", "workers"
 IDLE_MS = 30_000
 
 
-async def test_entries_handed_back_are_claimed_by_another_consumer_at_once(
-        redis: Redis) -> None:
+async def test_requeued_entries_go_to_the_end_for_any_consumer(redis: Redis) -> None:
     await ensure_group(redis, STREAM, GROUP)
     ids = [cast(bytes, await redis.xadd(STREAM, {"n": str(n)})) for n in range(3)]
-    taken = await read_group(redis, STREAM, GROUP, "stopping", count=3)
-    assert [entry_id for entry_id, _ in taken] == ids
-    # just read: not idle long enough for anyone else
-    assert await autoclaim(redis, STREAM, GROUP, "other", min_idle_ms=IDLE_MS) == []
-    await hand_back(redis, STREAM, GROUP, "stopping", ids[1:], idle_ms=IDLE_MS)
-    claimed = await autoclaim(redis, STREAM, GROUP, "other", min_idle_ms=IDLE_MS)
-    assert [(entry_id, fields[b"n"]) for entry_id, fields in claimed] == [
-        (ids[1], b"1"), (ids[2], b"2")]
-    await hand_back(redis, STREAM, GROUP, "stopping", [], idle_ms=IDLE_MS)  # nothing to do
+    taken = await read_group(redis, STREAM, GROUP, "first", count=2)
+    assert [entry_id for entry_id, _ in taken] == ids[:2]
+    assert await requeue(redis, STREAM, GROUP, [ids[1]]) == 1
+    # the put-back entry now follows the one nobody had read yet; none is pending
+    again = await read_group(redis, STREAM, GROUP, "other", count=10)
+    assert [fields[b"n"] for _, fields in again] == [b"2", b"1"]
+    assert ids[1] not in [entry_id for entry_id, _ in again]
+    pending = await redis.xpending_range(STREAM, GROUP, "-", "+", 10)
+    assert sorted(p["consumer"] for p in pending) == [b"first", b"other", b"other"]
+    assert await requeue(redis, STREAM, GROUP, []) == 0  # nothing to do
 
 
-async def test_touched_entries_stay_with_their_consumer(redis: Redis) -> None:
+async def test_an_entry_gone_meanwhile_is_acknowledged_not_duplicated(redis: Redis) -> None:
     await ensure_group(redis, STREAM, GROUP)
-    ids = [cast(bytes, await redis.xadd(STREAM, {"n": str(n)})) for n in range(2)]
-    await read_group(redis, STREAM, GROUP, "waiting", count=2)
-    await hand_back(redis, STREAM, GROUP, "waiting", ids, idle_ms=IDLE_MS)  # long idle
-    await touch(redis, STREAM, GROUP, "waiting", ids[:1])  # still held: idle again 0
-    claimed = await autoclaim(redis, STREAM, GROUP, "other", min_idle_ms=IDLE_MS)
-    assert [entry_id for entry_id, _ in claimed] == ids[1:]
-    await touch(redis, STREAM, GROUP, "waiting", [])  # nothing to do
+    entry = cast(bytes, await redis.xadd(STREAM, {"n": "x"}))
+    await read_group(redis, STREAM, GROUP, "first", count=1)
+    await redis.xdel(STREAM, entry)
+    assert await requeue(redis, STREAM, GROUP, [entry]) == 0
+    assert await redis.xlen(STREAM) == 0
+    assert (await redis.xpending(STREAM, GROUP))["pending"] == 0
+    assert await autoclaim(redis, STREAM, GROUP, "other", min_idle_ms=0) == []

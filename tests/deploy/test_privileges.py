@@ -13,7 +13,7 @@ from redis.asyncio import Redis
 
 from auth.store import Store as AuthStore
 from auth.store import new_refresh_token
-from backend.runs import RunService
+from backend.runs import RunTransitions
 from backend.store import Store as BackendStore
 from bridge.registry import ThreadRunRegistry
 from e2e.scenarios import unique_email
@@ -145,8 +145,10 @@ async def test_the_backend_store_works_as_agentchat_app(roles_server: RolesServe
         thread = await store.create_thread("usr_roles", "first")
         renamed = await store.rename_thread("usr_roles", thread["id"], "renamed")
         assert renamed is not None and renamed["title"] == "renamed"
-        runs = RunService(store, redis, ThreadRunRegistry(redis))
-        run = await runs.create("usr_roles", thread["id"], "hello", "echo")
+        runs = RunTransitions(store, redis, ThreadRunRegistry(redis))
+        created = await runs.create("usr_roles", thread["id"], "hello", "echo")
+        await runs.after_create(created)
+        run = created.run
         messages, _ = await store.messages("usr_roles", thread["id"], 10, None)
         assert [m["content"] for m in messages] == ["hello"]
         stored = await store.run("usr_roles", run["id"])

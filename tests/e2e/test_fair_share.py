@@ -1,5 +1,6 @@
-"""Fair share on a real stack with one worker of 8 slots: a user with 200 queued runs
-does not keep another user's run waiting; with fair share off, it does."""
+"""Fair share on a real stack with one worker of 8 slots (or two): a user with 200 queued runs
+does not keep another user's run waiting; with fair share off (no dispatch window
+in the backend, first come first served in the worker), it does."""
 
 from __future__ import annotations
 
@@ -18,14 +19,15 @@ LONG_RUN = "ticks 4 every 50ms"  # about 200 ms: 200 of them keep 8 slots busy f
 START_WITHIN_S = 0.5
 
 
-@pytest.fixture(scope="module", params=[True, False], ids=["fair-share", "first-come"])
+@pytest.fixture(scope="module", params=[(True, 1), (True, 2), (False, 1)],
+                ids=["fair-share", "fair-share-two-workers", "first-come"])
 def one_worker(request: pytest.FixtureRequest,
                tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[LocalStack, bool]]:
-    fair = bool(request.param)
-    config = StackConfig.for_tests(tmp_path_factory.mktemp("fair"), workers=1, env={
+    fair, workers = request.param
+    config = StackConfig.for_tests(tmp_path_factory.mktemp("fair"), workers=workers, env={
         "WORKER_CONCURRENCY": "8", "WORKER_FAIR_SHARE": "true" if fair else "false",
-        "WORKER_READ_AHEAD": "200", "BACKEND_MAX_ACTIVE_RUNS_PER_USER": "1000",
-        "WORKER_SHUTDOWN_GRACE_S": "0"})
+        "BACKEND_DISPATCH_WINDOW_PER_USER": "4" if fair else "1000",
+        "BACKEND_MAX_ACTIVE_RUNS_PER_USER": "1000", "WORKER_SHUTDOWN_GRACE_S": "0"})
     with LocalStack(config) as stack:
         yield stack, fair
 
