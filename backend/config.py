@@ -85,6 +85,10 @@ class BackendSettings(ServiceSettings, EventPathLimits):
     # rest wait their turn in Postgres, so one user's backlog stands at most this
     # deep in front of another user's run, whatever the number of workers
     dispatch_window_per_user: int = Field(default=4, ge=1)
+    # bytes of events a user's runs may add to their history in an hour (counted by the
+    # emit script): beyond, new runs are refused with 429 quota_exceeded until the
+    # next hour; runs already going finish (their history trims its oldest events)
+    history_bytes_per_hour: int = Field(default=256 * 1024 * 1024, ge=64 * 1024)
     # socket messages, per connection (token buckets: burst, then a steady rate);
     # beyond, an error frame `rate_limited` with retry_after_ms, the socket stays open
     ws_message_burst: int = Field(default=20, ge=1)

@@ -41,6 +41,7 @@ from backend.store import ACTIVE, Store, new_id, run_json
 from bridge.cancel import request_cancel
 from bridge.events import parse_timestamp
 from bridge.keys import UserKeys
+from bridge.limits import history_hour
 from bridge.queue import RUN_QUEUE, RunRequest
 from bridge.registry import ThreadRunRegistry
 from servicekit import ProblemError
@@ -230,6 +231,7 @@ class RunTransitions:
     def __init__(self, store: Store, redis: Redis, registry: ThreadRunRegistry, *,
                  default_agent: str = "supervisor", max_active_per_user: int = 20,
                  max_waiting_per_thread: int = 10, dispatch_window: int = 4,
+                 history_bytes_per_hour: int | None = None,
                  run_hash_ttl_s: int = 86_400) -> None:
         self._store = store
         self._redis = redis
@@ -238,6 +240,7 @@ class RunTransitions:
         self._max_active = max_active_per_user
         self._max_waiting = max_waiting_per_thread
         self._window = dispatch_window
+        self._history_bytes = history_bytes_per_hour
         self._ttl_s = run_hash_ttl_s
         self._queue = AutoPipeline(redis)  # the appends of concurrent transitions
         self._append = redis.register_script(_APPEND_LUA)
@@ -270,6 +273,7 @@ class RunTransitions:
         known = await self.known_agents()
         if known is not None and agent not in known:
             raise ProblemError(422, "unknown_agent", f"no agent named {agent!r}")
+        await self._check_history_quota(user_id)
         ended: set[str] = set()
         try:
             return await self._create(user_id, thread_id, text, agent, multitask, ended, None)
@@ -278,6 +282,20 @@ class RunTransitions:
                      if await self._registry.ended(user_id, run_id)}
             return await self._create(user_id, thread_id, text, agent, multitask, ended,
                                       set(busy.run_ids))
+
+    async def _check_history_quota(self, user_id: str) -> None:
+        """429 ``quota_exceeded`` while the user's runs have written more history
+        this hour than the quota (read before any lock is taken)."""
+        if self._history_bytes is None:
+            return
+        hour, written = await self._redis.hmget(UserKeys(user_id).meta, "ww", "wb")
+        now = time.time()
+        if hour is not None and int(hour) == history_hour(now) \
+                and int(written or 0) >= self._history_bytes:
+            raise ProblemError(
+                429, "quota_exceeded",
+                f"your runs wrote over {self._history_bytes} bytes of events this hour",
+                {"Retry-After": str(max(1, 3600 - int(now) % 3600))})
 
     async def after_create(self, created: Created) -> None:
         """What follows a creation's commit: the interrupted runs' cancellations,

@@ -8,6 +8,8 @@
 -- ARGV[5] the first event's number within its run (1, 2, ...; 0: append, no duplicate check)
 -- ARGV[6] user id, ARGV[7] run id (for lifecycle entries)
 -- ARGV[8] history max bytes (the sum of the stored events' sizes)
+-- ARGV[9] the current hour (the window of the bytes written counted in KEYS[1]'s
+-- ww, wb: what the backend's history quota reads)
 -- then per event, 5 values: body (a JSON object without its opening brace), type,
 -- ts, "1" for a terminal event, the lifecycle payload JSON ("" when the event does
 -- not change the run's status and so does not go to KEYS[3])
@@ -34,9 +36,9 @@ local added = 0
 local result = {epoch}
 local lines = {}
 local done = false
-local count = (#ARGV - 8) / 5
+local count = (#ARGV - 9) / 5
 for i = 0, count - 1 do
-  local at = 9 + i * 5
+  local at = 10 + i * 5
   local number = first > 0 and first + i or 0
   if done then
     result[#result + 1] = -2
@@ -71,6 +73,10 @@ redis.call('HSET', KEYS[4], 'n', stored)
 -- removed entry is read once (its size comes off the running count), so an emit
 -- costs O(1) amortized; the newest event always stays.
 local bytes = redis.call('HINCRBY', KEYS[1], 'bytes', added)
+if redis.call('HGET', KEYS[1], 'ww') ~= ARGV[9] then
+  redis.call('HSET', KEYS[1], 'ww', ARGV[9], 'wb', 0)
+end
+redis.call('HINCRBY', KEYS[1], 'wb', added)
 local maxbytes = tonumber(ARGV[8])
 local maxlen = tonumber(ARGV[2])
 local length = redis.call('XLEN', KEYS[2])

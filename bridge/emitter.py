@@ -22,7 +22,13 @@ from redis.exceptions import RedisError
 from bridge.errors import EmitError, InvariantError, RunFinished
 from bridge.events import TERMINAL_TYPES, EventType, utc_timestamp
 from bridge.keys import LIFECYCLE_STREAM, UserKeys
-from bridge.limits import EVENT_MAX_BYTES, HISTORY_MAX_BYTES, HISTORY_MAXLEN, HISTORY_TTL_S
+from bridge.limits import (
+    EVENT_MAX_BYTES,
+    HISTORY_MAX_BYTES,
+    HISTORY_MAXLEN,
+    HISTORY_TTL_S,
+    history_hour,
+)
 from bridge.truncation import cap_payload
 from servicekit.autopipeline import AutoPipeline
 
@@ -131,7 +137,7 @@ class EventEmitter:
         keys = UserKeys(user_id)
         args: list[Any] = [new_epoch(), self._history_maxlen, self._history_ttl_s,
                            keys.channel, first_number, user_id, run_id,
-                           self._history_max_bytes]
+                           self._history_max_bytes, history_hour()]
         bodies = []
         for agent, type, payload in items:
             body = {"type": type, "run_id": run_id, "thread_id": thread_id, "agent": agent,

@@ -4,10 +4,12 @@ Worker and backend both emit into users' histories; their settings take these
 defaults, so both trim a history to the same bounds unless configured apart.
 """
 
+import time
+
 from pydantic import BaseModel, Field
 
 __all__ = ["EVENT_MAX_BYTES", "HISTORY_MAXLEN", "HISTORY_MAX_BYTES", "HISTORY_TTL_S",
-           "INGEST_MAXLEN", "EventPathLimits"]
+           "INGEST_MAXLEN", "EventPathLimits", "history_hour"]
 
 #: events kept per user (the oldest go first)
 HISTORY_MAXLEN = 10_000
@@ -32,3 +34,9 @@ class EventPathLimits(BaseModel):
     history_max_bytes: int = Field(default=HISTORY_MAX_BYTES, ge=64 * 1024)
     event_max_bytes: int = Field(default=EVENT_MAX_BYTES, ge=1024)
     ingest_maxlen: int = Field(default=INGEST_MAXLEN, ge=1)
+
+
+def history_hour(now: float | None = None) -> int:
+    """The window of a user's history bytes written (``ww``/``wb`` of the user's meta
+    hash, counted by the emit script): the hour since the epoch."""
+    return int(time.time() if now is None else now) // 3600

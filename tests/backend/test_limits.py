@@ -19,6 +19,8 @@ from e2e.stack import LocalStack, StackConfig
 ACTIVE = 5
 WAITING = 2
 USAGE_PER_MINUTE = 100
+HISTORY_PER_HOUR = 2 * 1024 * 1024
+FLOOD = "ticks 200 every 1ms of 16384 bytes"  # about 3.3 MB of events
 #: another user's run, start to terminal, while the abuser is refused (generous)
 OTHER_RUN_BOUND_S = 10.0
 LONG = "ticks 400 every 20ms"  # a run of about 8 s
@@ -30,7 +32,8 @@ def limited(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalStack]:
         tmp_path_factory.mktemp("limits"),
         env={"BACKEND_MAX_ACTIVE_RUNS_PER_USER": str(ACTIVE),
              "BACKEND_MAX_QUEUED_RUNS_PER_THREAD": str(WAITING),
-             "BACKEND_USAGE_RECORDS_PER_MINUTE": str(USAGE_PER_MINUTE)})
+             "BACKEND_USAGE_RECORDS_PER_MINUTE": str(USAGE_PER_MINUTE),
+             "BACKEND_HISTORY_BYTES_PER_HOUR": str(HISTORY_PER_HOUR)})
     with LocalStack(config) as stack:
         yield stack
 
@@ -206,4 +209,27 @@ async def test_usage_records_a_minute(limited: LocalStack, abuser: ChatClient,
     try:
         await _other_run_s(other, other_socket, "its usage records a minute")
     finally:
+        await other_socket.close()
+
+
+async def test_history_bytes_an_hour(limited: LocalStack, abuser: ChatClient,
+                                     other: ChatClient) -> None:
+    thread = await abuser.create_thread()
+    flood = await abuser.start_run(thread["id"], FLOOD, agent="ticker")
+    assert (await abuser.wait_run(flood["id"], timeout=60))["status"] == "succeeded"
+    with pytest.raises(ApiError) as caught:  # the quota is spent: no new run this hour
+        await abuser.start_run(thread["id"], "what is 1 + 1")
+    assert caught.value.status == 429 and caught.value.code == "quota_exceeded"
+    assert caught.value.retry_after is not None and 1 <= caught.value.retry_after <= 3600
+    socket = await abuser.connect(limited.ws_url())
+    other_socket = await other.connect(limited.ws_url())
+    try:
+        frame = await socket.request({"type": "start_run", "thread_id": thread["id"],
+                                      "input": "what is 1 + 1"})
+        assert frame["type"] == "error" and frame["code"] == "quota_exceeded"
+        # what was written stays readable (its newest part, within the history's bounds)
+        assert await abuser.run_events(flood["id"])
+        await _other_run_s(other, other_socket, "its history bytes an hour")
+    finally:
+        await socket.close()
         await other_socket.close()
