@@ -47,6 +47,9 @@ class WorkerSettings(ServiceSettings, EventPathLimits):
     run_timeout_s: float = Field(default=120.0, gt=0)
     tool_timeout_s: float = Field(default=10.0, gt=0)
     max_steps: int = Field(default=12, ge=1)
+    # the most of a model's streamed answer a run keeps; beyond, the stream is closed
+    # and the answer ends with a marker (what the run holds in memory stays bounded)
+    max_answer_chars: int = Field(default=32 * 1024, ge=1024)
     shutdown_grace_s: float = Field(default=10.0, ge=0)
     # a run's lease; a run whose lease lapses is declared lost by the backend
     lease_ttl_s: float = Field(default=6.0, gt=1)

@@ -25,12 +25,17 @@ from agents.tools import ToolRegistry
 from bridge.errors import BridgeError
 from bridge.events import utc_timestamp
 
-__all__ = ["MAX_RESULT_CHARS", "Agent", "Runtime", "bounded_result"]
+__all__ = ["ANSWER_CUT", "MAX_ANSWER_CHARS", "MAX_RESULT_CHARS", "Agent", "Runtime",
+           "bounded_result"]
 
 log = logging.getLogger(__name__)
 
 #: the most of one tool result (as JSON) a run keeps in its transcript and events
 MAX_RESULT_CHARS = 32 * 1024
+#: the most of a model's streamed answer a run keeps: beyond, the stream is closed
+#: (the provider stops generating) and the answer ends with :data:`ANSWER_CUT`
+MAX_ANSWER_CHARS = 32 * 1024
+ANSWER_CUT = "\n[answer cut: longer than the run's limit]"
 
 
 @dataclass(frozen=True)
@@ -47,9 +52,11 @@ class Agent:
 
 class Runtime:
     def __init__(self, *, max_steps: int, tool_timeout_s: float, stream_batch: int = 64,
-                 max_result_chars: int = MAX_RESULT_CHARS) -> None:
+                 max_result_chars: int = MAX_RESULT_CHARS,
+                 max_answer_chars: int = MAX_ANSWER_CHARS) -> None:
         self._max_steps = max_steps
         self._max_result_chars = max_result_chars
+        self._max_answer_chars = max_answer_chars
         self._tool_timeout_s = tool_timeout_s
         self._stream_batch = stream_batch
 
@@ -125,11 +132,24 @@ class Runtime:
         provider's stream piece by piece as it arrives."""
         agent = final.agent
         if final.stream is not None:
-            pieces = []
-            async for piece in final.stream:
-                if piece:
+            pieces: list[str] = []
+            room = self._max_answer_chars
+            stream = final.stream
+            try:
+                async for piece in stream:
+                    if not piece:
+                        continue
+                    cut = len(piece) > room
+                    piece = piece[:room] + (ANSWER_CUT if cut else "")
+                    room -= len(piece)
                     pieces.append(piece)
                     await ctx.emitter.emit("partial_result", {"delta": piece}, agent=agent)
+                    if cut:  # no more of it is read: the request to the provider ends
+                        break
+            finally:
+                aclose = getattr(stream, "aclose", None)
+                if aclose is not None:
+                    await aclose()
             return "".join(pieces)
         # one delta (or one batch) at a time: a long answer is never held whole
         deltas = ({"delta": delta} for delta in final.deltas)

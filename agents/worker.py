@@ -75,6 +75,7 @@ class Worker:
         self._registry = ThreadRunRegistry(redis, lease_ttl_s=settings.lease_ttl_s)
         self._auto = AutoPipeline(redis)  # the runs' own commands share round trips
         self._runtime = Runtime(max_steps=settings.max_steps,
+                                max_answer_chars=settings.max_answer_chars,
                                 tool_timeout_s=settings.tool_timeout_s)
         self._running: dict[str, tuple[RunContext, asyncio.Task[None]]] = {}
         self._per_user: dict[str, int] = {}  # running runs per user

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+from collections.abc import AsyncIterator
 from typing import Any
 
 from pydantic import BaseModel
@@ -12,7 +13,7 @@ from redis.asyncio import Redis
 from agents.context import RunContext
 from agents.errors import ToolError
 from agents.planner import Final, ToolCall, Transcript
-from agents.runtime import MAX_RESULT_CHARS, Agent, Runtime, bounded_result
+from agents.runtime import ANSWER_CUT, MAX_RESULT_CHARS, Agent, Runtime, bounded_result
 from agents.tools import CALCULATOR, Tool, ToolRegistry
 from bridge.emitter import EventEmitter, RunEmitter
 from bridge.streams import UserStreams
@@ -147,3 +148,26 @@ async def test_a_large_tool_result_is_kept_truncated_with_a_marker(redis: Redis)
     result = _tool_result(events)["result"]
     assert result["truncated"] is True and result["chars"] == MAX_RESULT_CHARS * 4 + 2
     assert len(result["preview"]) == MAX_RESULT_CHARS
+
+
+async def test_a_streamed_answer_is_cut_at_the_limit_and_its_stream_closed(
+        redis: Redis) -> None:
+    closed = asyncio.Event()
+
+    async def endless() -> AsyncIterator[str]:  # a model that never stops talking
+        try:
+            while True:
+                yield "word " * 100
+        finally:
+            closed.set()
+
+    agent = Agent("test", "test", ScriptedPlanner(Final("", stream=endless())), TOOLS)
+    ending = await Runtime(max_steps=5, tool_timeout_s=5, max_answer_chars=2000).run(
+        _context(redis, "run_cut"), agent)
+    events = await _events(redis, "run_cut")
+    assert ending == "agent_completed" and closed.is_set()
+    answer = events[-1]["payload"]["result"]
+    assert answer.endswith(ANSWER_CUT) and len(answer) == 2000 + len(ANSWER_CUT)
+    deltas = "".join(e["payload"]["delta"] for e in events if e["type"] == "partial_result")
+    assert deltas == answer
+    assert check_run_invariants(events, ["run_cut"]) == []
