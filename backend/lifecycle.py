@@ -21,7 +21,7 @@ from redis.exceptions import RedisError
 
 from backend.runs import RunTransitions
 from bridge.events import parse_timestamp
-from bridge.groups import autoclaim, ensure_group, read_group
+from bridge.groups import autoclaim, ensure_group, read_group, trim_consumed
 from bridge.ingest import append_rows
 from bridge.keys import LIFECYCLE_STREAM
 
@@ -29,6 +29,9 @@ __all__ = ["LifecycleApplier"]
 
 log = logging.getLogger(__name__)
 GROUP = "backend"
+#: seconds between two removals of the applied entries (the stream is never trimmed
+#: by length: an entry not yet applied is never lost)
+TRIM_EVERY_S = 5.0
 
 
 def _parse(fields: dict[bytes, bytes]) -> tuple[str, str, datetime, dict[str, Any]]:
@@ -61,6 +64,8 @@ class LifecycleApplier:
     async def _consume(self) -> None:
         # our own pending entries first (after a restart), then new ones
         start = "0"
+        loop = asyncio.get_running_loop()
+        next_trim = loop.time() + TRIM_EVERY_S
         while True:
             entries = await read_group(self._redis, LIFECYCLE_STREAM, GROUP, self._consumer,
                                        start=start, block_ms=1000 if start == ">" else None)
@@ -70,6 +75,9 @@ class LifecycleApplier:
             await self.apply_all(entries)
             if start == ">" and not entries:
                 await self._claim_abandoned()
+            if loop.time() >= next_trim:  # what every replica has applied goes
+                next_trim = loop.time() + TRIM_EVERY_S
+                await trim_consumed(self._redis, LIFECYCLE_STREAM, GROUP)
 
     async def _claim_abandoned(self) -> None:
         await self.apply_all(await autoclaim(self._redis, LIFECYCLE_STREAM, GROUP,

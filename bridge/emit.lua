@@ -51,7 +51,8 @@ for i = 0, count - 1 do
     added = added + #event
     stored = math.max(number, stored + 1)
     if ARGV[at + 4] ~= '' then
-      redis.call('XADD', KEYS[3], 'MAXLEN', '~', 100000, '*', 'user_id', ARGV[6],
+      -- never trimmed here: the backend removes what it has applied (trim_consumed)
+      redis.call('XADD', KEYS[3], '*', 'user_id', ARGV[6],
                  'run_id', ARGV[7], 'type', ARGV[at + 1], 'ts', ARGV[at + 2],
                  'payload', ARGV[at + 4])
     end

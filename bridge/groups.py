@@ -7,7 +7,7 @@ from typing import Any, cast
 from redis.asyncio import Redis
 from redis.exceptions import ResponseError
 
-__all__ = ["Entry", "autoclaim", "ensure_group", "read_group", "requeue"]
+__all__ = ["Entry", "autoclaim", "ensure_group", "read_group", "requeue", "trim_consumed"]
 
 #: (entry id, fields) as Redis returns them
 Entry = tuple[bytes, dict[bytes, bytes]]
@@ -65,3 +65,38 @@ async def requeue(redis: Redis, stream: str, group: str, entry_ids: list[bytes])
     if not entry_ids:
         return 0
     return int(await redis.eval(_REQUEUE_LUA, 1, stream, group, *entry_ids))
+
+
+#: KEYS[1] the stream; ARGV[1] the group. Removes the entries the group has read
+#: and acknowledged: those before its oldest pending entry, or before the next
+#: undelivered one when none is pending. Returns how many went.
+_TRIM_CONSUMED_LUA = """
+local groups = redis.call('XINFO', 'GROUPS', KEYS[1])
+local last = nil
+for _, group in ipairs(groups) do
+  local fields = {}
+  for i = 1, #group, 2 do fields[group[i]] = group[i + 1] end
+  if fields['name'] == ARGV[1] then last = fields['last-delivered-id'] end
+end
+if not last then return 0 end
+local pending = redis.call('XPENDING', KEYS[1], ARGV[1])
+local bound
+if pending[1] > 0 then
+  bound = pending[2]
+else
+  local ms, n = string.match(last, '^(%d+)-(%d+)$')
+  bound = ms .. '-' .. (tonumber(n) + 1)
+end
+return redis.call('XTRIM', KEYS[1], 'MINID', bound)
+"""
+
+
+async def trim_consumed(redis: Redis, stream: str, group: str) -> int:
+    """Remove the entries of ``stream`` that ``group`` (its only consumer group) has
+    handled: an unread or unacknowledged entry is never trimmed."""
+    try:
+        return int(await redis.eval(_TRIM_CONSUMED_LUA, 1, stream, group))
+    except ResponseError as exc:
+        if "no such key" in str(exc).lower():
+            return 0
+        raise

@@ -6,7 +6,7 @@ from typing import cast
 
 from redis.asyncio import Redis
 
-from bridge.groups import autoclaim, ensure_group, read_group, requeue
+from bridge.groups import autoclaim, ensure_group, read_group, requeue, trim_consumed
 
 STREAM, GROUP = "test:queue", "workers"
 IDLE_MS = 30_000
@@ -36,3 +36,18 @@ async def test_an_entry_gone_meanwhile_is_acknowledged_not_duplicated(redis: Red
     assert await redis.xlen(STREAM) == 0
     assert (await redis.xpending(STREAM, GROUP))["pending"] == 0
     assert await autoclaim(redis, STREAM, GROUP, "other", min_idle_ms=0) == []
+
+
+async def test_trim_consumed_removes_only_what_the_group_acknowledged(redis: Redis) -> None:
+    assert await trim_consumed(redis, STREAM, GROUP) == 0  # no stream yet
+    await ensure_group(redis, STREAM, GROUP)
+    ids = [cast(bytes, await redis.xadd(STREAM, {"n": str(n)})) for n in range(6)]
+    read = await read_group(redis, STREAM, GROUP, "applier", count=4)
+    await redis.xack(STREAM, GROUP, ids[0], ids[1], ids[3])  # ids[2] still pending
+    assert await trim_consumed(redis, STREAM, GROUP) == 2
+    assert [e for e, _ in await redis.xrange(STREAM)] == ids[2:]
+    await redis.xack(STREAM, GROUP, ids[2])
+    # nothing pending: up to the last delivered; the two never read stay
+    assert await trim_consumed(redis, STREAM, GROUP) == 2
+    assert [e for e, _ in await redis.xrange(STREAM)] == ids[4:]
+    assert len(read) == 4
