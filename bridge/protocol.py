@@ -15,6 +15,7 @@ from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
 from servicekit.text import StorableStr
 
 __all__ = [
+    "RUN_INPUT_MAX_CHARS",
     "AuthMessage",
     "CancelRunMessage",
     "ClientMessage",
@@ -31,6 +32,8 @@ __all__ = [
 ]
 
 _MAX_ID = 64
+#: characters of a run's input, on the socket (start_run) and the REST API alike
+RUN_INPUT_MAX_CHARS = 32_000
 
 
 class _Message(BaseModel):
@@ -72,7 +75,7 @@ class ResumeMessage(_Message):
 class StartRunMessage(_Message):
     type: Literal["start_run"]
     thread_id: StorableStr = Field(min_length=1, max_length=_MAX_ID)
-    input: StorableStr = Field(min_length=1, max_length=32_000)
+    input: StorableStr = Field(min_length=1, max_length=RUN_INPUT_MAX_CHARS)
     agent: StorableStr | None = Field(default=None, max_length=_MAX_ID)
     multitask: Literal["reject", "enqueue", "interrupt"] = "reject"
 
