@@ -12,6 +12,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
 
+from bridge.errors import BridgeError
 from servicekit.text import StorableStr
 
 __all__ = [
@@ -98,7 +99,7 @@ _ADAPTER: TypeAdapter[ClientMessage] = TypeAdapter(ClientMessage)
 _TYPES = frozenset({"auth", "reauth", "resume", "start_run", "cancel_run", "ping"})
 
 
-class ProtocolError(Exception):
+class ProtocolError(BridgeError):
     """A client frame that the server answers with an error frame."""
 
     def __init__(self, code: str, message: str, request_id: str | None = None,
