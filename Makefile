@@ -6,11 +6,12 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: help install up demo test lint typecheck unit e2e compose-images compose-e2e bench clean
+.PHONY: help install up demo check test lint typecheck e2e compose-images compose-e2e bench clean
 
 help:
 	@echo "make up         install if needed and run the whole local stack (Ctrl-C stops it)"
 	@echo "make demo       with 'make up' running: ask a question, watch the events arrive"
+	@echo "make check      the fast tier: lint, type-check and every test that starts no server"
 	@echo "make test       install if needed, then lint, type-check and run every test"
 	@echo "make e2e        run the end-to-end scenarios on a fresh local stack, with a report"
 	@echo "make compose-e2e  the same on the compose stack, images built here without a registry"
@@ -44,8 +45,11 @@ typecheck: $(STAMP)
 	@$(BIN)/mypy auth backend agents bridge servicekit e2e benchmarks tests \
 		deploy/offline/clickhouse/server.py
 
-unit: $(STAMP)
-	@$(BIN)/pytest -q tests --ignore=tests/e2e
+# the tests marked `servers` (set in tests/conftest.py from each test's fixtures) are
+# left out: nothing here starts Postgres, Redis, ClickHouse, a service, a browser or Docker
+check: lint typecheck
+	@echo "==> pytest -m 'not servers' (the tests that start no server)"
+	@$(BIN)/pytest -q -m "not servers" tests
 
 # the compose stack's tests and end-to-end run need a Docker engine: run where one
 # answers, said plainly where none does (CI has one: there they always run)

@@ -17,6 +17,7 @@ from backend.state import BackendState
 from backend.store import ACTIVE
 from bridge.cancel import request_cancel
 from bridge.ingest import append_rows
+from bridge.protocol import RUN_INPUT_MAX_CHARS
 from servicekit import ProblemError, StorableStr
 
 __all__ = ["From", "ShortTokens", "To", "router", "usage_answer"]
@@ -31,7 +32,7 @@ class ThreadBody(BaseModel):
 
 
 class RunBody(BaseModel):
-    input: StorableStr = Field(min_length=1, max_length=32_000)
+    input: StorableStr = Field(min_length=1, max_length=RUN_INPUT_MAX_CHARS)
     agent: StorableStr | None = Field(default=None, max_length=64)
     multitask: Literal["reject", "enqueue", "interrupt"] = "reject"
 

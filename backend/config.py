@@ -98,11 +98,11 @@ class BackendSettings(ServiceSettings, EventPathLimits):
     # usage records a user may post a minute (POST /api/analytics/usage; a fixed
     # window in Redis): 429 quota_exceeded with Retry-After beyond
     usage_records_per_minute: int = Field(default=20_000, ge=1)
-    max_run_input_chars: int = 32_000
     # request bodies, refused with 413 before anything parses them. The API's largest
-    # is a run's input: 32,000 characters, up to 12 bytes each when JSON-escaped as
-    # surrogate pairs (384 KB); a usage batch of 10,000 records with every field at
-    # its longest is 3.0 MiB; the internal API takes no bodies of its own
+    # is a run's input: 32,000 characters (bridge.protocol.RUN_INPUT_MAX_CHARS), up
+    # to 12 bytes each when JSON-escaped as surrogate pairs (384 KB); a usage batch
+    # of 10,000 records with every field at its longest is 3.0 MiB; the internal API
+    # takes no bodies of its own
     max_body_bytes: int = Field(default=512 * 1024, ge=1024)
     usage_max_body_bytes: int = Field(default=4 * 1024 * 1024, ge=1024)
     internal_max_body_bytes: int = Field(default=1024 * 1024, ge=1024)

@@ -4,7 +4,9 @@
     ├── EmitError        an event could not be stored and published (Redis unreachable
     │                    for longer than the emit timeout, or the emit buffer is full)
     ├── RunFinished      the run already has its terminal event (another process ended it)
-    └── InvariantError   a run tried to break the event invariants of the contract
+    ├── InvariantError   a run tried to break the event invariants of the contract
+    └── ProtocolError    a client frame the server answers with an error frame
+                         (:mod:`bridge.protocol`, beside the frames it answers)
 """
 
 __all__ = ["BridgeError", "EmitError", "InvariantError", "RunFinished"]

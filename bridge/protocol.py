@@ -12,9 +12,11 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
 
+from bridge.errors import BridgeError
 from servicekit.text import StorableStr
 
 __all__ = [
+    "RUN_INPUT_MAX_CHARS",
     "AuthMessage",
     "CancelRunMessage",
     "ClientMessage",
@@ -31,6 +33,8 @@ __all__ = [
 ]
 
 _MAX_ID = 64
+#: characters of a run's input, on the socket (start_run) and the REST API alike
+RUN_INPUT_MAX_CHARS = 32_000
 
 
 class _Message(BaseModel):
@@ -72,7 +76,7 @@ class ResumeMessage(_Message):
 class StartRunMessage(_Message):
     type: Literal["start_run"]
     thread_id: StorableStr = Field(min_length=1, max_length=_MAX_ID)
-    input: StorableStr = Field(min_length=1, max_length=32_000)
+    input: StorableStr = Field(min_length=1, max_length=RUN_INPUT_MAX_CHARS)
     agent: StorableStr | None = Field(default=None, max_length=_MAX_ID)
     multitask: Literal["reject", "enqueue", "interrupt"] = "reject"
 
@@ -95,7 +99,7 @@ _ADAPTER: TypeAdapter[ClientMessage] = TypeAdapter(ClientMessage)
 _TYPES = frozenset({"auth", "reauth", "resume", "start_run", "cancel_run", "ping"})
 
 
-class ProtocolError(Exception):
+class ProtocolError(BridgeError):
     """A client frame that the server answers with an error frame."""
 
     def __init__(self, code: str, message: str, request_id: str | None = None,

@@ -1,10 +1,18 @@
-"""Shared fixtures: real servers, started once per session (or module) on free ports."""
+"""Shared fixtures: real servers, started once per session (or module) on free ports.
+
+A fixture that starts a server (Postgres, Redis, ClickHouse or chDB, one of our
+services, a browser, a Docker project) is decorated with :func:`starts_servers`;
+every test whose fixture closure holds one is marked ``servers`` at collection, so
+``pytest -m "not servers"`` (``make check``) runs only the tests that start nothing.
+A test that starts a server itself, without such a fixture, carries the mark by hand.
+"""
 
 from __future__ import annotations
 
 import contextlib
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
+from typing import TypeVar
 
 import pytest
 from redis.asyncio import Redis
@@ -13,8 +21,32 @@ from e2e.scenarios import Target
 from e2e.stack import LocalStack, StackConfig
 from servicekit.redisclient import make_redis
 
+F = TypeVar("F", bound=Callable[..., object])
+#: the attribute :func:`starts_servers` sets on a fixture's function
+_STARTS_SERVERS = "_starts_servers"
+
+
+def starts_servers(fixture: F) -> F:
+    """Declare that a fixture starts a server: put it under ``@pytest.fixture``."""
+    setattr(fixture, _STARTS_SERVERS, True)
+    return fixture
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Mark ``servers`` every test with a server-starting fixture in its closure."""
+    for item in items:
+        info = getattr(item, "_fixtureinfo", None)
+        if info is None:
+            continue
+        for name in getattr(item, "fixturenames", ()):
+            if any(getattr(d.func, _STARTS_SERVERS, False)
+                   for d in info.name2fixturedefs.get(name, ())):
+                item.add_marker(pytest.mark.servers)
+                break
+
 
 @pytest.fixture(scope="session")
+@starts_servers
 def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalStack]:
     """A real redis-server, alone (for the bridge's and runtime's tests)."""
     stack = LocalStack(StackConfig.for_tests(tmp_path_factory.mktemp("redis")))
@@ -43,6 +75,7 @@ async def redis(redis_server: LocalStack) -> AsyncIterator[Redis]:
 
 
 @pytest.fixture(scope="session")
+@starts_servers
 def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalStack]:
     """The whole local stack, shared by the tests that do not break it."""
     with LocalStack(StackConfig.for_tests(tmp_path_factory.mktemp("stack"))) as running:

@@ -15,6 +15,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.conftest import starts_servers
 from tests.production import PASSWORD, without_service_variables
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -67,6 +68,7 @@ class Outcome:
 
 
 @pytest.fixture(scope="module")
+@starts_servers
 def outcomes() -> Iterator[dict[str, Outcome]]:
     base = without_service_variables(os.environ)
     processes = {name: subprocess.Popen(

@@ -20,6 +20,7 @@ import pytest
 
 from e2e.scenarios import PASSWORD, unique_email
 from e2e.stack import LocalStack, StackConfig
+from tests.conftest import starts_servers
 
 ACCOUNT_FREE, ADDRESS_FREE, REGISTER_FREE = 5, 30, 3
 
@@ -34,6 +35,7 @@ def _auth_alone(root: Path, env: dict[str, str]) -> Iterator[LocalStack]:
 
 
 @pytest.fixture(scope="module")
+@starts_servers
 def throttled(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalStack]:
     """Production's throttle budgets (registration: 3), lanes too wide to fill."""
     yield from _auth_alone(tmp_path_factory.mktemp("burst"), {
@@ -44,6 +46,7 @@ def throttled(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalStack]:
 
 
 @pytest.fixture(scope="module")
+@starts_servers
 def narrow(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalStack]:
     """Two Argon2id threads, lanes of 3 logins and 2 registrations."""
     yield from _auth_alone(tmp_path_factory.mktemp("narrow"), {

@@ -19,6 +19,7 @@ from e2e.client import ChatClient, EventSocket
 from e2e.scenarios import PASSWORD, Target, unique_email
 from e2e.stack import LocalStack, StackConfig
 from servicekit.redisclient import make_redis
+from tests.conftest import starts_servers
 
 LIMIT = 3
 LEASE_S = 4.0
@@ -26,6 +27,7 @@ PER_ADDRESS = 20
 
 
 @pytest.fixture(scope="module")
+@starts_servers
 def replicas(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalStack]:
     config = StackConfig.for_tests(
         tmp_path_factory.mktemp("admission"), backends=2, workers=0,

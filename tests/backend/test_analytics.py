@@ -21,6 +21,7 @@ from fastapi import FastAPI
 from backend.analytics import _USAGE_BATCH_MAX, AnalyticsStore, _parse_row
 from backend.app import analytics_failed
 from e2e.usage import generate
+from tests.conftest import starts_servers
 
 END = datetime(2025, 6, 1, tzinfo=UTC)
 # a user id that would break SQL text if it were ever formatted into it
@@ -54,6 +55,7 @@ def _rows(user: str) -> list[dict[str, Any]]:
 
 
 @pytest.fixture(scope="module")
+@starts_servers
 async def seeded(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Seeded]:
     store = AnalyticsStore(f"chdb://{tmp_path_factory.mktemp('analytics')}/ch", "analytics")
     await store.setup()

@@ -15,6 +15,7 @@ import pytest
 from e2e.client import ApiError, ChatClient, EventSocket
 from e2e.scenarios import PASSWORD, unique_email
 from e2e.stack import LocalStack, StackConfig
+from tests.conftest import starts_servers
 
 ACTIVE = 5
 WAITING = 2
@@ -27,6 +28,7 @@ LONG = "ticks 400 every 20ms"  # a run of about 8 s
 
 
 @pytest.fixture(scope="module")
+@starts_servers
 def limited(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalStack]:
     config = StackConfig.for_tests(
         tmp_path_factory.mktemp("limits"),

@@ -17,13 +17,14 @@ from bridge.errors import EmitError
 from bridge.ingest import INGEST_STREAM, append_rows
 from bridge.streams import UserStreams
 from e2e.stack import LocalStack, StackConfig
-from tests.conftest import emptied
+from tests.conftest import emptied, starts_servers
 
 MAXMEMORY = 64 * 1024 * 1024
 EVENT = {"text": "f" * 60_000}
 
 
 @pytest.fixture(scope="module")
+@starts_servers
 def small_redis(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalStack]:
     stack = LocalStack(StackConfig.for_tests(tmp_path_factory.mktemp("redis64"),
                                              redis_maxmemory="64mb"))

@@ -2,6 +2,7 @@ import json
 
 import pytest
 
+from bridge.errors import BridgeError
 from bridge.protocol import (
     AuthMessage,
     DeliveryCursor,
@@ -84,3 +85,7 @@ def test_an_error_frame_carries_its_extra_members() -> None:
     frame = ProtocolError("rate_limited", "slow down", "r1", retry_after_ms=250).frame()
     assert frame == {"type": "error", "code": "rate_limited", "message": "slow down",
                      "request_id": "r1", "retry_after_ms": 250}
+
+
+def test_a_protocol_error_is_a_bridge_error() -> None:
+    assert issubclass(ProtocolError, BridgeError)

@@ -31,6 +31,7 @@ from e2e.compose import (
     stack_secrets,
 )
 from e2e.drivers import Shape
+from tests.conftest import starts_servers
 
 DATA_STORES = ("postgres", "redis", "clickhouse")
 APP_IMAGE = "agentchat:local"
@@ -51,6 +52,7 @@ def _image_exists(image: str) -> bool:
 
 
 @pytest.fixture(scope="module")
+@starts_servers
 def driver() -> Iterator[ComposeDriver]:
     if not _docker_answers():
         if os.environ.get("CI") == "true":

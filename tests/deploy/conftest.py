@@ -18,6 +18,7 @@ import asyncpg
 import pytest
 
 from e2e.stack import LocalStack, StackConfig, postgres_bin
+from tests.conftest import starts_servers
 
 ROOT = Path(__file__).resolve().parents[2]
 INIT_SCRIPT = ROOT / "deploy" / "postgres" / "initdb" / "10-roles.sh"
@@ -79,6 +80,7 @@ class RolesServer:
 
 
 @pytest.fixture(scope="session")
+@starts_servers
 def roles_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RolesServer]:
     stack = LocalStack(StackConfig.for_tests(tmp_path_factory.mktemp("roles")))
     stack.start(only=("postgres",))

@@ -31,6 +31,7 @@ from clickhouse_connect.driver.exceptions import DatabaseError
 from backend.analytics import TABLES, AnalyticsStore, _parse_row
 from e2e.stack import free_port
 from e2e.usage import generate
+from tests.conftest import starts_servers
 
 SERVER = Path(__file__).resolve().parents[2] / "deploy" / "offline" / "clickhouse" / "server.py"
 USER, PASSWORD, DATABASE = "agentchat", "Offline-pw-7f3a", "agentchat"
@@ -175,6 +176,7 @@ async def _close(store: AnalyticsStore) -> None:
 
 
 @pytest.fixture(scope="module")
+@starts_servers
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Standin]:
     standin = Standin(tmp_path_factory.mktemp("standin") / "clickhouse")
     standin.start()
@@ -185,6 +187,7 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Standin]:
 
 
 @pytest.fixture(scope="module")
+@starts_servers
 async def stores(server: Standin, tmp_path_factory: pytest.TempPathFactory
                  ) -> AsyncIterator[Stores]:
     embedded = AnalyticsStore(f"chdb://{tmp_path_factory.mktemp('embedded')}/ch", "analytics")
@@ -326,6 +329,7 @@ def test_inserts_in_each_compression_the_client_sends(server: Standin,
         client.close()
 
 
+@pytest.mark.servers  # starts the stand-in itself
 async def test_data_survives_a_restart_and_sigterm_exits_0(
         tmp_path_factory: pytest.TempPathFactory) -> None:
     standin = Standin(tmp_path_factory.mktemp("restart") / "clickhouse")

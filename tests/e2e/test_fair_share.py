@@ -13,6 +13,7 @@ import pytest
 from e2e.client import ChatClient
 from e2e.scenarios import PASSWORD, unique_email
 from e2e.stack import LocalStack, StackConfig
+from tests.conftest import starts_servers
 
 HEAVY_RUNS = 200
 LONG_RUN = "ticks 4 every 50ms"  # about 200 ms: 200 of them keep 8 slots busy for seconds
@@ -21,6 +22,7 @@ START_WITHIN_S = 0.5
 
 @pytest.fixture(scope="module", params=[(True, 1), (True, 2), (False, 1)],
                 ids=["fair-share", "fair-share-two-workers", "first-come"])
+@starts_servers
 def one_worker(request: pytest.FixtureRequest,
                tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[LocalStack, bool]]:
     fair, workers = request.param

@@ -14,9 +14,11 @@ import pytest
 from e2e.client import ApiError, ChatClient
 from e2e.scenarios import PASSWORD, Target, arithmetic_flow, unique_email
 from e2e.stack import LocalStack, StackConfig
+from tests.conftest import starts_servers
 
 
 @pytest.fixture(scope="module")
+@starts_servers
 def fault_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalStack]:
     with LocalStack(StackConfig.for_tests(tmp_path_factory.mktemp("faults"))) as stack:
         yield stack

@@ -14,9 +14,11 @@ from e2e.checks import check_all, check_run_invariants, check_schema, check_sequ
 from e2e.client import ChatClient
 from e2e.scenarios import PASSWORD, unique_email
 from e2e.stack import LocalStack, StackConfig
+from tests.conftest import starts_servers
 
 
 @pytest.fixture(scope="module")
+@starts_servers
 def redis_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalStack]:
     with LocalStack(StackConfig.for_tests(tmp_path_factory.mktemp("redis-restart"))) as stack:
         yield stack

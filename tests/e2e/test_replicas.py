@@ -14,9 +14,11 @@ from e2e.client import ChatClient, EventSocket
 from e2e.scenarios import PASSWORD, unique_email
 from e2e.scenarios.base import lease_holder
 from e2e.stack import LocalStack, StackConfig
+from tests.conftest import starts_servers
 
 
 @pytest.fixture(scope="module")
+@starts_servers
 def replicas(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalStack]:
     config = StackConfig.for_tests(tmp_path_factory.mktemp("replicas"), backends=2, workers=2)
     with LocalStack(config) as stack:

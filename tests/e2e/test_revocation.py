@@ -23,6 +23,7 @@ from e2e.checks import check_all
 from e2e.client import ApiError, ChatClient, EventSocket
 from e2e.scenarios import PASSWORD, unique_email
 from e2e.stack import LocalStack, StackConfig
+from tests.conftest import starts_servers
 from tests.waiting import refused_within
 
 TTL_S = 15
@@ -31,6 +32,7 @@ ALLOWED_S = 2.0  # what the assertions allow on a loaded machine
 
 
 @pytest.fixture(scope="module")
+@starts_servers
 def replicas(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalStack]:
     config = StackConfig.for_tests(tmp_path_factory.mktemp("revocation"), backends=2,
                                    env={"AUTH_ACCESS_TOKEN_TTL_S": str(TTL_S)})

@@ -25,6 +25,7 @@ def test_a_taken_port_is_named(tmp_path: Path, port: str, service: str) -> None:
             LocalStack(config).start()
 
 
+@pytest.mark.servers  # starts Postgres, Redis, auth
 def test_a_failing_service_is_named_with_its_log(tmp_path: Path) -> None:
     config = StackConfig.for_tests(tmp_path, startup_timeout_s=20,
                                    env={"AUTH_ACCESS_TOKEN_TTL_S": "not a number"})

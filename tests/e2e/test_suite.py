@@ -21,6 +21,8 @@ from e2e.scenarios import SCENARIOS
 from e2e.scenarios.suite import run_suite
 from e2e.thresholds import load
 
+pytestmark = pytest.mark.servers  # the suite starts its own stack
+
 
 @pytest.mark.timeout(300)
 def test_every_scenario_passes_at_smoke_scale(tmp_path: Path) -> None:

@@ -12,8 +12,11 @@ import time
 from pathlib import Path
 
 import httpx
+import pytest
 
 from tests.conftest import processes_under
+
+pytestmark = pytest.mark.servers  # `python -m e2e up`: the whole stack
 
 PASSWORD = "up test password 1"
 

@@ -17,6 +17,7 @@ import httpx
 import pytest
 
 from backend.config import BackendSettings
+from bridge.protocol import RUN_INPUT_MAX_CHARS
 from e2e.client import ChatClient
 from e2e.scenarios import PASSWORD, unique_email
 from e2e.stack import LocalStack
@@ -190,7 +191,7 @@ async def test_the_largest_run_input_fits_the_api_limit(
         stack: LocalStack, client: ChatClient) -> None:
     """32,000 characters, each escaped as a surrogate pair (12 bytes): 384 KB."""
     thread = await client.create_thread()
-    body = json.dumps({"input": "\U0001f600" * BACKEND.max_run_input_chars,
+    body = json.dumps({"input": "\U0001f600" * RUN_INPUT_MAX_CHARS,
                        "agent": "ticker"}).encode()
     assert 380_000 < len(body) < API_LIMIT
     async with httpx.AsyncClient(base_url=stack.backend_url()) as http:

@@ -117,6 +117,7 @@ async def _app(scope: Scope, receive: Receive, send: Send) -> None:
     await send({"type": "http.response.body", "body": b"ok"})
 
 
+@pytest.mark.servers  # a real uvicorn
 async def test_a_real_uvicorn_access_log_has_no_query(logs: Callable[[], str]) -> None:
     port = free_port()
     server = uvicorn.Server(uvicorn.Config(_app, host="127.0.0.1", port=port, log_level="info",

@@ -16,6 +16,7 @@ import httpx
 import pytest
 
 from e2e.stack import free_port
+from tests.conftest import starts_servers
 
 
 class Process:
@@ -45,6 +46,7 @@ class Process:
 
 
 @pytest.fixture
+@starts_servers
 def process(tmp_path: Path) -> Iterator[Process]:
     running = Process(tmp_path, free_port(), free_port())
     try:
@@ -85,6 +87,7 @@ def test_a_request_in_flight_is_answered_before_the_lifespan_ends(process: Proce
                                "slow request answered", "shutdown"]
 
 
+@pytest.mark.servers  # our server, as a process
 def test_a_taken_address_stops_the_process_and_ends_the_lifespan(tmp_path: Path) -> None:
     with socket.socket() as holder:
         holder.bind(("127.0.0.1", 0))

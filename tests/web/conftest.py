@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING
 import pytest
 
 from e2e.stack import LocalStack, StackConfig
+from tests.conftest import starts_servers
 
 if TYPE_CHECKING:
     from playwright.sync_api import Browser, ConsoleMessage, Page
@@ -71,6 +72,7 @@ def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
 
 
 @pytest.fixture(scope="module")
+@starts_servers
 def browser() -> Iterator[Browser]:
     from playwright.sync_api import expect, sync_playwright
 
@@ -154,6 +156,7 @@ def web(browser: Browser, stack: LocalStack, request: pytest.FixtureRequest) -> 
 
 
 @pytest.fixture(scope="module")
+@starts_servers
 def own_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalStack]:
     """A stack of the browser tests' own, for a test that loses Redis's data."""
     with LocalStack(StackConfig.for_tests(tmp_path_factory.mktemp("web"))) as running:
@@ -172,6 +175,7 @@ SHORT_TOKEN_TTL_S = 8
 
 
 @pytest.fixture(scope="module")
+@starts_servers
 def short_token_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalStack]:
     """A stack whose access tokens live seconds: renewal and expiry in real time."""
     config = StackConfig.for_tests(tmp_path_factory.mktemp("short-tokens"),
