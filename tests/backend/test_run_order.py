@@ -10,7 +10,8 @@ final status with the answer. Fifty runs in a row, each checked.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable, Collection
+from typing import Any
 
 import pytest
 
@@ -19,6 +20,17 @@ from e2e.client import ChatClient
 from e2e.scenarios import PASSWORD, Target, unique_email
 
 RUNS = 50
+
+
+Frame = dict[str, Any]
+
+
+def _answering(request_id: str) -> Callable[[Frame], bool]:
+    return lambda frame: frame.get("request_id") == request_id
+
+
+def _of_run(run_id: str, types: Collection[str]) -> Callable[[Frame], bool]:
+    return lambda frame: frame.get("run_id") == run_id and frame.get("type") in types
 
 
 @pytest.fixture
@@ -40,18 +52,15 @@ async def test_run_accepted_first_and_the_record_never_lags(client: ChatClient,
                 await socket.send({"type": "start_run", "thread_id": thread["id"],
                                    "input": "hello", "agent": "triage",
                                    "request_id": request_id})
-                accepted = await socket.wait_for(
-                    lambda f, r=request_id: f.get("request_id") == r, start=mark)
+                accepted = await socket.wait_for(_answering(request_id), start=mark)
                 if accepted.get("code") != "rate_limited":
                     break
                 await asyncio.sleep(accepted["retry_after_ms"] / 1000)
             assert accepted["type"] == "run_accepted", accepted
             run_id = accepted["run_id"]
-            started = await socket.wait_for(lambda f, r=run_id: f.get("run_id") == r
-                                            and f.get("type") == "agent_started", start=mark)
+            started = await socket.wait_for(_of_run(run_id, {"agent_started"}), start=mark)
             assert (await client.run(run_id))["status"] != "queued", f"run {n}: record lags"
-            terminal = await socket.wait_for(lambda f, r=run_id: f.get("run_id") == r
-                                             and f.get("type") in TERMINAL_TYPES, start=mark)
+            terminal = await socket.wait_for(_of_run(run_id, TERMINAL_TYPES), start=mark)
             record = await client.run(run_id)
             assert record["status"] == "succeeded", f"run {n}: {record}"
             assert record["result"] == terminal["payload"]["result"]
