@@ -7,8 +7,10 @@ One worker of 8 slots. A heavy user queues 300 runs of about 200 ms ("ticks 4 ev
 four light users each start a short run every 250 ms while the backlog lasts. It
 prints p50/p95 of the light users' queue wait (the run's creation, when it is
 queued, to its ``agent_started`` event's timestamp), and the heavy user's, with fair
-share on and off (``WORKER_FAIR_SHARE``), side by side: the same load on two fresh
-stacks, in one run. Figures only, no pass or fail.
+share on (the backend's dispatch window, ``BACKEND_DISPATCH_WINDOW_PER_USER=4``, and
+the worker's share, ``WORKER_FAIR_SHARE``) and off (no window, first come first
+served), side by side: the same load on two fresh stacks, in one run. Figures only,
+no pass or fail.
 """
 
 from __future__ import annotations
@@ -94,7 +96,8 @@ def _one(fair: bool, heavy_runs: int, light_runs: int) -> dict[str, list[float]]
         config = StackConfig.for_tests(Path(tmp), workers=1, env={
             "WORKER_CONCURRENCY": str(CONCURRENCY),
             "WORKER_FAIR_SHARE": "true" if fair else "false",
-            "WORKER_READ_AHEAD": "300", "BACKEND_MAX_ACTIVE_RUNS_PER_USER": "1000"})
+            "BACKEND_DISPATCH_WINDOW_PER_USER": "4" if fair else "1000",
+            "BACKEND_MAX_ACTIVE_RUNS_PER_USER": "1000"})
         with LocalStack(config) as stack:
             return asyncio.run(measure(stack, heavy_runs, light_runs))
 
