@@ -17,7 +17,7 @@ from backend.state import BackendState
 from backend.store import ACTIVE
 from bridge.cancel import request_cancel
 from bridge.ingest import append_rows
-from bridge.protocol import RUN_INPUT_MAX_CHARS
+from bridge.protocol import RunBody
 from servicekit import ProblemError, StorableStr
 
 __all__ = ["From", "ShortTokens", "To", "router", "usage_answer"]
@@ -29,12 +29,6 @@ Cursor = Annotated[str | None, Query(max_length=64)]
 
 class ThreadBody(BaseModel):
     title: StorableStr = Field(default="", max_length=200)
-
-
-class RunBody(BaseModel):
-    input: StorableStr = Field(min_length=1, max_length=RUN_INPUT_MAX_CHARS)
-    agent: StorableStr | None = Field(default=None, max_length=64)
-    multitask: Literal["reject", "enqueue", "interrupt"] = "reject"
 
 
 def _not_found(what: str) -> ProblemError:

@@ -31,7 +31,7 @@ import time
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any, Literal
+from typing import Any
 
 import asyncpg
 from redis.asyncio import Redis
@@ -42,17 +42,16 @@ from bridge.cancel import request_cancel
 from bridge.events import parse_timestamp
 from bridge.keys import UserKeys
 from bridge.limits import history_hour
+from bridge.protocol import Multitask
 from bridge.queue import RUN_QUEUE, RunRequest
 from bridge.registry import ThreadRunRegistry
 from servicekit import ProblemError
 from servicekit.autopipeline import AutoPipeline
 
-__all__ = ["Created", "Dispatch", "Finished", "Multitask", "RunTransitions", "final_status",
+__all__ = ["Created", "Dispatch", "Finished", "RunTransitions", "final_status",
            "with_live_state"]
 
 log = logging.getLogger(__name__)
-
-Multitask = Literal["reject", "enqueue", "interrupt"]
 
 _AGENTS_TTL_S = 1.0
 #: Seconds a refused client is told to wait: runs last seconds to minutes.

@@ -21,11 +21,13 @@ __all__ = [
     "CancelRunMessage",
     "ClientMessage",
     "DeliveryCursor",
+    "Multitask",
     "PingMessage",
     "ProtocolError",
     "ReauthMessage",
     "ResumeCursor",
     "ResumeMessage",
+    "RunBody",
     "StartRunMessage",
     "error_frame",
     "parse_client_message",
@@ -37,9 +39,21 @@ _MAX_ID = 64
 RUN_INPUT_MAX_CHARS = 32_000
 
 
+#: what a new run does while its thread has an active run (docs/protocol.md)
+Multitask = Literal["reject", "enqueue", "interrupt"]
+
+
 class _Message(BaseModel):
     model_config = ConfigDict(extra="forbid")
     request_id: str | None = Field(default=None, max_length=128)
+
+
+class RunBody(BaseModel):
+    """A new run, as ``POST /api/threads/{id}/runs`` and ``start_run`` take it."""
+
+    input: StorableStr = Field(min_length=1, max_length=RUN_INPUT_MAX_CHARS)
+    agent: StorableStr | None = Field(default=None, max_length=_MAX_ID)
+    multitask: Multitask = "reject"
 
 
 class ResumeCursor(BaseModel):
@@ -73,12 +87,9 @@ class ResumeMessage(_Message):
     epoch: str | None = Field(default=None, max_length=64)
 
 
-class StartRunMessage(_Message):
+class StartRunMessage(_Message, RunBody):
     type: Literal["start_run"]
     thread_id: StorableStr = Field(min_length=1, max_length=_MAX_ID)
-    input: StorableStr = Field(min_length=1, max_length=RUN_INPUT_MAX_CHARS)
-    agent: StorableStr | None = Field(default=None, max_length=_MAX_ID)
-    multitask: Literal["reject", "enqueue", "interrupt"] = "reject"
 
 
 class CancelRunMessage(_Message):
