@@ -39,8 +39,8 @@ from bridge.errors import EmitError, RunFinished
 from bridge.groups import autoclaim, ensure_group, read_group, requeue
 from bridge.ingest import CHUNK, append_command, append_retrying
 from bridge.keys import UserKeys
+from bridge.leases import RunLeases
 from bridge.queue import RUN_QUEUE, WORKER_GROUP, RunRequest
-from bridge.registry import ThreadRunRegistry
 from servicekit.autopipeline import AutoPipeline
 from servicekit.logs import configure_logging
 from servicekit.redisclient import make_redis
@@ -72,7 +72,7 @@ class Worker:
                                      history_max_bytes=settings.history_max_bytes,
                                      event_max_bytes=settings.event_max_bytes,
                                      emit_timeout_s=settings.emit_timeout_s)
-        self._registry = ThreadRunRegistry(redis, lease_ttl_s=settings.lease_ttl_s)
+        self._leases = RunLeases(redis, lease_ttl_s=settings.lease_ttl_s)
         self._auto = AutoPipeline(redis)  # the runs' own commands share round trips
         self._runtime = Runtime(max_steps=settings.max_steps,
                                 max_answer_chars=settings.max_answer_chars,
@@ -117,7 +117,7 @@ class Worker:
         and stops runs whose cancellation the channel did not bring."""
         while True:
             with contextlib.suppress(RedisError, OSError):
-                await self._registry.hold(list(self._running), self._settings.worker_id)
+                await self._leases.hold(list(self._running), self._settings.worker_id)
                 await self._redis.set(alive_key(self._settings.worker_id),
                                       len(self._running), ex=10)
                 _health_file(self._settings.health_file, alive=True)
@@ -253,7 +253,7 @@ class Worker:
             # the lease, and a stop requested before the run was taken: one round trip
             # shared with the other runs starting now
             _, requested = await asyncio.gather(
-                self._auto.execute(*self._registry.hold_command(ctx.run_id,
+                self._auto.execute(*self._leases.hold_command(ctx.run_id,
                                                                 self._settings.worker_id)),
                 self._auto.execute("GET", cancel_key(ctx.run_id)))
             if requested is not None and ctx.stop_reason is None:
@@ -292,7 +292,7 @@ class Worker:
         in one round trip shared with the other runs ending now."""
         rows = [{**asdict(record), "run_id": ctx.run_id, "user_id": ctx.user_id}
                 for record in ctx.tool_records]
-        commands = [self._registry.release_command(ctx.run_id),
+        commands = [self._leases.release_command(ctx.run_id),
                     ("XACK", RUN_QUEUE, WORKER_GROUP, entry_id),
                     *(append_command("tool_calls", rows[start:start + CHUNK],
                                      maxlen=self._settings.ingest_maxlen)

@@ -117,11 +117,10 @@ def create_app(settings: BackendSettings) -> ServiceApps:
             interval_s=settings.bridge_probe_interval_s)
         await bridge.ensure_integration()
         store = Store(pool)
-        registry = ThreadRunRegistry(redis)
         admission = SocketAdmission(redis, replica_id=settings.replica_id,
                                     limit=settings.ws_max_connections_per_user,
                                     lease_s=settings.ws_connection_lease_s)
-        runs = RunTransitions(store, redis, registry,
+        runs = RunTransitions(store, redis, ThreadRunRegistry(redis),
                               max_active_per_user=settings.max_active_runs_per_user,
                               max_waiting_per_thread=settings.max_queued_runs_per_thread,
                               dispatch_window=settings.dispatch_window_per_user,
@@ -137,7 +136,7 @@ def create_app(settings: BackendSettings) -> ServiceApps:
                                history_ttl_s=settings.history_ttl_s,
                                history_max_bytes=settings.history_max_bytes,
                                event_max_bytes=settings.event_max_bytes)
-        tasks = [asyncio.create_task(Reaper(runs, redis, registry, emitter).run(),
+        tasks = [asyncio.create_task(Reaper(runs, redis, emitter).run(),
                                      name="reaper"),
                  asyncio.create_task(LifecycleApplier(
             runs, redis, consumer=settings.replica_id).run(), name="lifecycle"),

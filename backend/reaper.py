@@ -17,7 +17,8 @@ from redis.exceptions import RedisError
 
 from backend.runs import RunTransitions
 from bridge.emitter import EventEmitter
-from bridge.registry import RunRecord, ThreadRunRegistry
+from bridge.errors import RunFinished
+from bridge.leases import RunLeases
 
 __all__ = ["Reaper"]
 
@@ -25,14 +26,16 @@ log = logging.getLogger(__name__)
 
 
 class Reaper:
-    def __init__(self, runs: RunTransitions, redis: Redis, registry: ThreadRunRegistry,
-                 emitter: EventEmitter, *, interval_s: float = 2.0) -> None:
+    def __init__(self, runs: RunTransitions, redis: Redis, emitter: EventEmitter, *,
+                 interval_s: float = 2.0, grace_s: float = 4.0) -> None:
         self._runs = runs
         self._pool = runs.pool
         self._redis = redis
-        self._registry = registry
+        self._leases = RunLeases(redis)
         self._emitter = emitter
         self._interval_s = interval_s
+        self._grace_s = grace_s
+        self._unleased_since: dict[str, float] = {}  # run id -> first seen without lease
 
     async def run(self) -> None:
         while True:
@@ -49,9 +52,35 @@ class Reaper:
             return []
         await self._runs.resend_unsent()
         rows = await self._pool.fetch(
-            "SELECT id, thread_id, user_id, agent, status FROM app.runs "
+            "SELECT id, thread_id, user_id, agent FROM app.runs "
             "WHERE status = 'running' ORDER BY started_at LIMIT 1000")
-        running = [RunRecord(run_id=r["id"], thread_id=r["thread_id"], user_id=r["user_id"],
-                             agent=r["agent"], status=r["status"]) for r in rows]
-        return await self._registry.reap(running, self._emitter,
-                                         now=asyncio.get_running_loop().time())
+        return await self.reap(rows, now=asyncio.get_running_loop().time())
+
+    async def reap(self, running: list[asyncpg.Record], *, now: float) -> list[str]:
+        """End every running run whose worker is gone; returns their ids.
+
+        A run counts as lost once it has been seen without a lease for ``grace_s``
+        (so a Redis that came back empty, losing the leases, gives the workers a
+        heartbeat to take them again). The emit script stores one terminal event
+        per run, so a run is declared lost once, and never after it ended.
+        """
+        unleased = await self._leases.unleased([run["id"] for run in running])
+        self._unleased_since = {run_id: since for run_id, since in self._unleased_since.items()
+                                if run_id in unleased}
+        lost = []
+        for run in running:
+            if run["id"] not in unleased or \
+                    now - self._unleased_since.setdefault(run["id"], now) < self._grace_s:
+                continue
+            try:
+                await self._emitter.emit(
+                    user_id=run["user_id"], run_id=run["id"], thread_id=run["thread_id"],
+                    agent=run["agent"], type="agent_failed",
+                    payload={"error": {"code": "worker_lost",
+                                       "message": "the worker executing the run stopped"},
+                             "cause": "worker_lost"})
+            except RunFinished:
+                continue
+            log.warning("run %s lost its worker; ended as worker_lost", run["id"])
+            lost.append(run["id"])
+        return lost

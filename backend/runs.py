@@ -277,8 +277,7 @@ class RunTransitions:
         try:
             return await self._create(user_id, thread_id, text, agent, multitask, ended, None)
         except _ThreadBusyUnknown as busy:
-            ended = {run_id for run_id in busy.run_ids
-                     if await self._registry.ended(user_id, run_id)}
+            ended = await self._registry.ended(user_id, busy.run_ids)
             return await self._create(user_id, thread_id, text, agent, multitask, ended,
                                       set(busy.run_ids))
 

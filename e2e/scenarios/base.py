@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from bridge.events import parse_timestamp
-from bridge.registry import lease_key
+from bridge.leases import lease_key
 from e2e.client import ChatClient, EventSocket, Received
 from e2e.drivers import Shape, StackDriver
 from e2e.measure import latency_metrics, thin
