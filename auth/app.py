@@ -15,7 +15,7 @@ from auth.config import AuthSettings
 from auth.keys import KeyStore
 from auth.passwords import Passwords
 from auth.routes import router
-from auth.state import AuthState
+from auth.shared import AuthState
 from auth.store import Store
 from auth.throttle import LoginThrottle, RegisterThrottle, ThrottlePolicy
 from auth.tokens import TokenIssuer

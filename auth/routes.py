@@ -14,7 +14,7 @@ from pydantic import BaseModel, EmailStr, Field
 
 from auth.hashpool import Busy
 from auth.policy import MIN_LENGTH, normalize_email, password_problem
-from auth.state import AuthState
+from auth.shared import AuthState
 from auth.store import EmailTaken, Reused, User, new_refresh_token
 from auth.tokens import AccessClaims
 from servicekit import ProblemError, StorableStr, problem_responses

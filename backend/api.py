@@ -13,7 +13,7 @@ from pydantic import AwareDatetime, BaseModel, Field
 from backend.analytics import AnalyticsStore
 from backend.deps import CurrentUser, State
 from backend.quotas import WindowQuota
-from backend.state import BackendState
+from backend.shared import BackendState
 from backend.store import ACTIVE
 from bridge.cancel import request_cancel
 from bridge.ingest import append_rows

@@ -26,7 +26,7 @@ from backend.lifecycle import LifecycleApplier
 from backend.reaper import Reaper
 from backend.revocation import RevocationFollower, RevocationHandler
 from backend.runs import RunTransitions
-from backend.state import BackendState
+from backend.shared import BackendState
 from backend.store import Store
 from backend.tokens import TokenVerifier
 from backend.web import WebPage
@@ -35,8 +35,8 @@ from bridge.emitter import EventEmitter
 from bridge.fanout import UserEventHub
 from bridge.ingest import IngestBusy
 from bridge.integration import AgentWebSocketBridge
+from bridge.machine import BridgeMachine, BridgeState
 from bridge.registry import ThreadRunRegistry
-from bridge.state import BridgeMachine, BridgeState
 from bridge.streams import UserStreams
 from servicekit import (
     BodyLimit,

@@ -7,7 +7,7 @@ from typing import Annotated
 from fastapi import Depends, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
-from backend.state import BackendState
+from backend.shared import BackendState
 from backend.tokens import InvalidToken, Principal
 from servicekit import ProblemError
 

@@ -22,7 +22,7 @@ from redis.exceptions import RedisError
 from ulid import ULID
 
 from backend.authorization import TOKEN_EXPIRED, renewal_problem, seconds_left
-from backend.state import BackendState
+from backend.shared import BackendState
 from backend.tokens import InvalidToken, Principal
 from bridge.fanout import Subscription
 from bridge.protocol import (

@@ -14,7 +14,7 @@ import logging
 import time
 from collections.abc import Awaitable, Callable
 
-from bridge.state import BridgeMachine, BridgeState, Transition
+from bridge.machine import BridgeMachine, BridgeState, Transition
 
 __all__ = ["AgentWebSocketBridge"]
 

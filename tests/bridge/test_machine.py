@@ -7,7 +7,7 @@ import asyncio
 import pytest
 
 from bridge.integration import AgentWebSocketBridge
-from bridge.state import BridgeMachine, BridgeState, Transition
+from bridge.machine import BridgeMachine, BridgeState, Transition
 
 S = BridgeState
 
