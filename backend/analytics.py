@@ -29,8 +29,8 @@ from prometheus_client import Counter
 from redis.asyncio import Redis
 
 from bridge.events import parse_timestamp
-from bridge.groups import ensure_group, read_group
-from bridge.ingest import DEAD_STREAM, INGEST_GROUP, INGEST_STREAM, trim_acknowledged
+from bridge.groups import ensure_group, read_group, trim_consumed
+from bridge.ingest import DEAD_STREAM, INGEST_GROUP, INGEST_STREAM
 
 __all__ = ["TABLES", "AnalyticsStore", "Ingester"]
 
@@ -411,7 +411,7 @@ class Ingester:
             for table, items in by_table.items():
                 await self._insert(table, items, dict(entries))
             await self._redis.xack(INGEST_STREAM, INGEST_GROUP, *[e for e, _ in entries])
-            await trim_acknowledged(self._redis)
+            await trim_consumed(self._redis, INGEST_STREAM, INGEST_GROUP)
             self.inserted += len(parsed)
             if start == ">":
                 return

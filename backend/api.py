@@ -89,6 +89,7 @@ async def list_messages(thread_id: str, user: CurrentUser, state: State, limit: 
                         cursor: Cursor = None) -> dict[str, Any]:
     if await state.store.thread(user.user_id, thread_id) is None:
         raise _not_found("thread")
+    await state.runs.settle_thread(user.user_id, thread_id)  # answers already sent are here
     items, next_cursor = await state.store.messages(user.user_id, thread_id, limit, cursor)
     return {"items": items, "next_cursor": next_cursor}
 

@@ -20,9 +20,9 @@ from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
 from backend.runs import RunTransitions
+from bridge.errors import IngestBusy
 from bridge.events import parse_timestamp
 from bridge.groups import autoclaim, ensure_group, read_group, trim_consumed
-from bridge.ingest import append_rows
 from bridge.keys import LIFECYCLE_STREAM
 
 __all__ = ["LifecycleApplier"]
@@ -32,6 +32,7 @@ GROUP = "backend"
 #: seconds between two removals of the applied entries (the stream is never trimmed
 #: by length: an entry not yet applied is never lost)
 TRIM_EVERY_S = 5.0
+OUTBOX_BATCH = 500
 
 
 def _parse(fields: dict[bytes, bytes]) -> tuple[str, str, datetime, dict[str, Any]]:
@@ -56,7 +57,8 @@ class LifecycleApplier:
                 await self._consume()
             except asyncio.CancelledError:
                 raise
-            except (RedisError, OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
+            except (RedisError, OSError, IngestBusy, asyncpg.PostgresError,
+                    asyncpg.InterfaceError) as exc:
                 log.warning("lifecycle applier paused: %s", exc)
                 await asyncio.sleep(backoff)
                 backoff = min(backoff * 2, 2.0)
@@ -85,39 +87,22 @@ class LifecycleApplier:
 
     async def apply_all(self, entries: list[tuple[bytes, dict[bytes, bytes]]]) -> None:
         """Apply a batch of entries, then acknowledge them together. The runs that
-        started are marked in one statement; each ending is its own transaction;
-        the ended runs' analytics rows go out together, before the acknowledgement. Applying an
-        entry twice changes nothing in Postgres, so a batch cut short is safe to
-        apply again."""
+        started are marked in one statement; each ending is its own transaction
+        (with its analytics row in the outbox); the rows go to the ingest stream
+        together, before the acknowledgement. Applying an entry twice changes
+        nothing in Postgres, so a batch cut short is safe to apply again."""
         if not entries:
             return
         events = [_parse(fields) for _, fields in entries]
         started = [(run_id, ts) for kind, run_id, ts, _ in events if kind == "agent_started"]
         dispatches = [await self._runs.start(started)]
-        rows = []
         for kind, run_id, ts, payload in events:
             if kind != "agent_started":
-                finished = await self._runs.finish(run_id, kind, payload, ts)
-                dispatches.append(finished.dispatch)
-                if finished.row is not None:
-                    rows.append(_analytics_row(finished.row, payload))
+                dispatches.append((await self._runs.finish(run_id, kind, payload, ts)).dispatch)
         for dispatch in dispatches:
             await dispatch.send()
-        if rows:  # before the acknowledgement: a row is never acknowledged unsent
-            await append_rows(self._redis, "runs", rows)
+        # the ended runs' analytics rows, before the acknowledgement (a row that
+        # cannot go yet stays in the outbox, and the batch is applied again)
+        while await self._runs.flush_outbox(OUTBOX_BATCH) == OUTBOX_BATCH:
+            pass
         await self._redis.xack(LIFECYCLE_STREAM, GROUP, *[entry_id for entry_id, _ in entries])
-
-
-def _analytics_row(row: asyncpg.Record, payload: dict[str, Any]) -> dict[str, Any]:
-    """The analytics row of a run that ended."""
-    return {
-        "run_id": row["id"], "user_id": row["user_id"], "thread_id": row["thread_id"],
-        "agent": row["agent"], "status": row["status"],
-        "created_at": row["created_at"].isoformat(),
-        "started_at": row["started_at"].isoformat(),
-        "finished_at": row["finished_at"].isoformat(),
-        "duration_ms": payload.get("duration_ms") or int(
-            (row["finished_at"] - row["started_at"]).total_seconds() * 1000),
-        "tool_calls": payload.get("tool_calls", 0),
-        "error_code": (payload.get("error") or {}).get("code", ""),
-    }

@@ -17,7 +17,7 @@ from redis.exceptions import RedisError
 
 from backend.runs import RunTransitions
 from bridge.emitter import EventEmitter
-from bridge.errors import RunFinished
+from bridge.errors import IngestBusy, RunFinished
 from bridge.leases import RunLeases
 
 __all__ = ["Reaper"]
@@ -42,7 +42,8 @@ class Reaper:
             await asyncio.sleep(self._interval_s)
             try:
                 await self.sweep()
-            except (RedisError, OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
+            except (RedisError, OSError, IngestBusy, asyncpg.PostgresError,
+                    asyncpg.InterfaceError) as exc:
                 log.warning("lost-run sweep skipped: %s", exc)
 
     async def sweep(self) -> list[str]:
@@ -51,6 +52,7 @@ class Reaper:
                                      px=int(self._interval_s * 900)):
             return []
         await self._runs.resend_unsent()
+        await self._runs.flush_outbox()
         rows = await self._pool.fetch(
             "SELECT id, thread_id, user_id, agent FROM app.runs "
             "WHERE status = 'running' ORDER BY started_at LIMIT 1000")

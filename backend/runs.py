@@ -40,6 +40,7 @@ from redis.exceptions import RedisError
 from backend.store import ACTIVE, Store, new_id, run_json
 from bridge.cancel import request_cancel
 from bridge.events import parse_timestamp
+from bridge.ingest import IngestBusy, append_rows
 from bridge.keys import UserKeys
 from bridge.limits import history_hour
 from bridge.protocol import Multitask
@@ -48,8 +49,8 @@ from bridge.registry import ThreadRunRegistry
 from servicekit import ProblemError
 from servicekit.autopipeline import AutoPipeline
 
-__all__ = ["Created", "Dispatch", "Finished", "RunTransitions", "final_status",
-           "with_live_state"]
+__all__ = ["Created", "Dispatch", "Finished", "RunTransitions", "analytics_row",
+           "final_status"]
 
 log = logging.getLogger(__name__)
 
@@ -130,6 +131,16 @@ WITH done AS (
 )
 SELECT * FROM done
 """
+#: A finished run's analytics row, in the transaction that ended it.
+_OUTBOX_ADD = """
+INSERT INTO app.run_outbox (run_id, row) VALUES ($1, $2::jsonb) ON CONFLICT DO NOTHING
+"""
+#: Rows to put on the ingest stream (their transaction commits once they are there).
+_OUTBOX_TAKE = """
+DELETE FROM app.run_outbox WHERE run_id IN (
+    SELECT run_id FROM app.run_outbox ORDER BY created_at LIMIT $1 FOR UPDATE SKIP LOCKED)
+RETURNING row
+"""
 #: Dispatched runs still queued after a while: their queue entry may be missing.
 _UNSENT = """
 SELECT * FROM app.runs WHERE status = 'queued' AND dispatched_at IS NOT NULL
@@ -164,26 +175,19 @@ def final_status(event_type: str, payload: dict[str, Any]) -> str:
     return "timed_out" if payload.get("cause") == "timeout" else "failed"
 
 
-def with_live_state(run: dict[str, Any], started: str | None, end: str | None,
-                    ended: str | None, end_payload: str | None) -> dict[str, Any]:
-    """The run's record with what its events already said (the run hash's ``st``,
-    ``end``, ``et``, ``ep``): running once started, final once its terminal event
-    is out, with the answer or error that event carried."""
-    live = dict(run)
-    if started and live["status"] == "queued":
-        live["status"] = "running"
-        live["started_at"] = parse_timestamp(started).isoformat()
-    if end and ended:
-        payload = json.loads(end_payload) if end_payload else {}
-        live["status"] = final_status(end, payload)
-        finished_at = parse_timestamp(ended).isoformat()
-        live.setdefault("started_at", finished_at)
-        live["finished_at"] = finished_at
-        if end == "agent_completed" and payload.get("result") is not None:
-            live["result"] = payload["result"]
-        if end == "agent_failed" and "error" in payload:
-            live["error"] = payload["error"]
-    return live
+def analytics_row(row: asyncpg.Record, payload: dict[str, Any]) -> dict[str, Any]:
+    """The analytics row of a run that ended (``runs`` in ClickHouse)."""
+    return {
+        "run_id": row["id"], "user_id": row["user_id"], "thread_id": row["thread_id"],
+        "agent": row["agent"], "status": row["status"],
+        "created_at": row["created_at"].isoformat(),
+        "started_at": row["started_at"].isoformat(),
+        "finished_at": row["finished_at"].isoformat(),
+        "duration_ms": payload.get("duration_ms") or int(
+            (row["finished_at"] - row["started_at"]).total_seconds() * 1000),
+        "tool_calls": payload.get("tool_calls", 0),
+        "error_code": (payload.get("error") or {}).get("code", ""),
+    }
 
 
 @dataclass(slots=True)
@@ -373,8 +377,9 @@ class RunTransitions:
 
     async def finish(self, run_id: str, event_type: str, payload: dict[str, Any],
                      ts: datetime) -> Finished:
-        """End the run's record with its answer; the thread's next run and the
-        user's waiting runs are dispatched in the same transaction."""
+        """End the run's record with its answer and its analytics row (the outbox);
+        the thread's next run and the user's waiting runs are dispatched in the
+        same transaction."""
         status = final_status(event_type, payload)
         result = payload.get("result") if event_type == "agent_completed" else None
         error = json.dumps(payload["error"]) if event_type == "agent_failed" else None
@@ -386,9 +391,22 @@ class RunTransitions:
             if owner is None:
                 return Finished(None, Dispatch())  # unknown run (its thread was deleted)
             row = await conn.fetchrow(_FINISH, run_id, status, result, error, ts, new_id("msg"))
+            if row is not None:
+                await conn.execute(_OUTBOX_ADD, run_id,
+                                   json.dumps(analytics_row(row, payload), default=str))
             await _lock_user(conn, owner["user_id"])
             rows = await _top_up(conn, owner["user_id"], self._window)
         return Finished(row, Dispatch(rows, self))
+
+    async def flush_outbox(self, limit: int = 500) -> int:
+        """Put finished runs' analytics rows on the ingest stream; each leaves the
+        outbox only once it is there. Raises :class:`IngestBusy` (the stream is
+        full) or a Redis error, the rows staying for the next flush."""
+        async with self.pool.acquire() as conn, conn.transaction():
+            taken = await conn.fetch(_OUTBOX_TAKE, limit)
+            if taken:
+                await append_rows(self._redis, "runs", [json.loads(r["row"]) for r in taken])
+        return len(taken)
 
     # -- the queue --------------------------------------------------------------------
     async def append(self, rows: Iterable[asyncpg.Record]) -> None:
@@ -422,15 +440,44 @@ class RunTransitions:
 
     # -- read -------------------------------------------------------------------------
     async def read(self, user_id: str, run_id: str) -> dict[str, Any] | None:
-        """The run as its user sees it: the record, or, while the record lags behind
-        the events already sent (the lifecycle update not yet applied), the live
-        state the emit script stored with them."""
+        """The run as its user sees it. Its record never lags the events already
+        sent: when the emit script stored a start or an end the lifecycle stream has
+        not yet applied (milliseconds behind), the read applies it first, through
+        the same transitions (applying twice changes nothing)."""
         run = await self._store.run(user_id, run_id)
-        if run is None or run["status"] not in ACTIVE:
-            return run
-        state = await self._redis.hmget(UserKeys(user_id).run(run_id), "st", "end", "et", "ep")
-        return with_live_state(run, *[v.decode() if isinstance(v, bytes) else v
-                                      for v in state])
+        if run is not None and run["status"] in ACTIVE and await self._settle(user_id, run_id):
+            run = await self._store.run(user_id, run_id)
+        return run
+
+    async def settle_thread(self, user_id: str, thread_id: str) -> None:
+        """Apply what the thread's active runs' events said and their records do not
+        yet (before the thread's messages are read: a run's answer is there once its
+        terminal event is out)."""
+        active = [r["id"] for r in await self.pool.fetch(
+            "SELECT id FROM app.runs WHERE thread_id = $1 AND user_id = $2 "
+            "AND status = ANY($3::text[])", thread_id, user_id, list(ACTIVE))]
+        for run_id in await self._registry.ended(user_id, active):
+            await self._settle(user_id, run_id)
+
+    async def _settle(self, user_id: str, run_id: str) -> bool:
+        """Apply the run's stored start or end (its Redis hash: ``st``; ``end``,
+        ``et``, ``ep``) to its record; whether there was one."""
+        raw = await self._redis.hmget(UserKeys(user_id).run(run_id), "st", "end", "et", "ep")
+        started, end, ended, end_payload = (v.decode() if isinstance(v, bytes) else v
+                                            for v in raw)
+        if end and ended:
+            finished = await self.finish(run_id, end, json.loads(end_payload or "{}"),
+                                         parse_timestamp(ended))
+            await finished.dispatch.send()
+            try:
+                await self.flush_outbox()
+            except (IngestBusy, RedisError, OSError) as exc:  # the next flush takes it
+                log.warning("analytics rows wait in the outbox: %s", exc)
+            return True
+        if started:
+            await (await self.start([(run_id, parse_timestamp(started))])).send()
+            return True
+        return False
 
     # -- cancel -----------------------------------------------------------------------
     async def cancel(self, user_id: str, run_id: str) -> None:

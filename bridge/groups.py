@@ -67,36 +67,27 @@ async def requeue(redis: Redis, stream: str, group: str, entry_ids: list[bytes])
     return int(await redis.eval(_REQUEUE_LUA, 1, stream, group, *entry_ids))
 
 
-#: KEYS[1] the stream; ARGV[1] the group. Removes the entries the group has read
-#: and acknowledged: those before its oldest pending entry, or before the next
-#: undelivered one when none is pending. Returns how many went.
-_TRIM_CONSUMED_LUA = """
-local groups = redis.call('XINFO', 'GROUPS', KEYS[1])
-local last = nil
-for _, group in ipairs(groups) do
-  local fields = {}
-  for i = 1, #group, 2 do fields[group[i]] = group[i + 1] end
-  if fields['name'] == ARGV[1] then last = fields['last-delivered-id'] end
-end
-if not last then return 0 end
-local pending = redis.call('XPENDING', KEYS[1], ARGV[1])
-local bound
-if pending[1] > 0 then
-  bound = pending[2]
-else
-  local ms, n = string.match(last, '^(%d+)-(%d+)$')
-  bound = ms .. '-' .. (tonumber(n) + 1)
-end
-return redis.call('XTRIM', KEYS[1], 'MINID', bound)
-"""
-
-
 async def trim_consumed(redis: Redis, stream: str, group: str) -> int:
     """Remove the entries of ``stream`` that ``group`` (its only consumer group) has
-    handled: an unread or unacknowledged entry is never trimmed."""
+    handled: those before its oldest pending entry, or through its last delivered
+    one when none is pending. An unread or unacknowledged entry is never trimmed.
+    Returns how many went."""
     try:
-        return int(await redis.eval(_TRIM_CONSUMED_LUA, 1, stream, group))
+        groups = await redis.xinfo_groups(stream)
     except ResponseError as exc:
         if "no such key" in str(exc).lower():
             return 0
         raise
+    info = next((g for g in groups if _text(g["name"]) == group), None)
+    if info is None:
+        return 0
+    if int(info["pending"]):
+        minid = _text((await redis.xpending(stream, group))["min"])
+    else:
+        ms, seq = _text(info["last-delivered-id"]).split("-")
+        minid = f"{ms}-{int(seq) + 1}"
+    return int(await redis.xtrim(stream, minid=minid, approximate=False))
+
+
+def _text(value: bytes | str) -> str:
+    return value.decode() if isinstance(value, bytes) else value

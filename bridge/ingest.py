@@ -7,7 +7,7 @@ after the insert, so rows wait in Redis while ClickHouse is down.
 The stream is never trimmed over unread rows: an append is refused while the
 stream holds ``INGEST_MAXLEN`` entries (:class:`IngestBusy`: the producer's
 backpressure), and the ingester trims only what its group acknowledged
-(:func:`trim_acknowledged`). An entry the ingester cannot insert goes to
+(:func:`bridge.groups.trim_consumed`). An entry the ingester cannot insert goes to
 ``DEAD_STREAM``.
 """
 
@@ -20,10 +20,11 @@ from typing import Any
 
 from redis.asyncio import Redis
 
+from bridge.errors import IngestBusy
 from bridge.limits import INGEST_MAXLEN
 
 __all__ = ["CHUNK", "DEAD_STREAM", "INGEST_GROUP", "INGEST_STREAM", "IngestBusy",
-           "append_command", "append_retrying", "append_rows", "trim_acknowledged"]
+           "append_command", "append_retrying", "append_rows"]
 
 INGEST_STREAM = "analytics:ingest"
 INGEST_GROUP = "ingester"
@@ -41,10 +42,6 @@ for i = 3, #ARGV do
 end
 return #ARGV - 2
 """
-
-
-class IngestBusy(Exception):
-    """The ingest stream is full: the rows were not appended; retry later."""
 
 
 def append_command(table: str, rows: list[dict[str, Any]], *,
@@ -80,23 +77,3 @@ async def append_rows(redis: Redis, table: str, rows: list[dict[str, Any]], *,
     if chunks and not await redis.eval(_APPEND_LUA, 1, INGEST_STREAM, maxlen, table,
                                        *chunks):
         raise IngestBusy(f"{INGEST_STREAM} is full")
-
-
-def _text(value: bytes | str) -> str:
-    return value.decode() if isinstance(value, bytes) else value
-
-
-async def trim_acknowledged(redis: Redis) -> None:
-    """Remove the entries the ingester's group acknowledged, never one unread or
-    pending: up to its oldest pending entry, or through its last delivered one."""
-    groups = await redis.xinfo_groups(INGEST_STREAM)
-    group = next((g for g in groups if _text(g["name"]) == INGEST_GROUP), None)
-    if group is None:
-        return
-    if int(group["pending"]):
-        summary = await redis.xpending(INGEST_STREAM, INGEST_GROUP)
-        minid = _text(summary["min"])
-    else:
-        ms, seq = _text(group["last-delivered-id"]).split("-")
-        minid = f"{ms}-{int(seq) + 1}"
-    await redis.xtrim(INGEST_STREAM, minid=minid, approximate=False)

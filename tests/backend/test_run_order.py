@@ -4,7 +4,8 @@ Runs of an agent that answers at once (``triage``: no tool, no wait) provoke the
 races: on the socket that starts a run, ``run_accepted`` precedes the run's
 events; the moment the socket has the run's ``agent_started``, ``GET`` on the run
 says running or later; the moment it has the terminal event, ``GET`` says the
-final status with the answer. Fifty runs in a row, each checked.
+final status with the answer, and the thread's messages hold that answer. Fifty
+runs in a row, each checked.
 """
 
 from __future__ import annotations
@@ -44,8 +45,8 @@ async def test_run_accepted_first_and_the_record_never_lags(client: ChatClient,
                                                             target: Target) -> None:
     socket = await client.connect(target.ws_url)
     try:
-        thread = await client.create_thread()
         for n in range(RUNS):
+            thread = await client.create_thread()
             while True:  # within the socket's start_run rate
                 mark = len(socket.frames)
                 request_id = f"order-{n}-{mark}"
@@ -65,6 +66,9 @@ async def test_run_accepted_first_and_the_record_never_lags(client: ChatClient,
             assert record["status"] == "succeeded", f"run {n}: {record}"
             assert record["result"] == terminal["payload"]["result"]
             assert record["started_at"] <= record["finished_at"]
+            messages = await client.messages(thread["id"])
+            assert [(m["role"], m["content"]) for m in messages] == [
+                ("user", "hello"), ("assistant", terminal["payload"]["result"])]
             frames = [f.frame for f in socket.frames[mark:]]
             first_event = next(i for i, f in enumerate(frames)
                                if f.get("run_id") == run_id and "seq" in f)

@@ -4,7 +4,7 @@ refuses appends (backpressure) and only acknowledged entries are ever trimmed.""
 import pytest
 from redis.asyncio import Redis
 
-from bridge.groups import ensure_group, read_group
+from bridge.groups import ensure_group, read_group, trim_consumed
 from bridge.ingest import (
     INGEST_GROUP,
     INGEST_STREAM,
@@ -12,7 +12,6 @@ from bridge.ingest import (
     append_command,
     append_retrying,
     append_rows,
-    trim_acknowledged,
 )
 
 
@@ -34,9 +33,9 @@ async def test_only_acknowledged_entries_are_trimmed(redis: Redis) -> None:
         await append_rows(redis, "usage", [{"n": i}])
     read = await read_group(redis, INGEST_STREAM, INGEST_GROUP, "c1", start=">", count=6)
     await redis.xack(INGEST_STREAM, INGEST_GROUP, *[e for e, _ in read[:3]])
-    await trim_acknowledged(redis)
+    await trim_consumed(redis, INGEST_STREAM, INGEST_GROUP)
     assert await redis.xlen(INGEST_STREAM) == 7  # read but pending, and unread, stay
     await redis.xack(INGEST_STREAM, INGEST_GROUP, *[e for e, _ in read[3:]])
-    await trim_acknowledged(redis)
+    await trim_consumed(redis, INGEST_STREAM, INGEST_GROUP)
     assert await redis.xlen(INGEST_STREAM) == 4  # the unread ones
     await append_rows(redis, "usage", [{"n": 10}], maxlen=5)  # room again
