@@ -32,7 +32,7 @@ from bridge.events import parse_timestamp
 from bridge.groups import ensure_group, read_group
 from bridge.ingest import DEAD_STREAM, INGEST_GROUP, INGEST_STREAM, trim_acknowledged
 
-__all__ = ["TABLES", "AnalyticsStore", "Ingester"]
+__all__ = ["TABLES", "TIME_MAX", "TIME_MIN", "AnalyticsStore", "Ingester"]
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -59,6 +59,11 @@ TABLES: dict[str, tuple[str, str]] = {
                  "(scenario, started_at)"),
 }
 _DATETIME_COLUMNS = {"created_at", "started_at", "finished_at", "ts"}
+#: the range of ClickHouse's DateTime64 (every time column, and every bound of a
+#: query, is one): outside it, a value is clamped to it or, written with fewer than
+#: four digits of year, fails the statement
+TIME_MIN = datetime(1900, 1, 1, tzinfo=UTC)
+TIME_MAX = datetime(2299, 12, 31, 23, 59, 59, 999_000, tzinfo=UTC)
 _DECIMAL_COLUMNS = {"cost_usd"}
 #: the most usage() requests one statement answers
 _USAGE_BATCH_MAX = 256

@@ -8,9 +8,9 @@ from decimal import Decimal
 from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Query, Response
-from pydantic import AwareDatetime, BaseModel, Field
+from pydantic import AfterValidator, AwareDatetime, BaseModel, Field
 
-from backend.analytics import AnalyticsStore
+from backend.analytics import TIME_MAX, TIME_MIN, AnalyticsStore
 from backend.deps import CurrentUser, State
 from backend.quotas import WindowQuota
 from backend.state import BackendState
@@ -146,9 +146,24 @@ class UsageBody(BaseModel):
     records: list[UsageRecord] = Field(min_length=1, max_length=10_000)
 
 
+def _storable_time(value: datetime | None) -> datetime | None:
+    """A window's bound within what ClickHouse's DateTime64 holds (naive: UTC);
+    anything else is the caller's mistake, a 422 naming the field."""
+    if value is None:
+        return None
+    try:
+        utc: datetime | None = value.replace(tzinfo=value.tzinfo or UTC).astimezone(UTC)
+    except OverflowError:  # an offset that moves it before year 1 or past 9999
+        utc = None
+    if utc is None or not TIME_MIN <= utc <= TIME_MAX:
+        raise ValueError(f"outside the range analytics hold: {TIME_MIN.isoformat()} "
+                         f"to {TIME_MAX.isoformat()}")
+    return value
+
+
 GroupBy = Annotated[Literal["model", "day"], Query()]
-From = Annotated[datetime | None, Query(alias="from")]
-To = Annotated[datetime | None, Query(alias="to")]
+From = Annotated[datetime | None, Query(alias="from"), AfterValidator(_storable_time)]
+To = Annotated[datetime | None, Query(alias="to"), AfterValidator(_storable_time)]
 ShortTokens = Annotated[int | None, Query(ge=1, le=1_000_000)]
 
 
@@ -210,7 +225,7 @@ def _window(start: datetime | None, end: datetime | None, days: int
             ) -> tuple[datetime, datetime]:
     """The query's window: ``to`` defaults to now, ``from`` to ``days`` before it."""
     end = _aware(end) or datetime.now(UTC) + timedelta(minutes=1)
-    return _aware(start) or end - timedelta(days=days), end
+    return _aware(start) or max(end - timedelta(days=days), TIME_MIN), end
 
 
 def _aware(value: datetime | None) -> datetime | None:
