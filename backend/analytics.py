@@ -450,7 +450,7 @@ def _parse_entry(fields: dict[bytes, bytes]) -> tuple[str, list[dict[str, Any]]]
     table = fields[b"table"].decode()
     if table not in TABLES:
         raise ValueError(f"unknown table {table!r}")
-    rows = json.loads(fields[b"rows"]) if b"rows" in fields else [json.loads(fields[b"row"])]
+    rows = json.loads(fields[b"rows"])
     if not isinstance(rows, list) or not all(isinstance(row, dict) for row in rows):
         raise ValueError("rows are not a list of objects")
     return table, [_parse_row(row) for row in rows]
