@@ -17,11 +17,13 @@ from backend.state import BackendState
 from backend.store import ACTIVE
 from bridge.cancel import request_cancel
 from bridge.ingest import append_rows
-from servicekit import ProblemError, StorableStr
+from servicekit import ProblemError, StorableStr, problem_responses
 
 __all__ = ["From", "ShortTokens", "To", "router", "usage_answer"]
 
-router = APIRouter(prefix="/api")
+#: each operation's id in the OpenAPI document is its function's name (stable, and
+#: what the documents' links name)
+router = APIRouter(prefix="/api", generate_unique_id_function=lambda route: route.name)
 Limit = Annotated[int, Query(ge=1, le=200)]
 Cursor = Annotated[str | None, Query(max_length=64)]
 
@@ -40,19 +42,19 @@ def _not_found(what: str) -> ProblemError:
     return ProblemError(404, "not_found", f"no such {what}")
 
 
-@router.post("/threads", status_code=201)
+@router.post("/threads", status_code=201, responses=problem_responses(401, 413))
 async def create_thread(body: ThreadBody, user: CurrentUser, state: State) -> dict[str, Any]:
     return await state.store.create_thread(user.user_id, body.title)
 
 
-@router.get("/threads")
+@router.get("/threads", responses=problem_responses(401))
 async def list_threads(user: CurrentUser, state: State, limit: Limit = 50,
                        cursor: Cursor = None) -> dict[str, Any]:
     items, next_cursor = await state.store.threads(user.user_id, limit, cursor)
     return {"items": items, "next_cursor": next_cursor}
 
 
-@router.get("/threads/{thread_id}")
+@router.get("/threads/{thread_id}", responses=problem_responses(401, 404))
 async def get_thread(thread_id: str, user: CurrentUser, state: State) -> dict[str, Any]:
     thread = await state.store.thread(user.user_id, thread_id)
     if thread is None:
@@ -60,7 +62,7 @@ async def get_thread(thread_id: str, user: CurrentUser, state: State) -> dict[st
     return thread
 
 
-@router.patch("/threads/{thread_id}")
+@router.patch("/threads/{thread_id}", responses=problem_responses(401, 404, 413))
 async def rename_thread(thread_id: str, body: ThreadBody, user: CurrentUser,
                         state: State) -> dict[str, Any]:
     thread = await state.store.rename_thread(user.user_id, thread_id, body.title)
@@ -69,7 +71,8 @@ async def rename_thread(thread_id: str, body: ThreadBody, user: CurrentUser,
     return thread
 
 
-@router.delete("/threads/{thread_id}", status_code=204)
+@router.delete("/threads/{thread_id}", status_code=204,
+               responses=problem_responses(401, 404))
 async def delete_thread(thread_id: str, user: CurrentUser, state: State) -> Response:
     """The thread goes with its messages and runs; its active runs are cancelled."""
     active = await state.store.delete_thread(user.user_id, thread_id)
@@ -80,7 +83,7 @@ async def delete_thread(thread_id: str, user: CurrentUser, state: State) -> Resp
     return Response(status_code=204)
 
 
-@router.get("/agents")
+@router.get("/agents", responses=problem_responses(401))
 async def agents(user: CurrentUser, state: State) -> dict[str, Any]:
     """The agents the workers announce, with their tools' JSON schemas."""
     catalog = await state.redis.hgetall("agents:catalog")
@@ -88,7 +91,7 @@ async def agents(user: CurrentUser, state: State) -> dict[str, Any]:
     return {"items": items}
 
 
-@router.get("/threads/{thread_id}/messages")
+@router.get("/threads/{thread_id}/messages", responses=problem_responses(401, 404))
 async def list_messages(thread_id: str, user: CurrentUser, state: State, limit: Limit = 50,
                         cursor: Cursor = None) -> dict[str, Any]:
     if await state.store.thread(user.user_id, thread_id) is None:
@@ -97,14 +100,15 @@ async def list_messages(thread_id: str, user: CurrentUser, state: State, limit: 
     return {"items": items, "next_cursor": next_cursor}
 
 
-@router.post("/threads/{thread_id}/runs", status_code=202)
+@router.post("/threads/{thread_id}/runs", status_code=202,
+             responses=problem_responses(401, 404, 409, 413, 429))
 async def create_run(thread_id: str, body: RunBody, user: CurrentUser,
                      state: State) -> dict[str, Any]:
     return await state.runs.create(user.user_id, thread_id, body.input, body.agent,
                                    body.multitask)
 
 
-@router.get("/runs/{run_id}")
+@router.get("/runs/{run_id}", responses=problem_responses(401, 404))
 async def get_run(run_id: str, user: CurrentUser, state: State) -> dict[str, Any]:
     run = await state.store.run(user.user_id, run_id)
     if run is None:
@@ -118,7 +122,7 @@ EventCursor = Annotated[int, Query(ge=0, le=2**63 - 2)]
 EventLimit = Annotated[int, Query(ge=1, le=1000)]
 
 
-@router.get("/runs/{run_id}/events")
+@router.get("/runs/{run_id}/events", responses=problem_responses(401, 404))
 async def run_events(run_id: str, user: CurrentUser, state: State, after: EventCursor = 0,
                      limit: EventLimit = 100) -> dict[str, Any]:
     """Up to ``limit`` of the run's events with ``seq > after`` that the user's history
@@ -167,7 +171,8 @@ To = Annotated[datetime | None, Query(alias="to"), AfterValidator(_storable_time
 ShortTokens = Annotated[int | None, Query(ge=1, le=1_000_000)]
 
 
-@router.post("/analytics/usage", status_code=202)
+@router.post("/analytics/usage", status_code=202,
+             responses=problem_responses(401, 413, 429))
 async def post_usage(body: UsageBody, user: CurrentUser, state: State) -> dict[str, Any]:
     """The caller's AI usage records, queued on the ingest stream for ClickHouse."""
     await WindowQuota(state.redis, "usage", state.settings.usage_records_per_minute,
@@ -178,7 +183,7 @@ async def post_usage(body: UsageBody, user: CurrentUser, state: State) -> dict[s
     return {"accepted": len(body.records)}
 
 
-@router.get("/analytics/usage")
+@router.get("/analytics/usage", responses=problem_responses(401))
 async def get_usage(
     user: CurrentUser, state: State, group_by: GroupBy = "model",
     start: From = None, end: To = None,
@@ -204,7 +209,7 @@ def _analytics(state: BackendState) -> AnalyticsStore:
     return state.analytics
 
 
-@router.get("/analytics/runs")
+@router.get("/analytics/runs", responses=problem_responses(401))
 async def analytics_runs(
     user: CurrentUser, state: State,
     start: From = None, end: To = None,
@@ -212,7 +217,7 @@ async def analytics_runs(
     return {"items": await _analytics(state).runs(user.user_id, *_window(start, end, 7))}
 
 
-@router.get("/analytics/tools")
+@router.get("/analytics/tools", responses=problem_responses(401))
 async def analytics_tools(
     user: CurrentUser, state: State,
     start: From = None, end: To = None,
@@ -234,7 +239,8 @@ def _aware(value: datetime | None) -> datetime | None:
     return value
 
 
-@router.post("/runs/{run_id}/cancel", status_code=202)
+@router.post("/runs/{run_id}/cancel", status_code=202,
+             responses=problem_responses(401, 404, 409))
 async def cancel_run(run_id: str, user: CurrentUser, state: State) -> dict[str, Any]:
     await state.runs.cancel(user.user_id, run_id)
     return {"run_id": run_id, "status": "cancelling"}
