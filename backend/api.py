@@ -38,11 +38,29 @@ class RunBody(BaseModel):
     multitask: Literal["reject", "enqueue", "interrupt"] = "reject"
 
 
+def _links(parameter: str, pointer: str, *operations: str) -> dict[str, Any]:
+    """OpenAPI links: the answer's value at ``pointer`` as ``parameter`` of each operation
+    (so a client, or a stateful fuzzer, goes from a created resource to its calls)."""
+    return {operation: {"operationId": operation,
+                        "parameters": {parameter: f"$response.body#/{pointer}"}}
+            for operation in operations}
+
+
+#: the calls on a thread, and on a run, by operationId
+THREAD_OPERATIONS = ("get_thread", "rename_thread", "delete_thread", "list_messages",
+                     "create_run")
+RUN_OPERATIONS = ("get_run", "run_events", "cancel_run")
+_THREAD_LINKS = _links("thread_id", "id", *THREAD_OPERATIONS)
+_RUN_LINKS = {**_links("run_id", "id", *RUN_OPERATIONS),
+              **_links("thread_id", "thread_id", "get_thread", "list_messages")}
+
+
 def _not_found(what: str) -> ProblemError:
     return ProblemError(404, "not_found", f"no such {what}")
 
 
-@router.post("/threads", status_code=201, responses=problem_responses(401, 413))
+@router.post("/threads", status_code=201, responses={
+    **problem_responses(400, 401, 413), 201: {"description": "the thread", "links": _THREAD_LINKS}})
 async def create_thread(body: ThreadBody, user: CurrentUser, state: State) -> dict[str, Any]:
     return await state.store.create_thread(user.user_id, body.title)
 
@@ -54,7 +72,8 @@ async def list_threads(user: CurrentUser, state: State, limit: Limit = 50,
     return {"items": items, "next_cursor": next_cursor}
 
 
-@router.get("/threads/{thread_id}", responses=problem_responses(401, 404))
+@router.get("/threads/{thread_id}", responses={
+    **problem_responses(401, 404), 200: {"description": "the thread", "links": _THREAD_LINKS}})
 async def get_thread(thread_id: str, user: CurrentUser, state: State) -> dict[str, Any]:
     thread = await state.store.thread(user.user_id, thread_id)
     if thread is None:
@@ -62,7 +81,7 @@ async def get_thread(thread_id: str, user: CurrentUser, state: State) -> dict[st
     return thread
 
 
-@router.patch("/threads/{thread_id}", responses=problem_responses(401, 404, 413))
+@router.patch("/threads/{thread_id}", responses=problem_responses(400, 401, 404, 413))
 async def rename_thread(thread_id: str, body: ThreadBody, user: CurrentUser,
                         state: State) -> dict[str, Any]:
     thread = await state.store.rename_thread(user.user_id, thread_id, body.title)
@@ -100,15 +119,17 @@ async def list_messages(thread_id: str, user: CurrentUser, state: State, limit: 
     return {"items": items, "next_cursor": next_cursor}
 
 
-@router.post("/threads/{thread_id}/runs", status_code=202,
-             responses=problem_responses(401, 404, 409, 413, 429))
+@router.post("/threads/{thread_id}/runs", status_code=202, responses={
+    **problem_responses(400, 401, 404, 409, 413, 429),
+    202: {"description": "the run, queued", "links": _RUN_LINKS}})
 async def create_run(thread_id: str, body: RunBody, user: CurrentUser,
                      state: State) -> dict[str, Any]:
     return await state.runs.create(user.user_id, thread_id, body.input, body.agent,
                                    body.multitask)
 
 
-@router.get("/runs/{run_id}", responses=problem_responses(401, 404))
+@router.get("/runs/{run_id}", responses={
+    **problem_responses(401, 404), 200: {"description": "the run", "links": _RUN_LINKS}})
 async def get_run(run_id: str, user: CurrentUser, state: State) -> dict[str, Any]:
     run = await state.store.run(user.user_id, run_id)
     if run is None:
@@ -172,7 +193,7 @@ ShortTokens = Annotated[int | None, Query(ge=1, le=1_000_000)]
 
 
 @router.post("/analytics/usage", status_code=202,
-             responses=problem_responses(401, 413, 429))
+             responses=problem_responses(400, 401, 413, 429))
 async def post_usage(body: UsageBody, user: CurrentUser, state: State) -> dict[str, Any]:
     """The caller's AI usage records, queued on the ingest stream for ClickHouse."""
     await WindowQuota(state.redis, "usage", state.settings.usage_records_per_minute,
