@@ -17,6 +17,7 @@ from backend.state import BackendState
 from backend.store import ACTIVE
 from bridge.cancel import request_cancel
 from bridge.ingest import append_rows
+from bridge.protocol import MAX_AFTER
 from servicekit import ProblemError, StorableStr, problem_responses
 
 __all__ = ["From", "ShortTokens", "To", "router", "usage_answer"]
@@ -139,7 +140,7 @@ async def get_run(run_id: str, user: CurrentUser, state: State) -> dict[str, Any
 
 #: ``after`` of the events endpoint: a seq (a Redis stream id's first part, which
 #: a 64-bit integer holds); beyond that, 422 naming the field
-EventCursor = Annotated[int, Query(ge=0, le=2**63 - 2)]
+EventCursor = Annotated[int, Query(ge=0, le=MAX_AFTER)]
 EventLimit = Annotated[int, Query(ge=1, le=1000)]
 
 

@@ -15,6 +15,7 @@ from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
 from servicekit.text import StorableStr
 
 __all__ = [
+    "MAX_AFTER",
     "AuthMessage",
     "CancelRunMessage",
     "ClientMessage",
@@ -31,6 +32,9 @@ __all__ = [
 ]
 
 _MAX_ID = 64
+#: the largest ``after`` a client may send: a seq is a Redis stream id's first part,
+#: and ``after + 1`` must stay one (in a signed 64-bit integer, as the REST cursor's)
+MAX_AFTER = 2**63 - 2
 
 
 class _Message(BaseModel):
@@ -42,7 +46,7 @@ class ResumeCursor(BaseModel):
     """Where a client's delivery stopped: replay every event with ``seq > after``."""
 
     model_config = ConfigDict(extra="forbid")
-    after: int = Field(ge=0)
+    after: int = Field(ge=0, le=MAX_AFTER)
     epoch: str | None = Field(default=None, max_length=64)
 
 
@@ -65,7 +69,7 @@ class ReauthMessage(_Message):
 
 class ResumeMessage(_Message):
     type: Literal["resume"]
-    after: int = Field(ge=0)
+    after: int = Field(ge=0, le=MAX_AFTER)
     epoch: str | None = Field(default=None, max_length=64)
 
 
