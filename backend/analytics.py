@@ -60,8 +60,10 @@ TABLES: dict[str, tuple[str, str]] = {
 }
 _DATETIME_COLUMNS = {"created_at", "started_at", "finished_at", "ts"}
 #: the range of ClickHouse's DateTime64 (every time column, and every bound of a
-#: query, is one): outside it, a value is clamped to it or, written with fewer than
-#: four digits of year, fails the statement
+#: query, is one) that every ClickHouse holds: older servers clamp a value outside
+#: it to its edge; newer ones (and the embedded chDB 4.4) reach 0000 to 9999,
+#: but clickhouse-connect writes a bound's year under 1000 with fewer than four
+#: digits, which fails the statement. The API takes no time outside it.
 TIME_MIN = datetime(1900, 1, 1, tzinfo=UTC)
 TIME_MAX = datetime(2299, 12, 31, 23, 59, 59, 999_000, tzinfo=UTC)
 _DECIMAL_COLUMNS = {"cost_usd"}

@@ -158,23 +158,9 @@ async def run_events(run_id: str, user: CurrentUser, state: State, after: EventC
     return {"items": page.events, "next_after": None if over else page.cursor}
 
 
-class UsageRecord(BaseModel):
-    ts: AwareDatetime
-    model: StorableStr = Field(min_length=1, max_length=100)
-    prompt_tokens: int = Field(ge=0, le=100_000_000)
-    completion_tokens: int = Field(ge=0, le=100_000_000)
-    cost_usd: Decimal = Field(ge=0, le=1_000_000, decimal_places=6)
-    latency_ms: int = Field(ge=0, le=86_400_000)
-    status: StorableStr = Field(min_length=1, max_length=32)
-
-
-class UsageBody(BaseModel):
-    records: list[UsageRecord] = Field(min_length=1, max_length=10_000)
-
-
 def _storable_time(value: datetime | None) -> datetime | None:
-    """A window's bound within what ClickHouse's DateTime64 holds (naive: UTC);
-    anything else is the caller's mistake, a 422 naming the field."""
+    """A time (a window's bound, a usage record's) within what ClickHouse's DateTime64
+    holds (naive: UTC); anything else is the caller's mistake, a 422 naming the field."""
     if value is None:
         return None
     try:
@@ -185,6 +171,20 @@ def _storable_time(value: datetime | None) -> datetime | None:
         raise ValueError(f"outside the range analytics hold: {TIME_MIN.isoformat()} "
                          f"to {TIME_MAX.isoformat()}")
     return value
+
+
+class UsageRecord(BaseModel):
+    ts: Annotated[AwareDatetime, AfterValidator(_storable_time)]
+    model: StorableStr = Field(min_length=1, max_length=100)
+    prompt_tokens: int = Field(ge=0, le=100_000_000)
+    completion_tokens: int = Field(ge=0, le=100_000_000)
+    cost_usd: Decimal = Field(ge=0, le=1_000_000, decimal_places=6)
+    latency_ms: int = Field(ge=0, le=86_400_000)
+    status: StorableStr = Field(min_length=1, max_length=32)
+
+
+class UsageBody(BaseModel):
+    records: list[UsageRecord] = Field(min_length=1, max_length=10_000)
 
 
 GroupBy = Annotated[Literal["model", "day"], Query()]

@@ -321,3 +321,19 @@ async def test_dates_at_the_edges_of_the_range_are_answered(
         response = await signed_in.get(route, params=params)
         assert response.status_code == 200, (params, response.text)
         assert response.json()["items"] == []  # a new user: nothing recorded
+
+
+async def test_usage_records_at_times_analytics_cannot_hold_are_422(
+        signed_in: httpx.AsyncClient) -> None:
+    record = {"model": "m", "prompt_tokens": 1, "completion_tokens": 1, "cost_usd": "0.1",
+              "latency_ms": 1, "status": "ok"}
+    for ts in ("0141-01-01T00:00:00Z", "2300-01-01T00:00:00Z", "9999-12-31T23:59:59Z"):
+        response = await signed_in.post("/api/analytics/usage", json={"records": [
+            {**record, "ts": "2025-06-01T00:00:00Z"}, {**record, "ts": ts}]})
+        assert response.status_code == 422, (ts, response.text)
+        body = response.json()
+        assert body["code"] == "validation_error"
+        assert [error["loc"] for error in body["errors"]] == [["body", "records", 1, "ts"]]
+    response = await signed_in.post("/api/analytics/usage", json={"records": [
+        {**record, "ts": "1900-01-01T00:00:00Z"}, {**record, "ts": "2299-12-31T23:59:59Z"}]})
+    assert response.status_code == 202 and response.json() == {"accepted": 2}
