@@ -20,10 +20,11 @@ from bridge.ingest import append_rows
 from bridge.protocol import MAX_AFTER
 from servicekit import ProblemError, StorableStr, problem_responses
 
-__all__ = ["From", "ShortTokens", "To", "router", "usage_answer"]
+__all__ = ["RUN_OPERATIONS", "THREAD_OPERATIONS", "From", "ShortTokens", "To", "router",
+           "usage_answer"]
 
 #: each operation's id in the OpenAPI document is its function's name (stable, and
-#: what the documents' links name)
+#: what the document's links name)
 router = APIRouter(prefix="/api", generate_unique_id_function=lambda route: route.name)
 Limit = Annotated[int, Query(ge=1, le=200)]
 Cursor = Annotated[str | None, Query(max_length=64)]
