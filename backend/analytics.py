@@ -32,7 +32,7 @@ from bridge.events import parse_timestamp
 from bridge.groups import ensure_group, read_group, trim_consumed
 from bridge.ingest import DEAD_STREAM, INGEST_GROUP, INGEST_STREAM
 
-__all__ = ["TABLES", "AnalyticsStore", "Ingester"]
+__all__ = ["TABLES", "TIME_MAX", "TIME_MIN", "AnalyticsStore", "Ingester"]
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -59,6 +59,13 @@ TABLES: dict[str, tuple[str, str]] = {
                  "(scenario, started_at)"),
 }
 _DATETIME_COLUMNS = {"created_at", "started_at", "finished_at", "ts"}
+#: the range of ClickHouse's DateTime64 (every time column, and every bound of a
+#: query, is one) that every ClickHouse holds: older servers clamp a value outside
+#: it to its edge; newer ones (and the embedded chDB 4.4) reach 0000 to 9999,
+#: but clickhouse-connect writes a bound's year under 1000 with fewer than four
+#: digits, which fails the statement. The API takes no time outside it.
+TIME_MIN = datetime(1900, 1, 1, tzinfo=UTC)
+TIME_MAX = datetime(2299, 12, 31, 23, 59, 59, 999_000, tzinfo=UTC)
 _DECIMAL_COLUMNS = {"cost_usd"}
 #: the most usage() requests one statement answers
 _USAGE_BATCH_MAX = 256
@@ -445,7 +452,7 @@ def _parse_entry(fields: dict[bytes, bytes]) -> tuple[str, list[dict[str, Any]]]
     table = fields[b"table"].decode()
     if table not in TABLES:
         raise ValueError(f"unknown table {table!r}")
-    rows = json.loads(fields[b"rows"]) if b"rows" in fields else [json.loads(fields[b"row"])]
+    rows = json.loads(fields[b"rows"])
     if not isinstance(rows, list) or not all(isinstance(row, dict) for row in rows):
         raise ValueError("rows are not a list of objects")
     return table, [_parse_row(row) for row in rows]

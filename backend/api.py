@@ -8,21 +8,24 @@ from decimal import Decimal
 from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Query, Response
-from pydantic import AwareDatetime, BaseModel, Field
+from pydantic import AfterValidator, AwareDatetime, BaseModel, Field
 
-from backend.analytics import AnalyticsStore
+from backend.analytics import TIME_MAX, TIME_MIN, AnalyticsStore
 from backend.deps import CurrentUser, State
 from backend.quotas import WindowQuota
 from backend.shared import BackendState
 from backend.store import ACTIVE
 from bridge.cancel import request_cancel
 from bridge.ingest import append_rows
-from bridge.protocol import RunBody
-from servicekit import ProblemError, StorableStr
+from bridge.protocol import MAX_AFTER, RunBody
+from servicekit import ProblemError, StorableStr, problem_responses
 
-__all__ = ["From", "ShortTokens", "To", "router", "usage_answer"]
+__all__ = ["RUN_OPERATIONS", "THREAD_OPERATIONS", "From", "ShortTokens", "To", "router",
+           "usage_answer"]
 
-router = APIRouter(prefix="/api")
+#: each operation's id in the OpenAPI document is its function's name (stable, and
+#: what the document's links name)
+router = APIRouter(prefix="/api", generate_unique_id_function=lambda route: route.name)
 Limit = Annotated[int, Query(ge=1, le=200)]
 Cursor = Annotated[str | None, Query(max_length=64)]
 
@@ -31,23 +34,42 @@ class ThreadBody(BaseModel):
     title: StorableStr = Field(default="", max_length=200)
 
 
+def _links(parameter: str, pointer: str, *operations: str) -> dict[str, Any]:
+    """OpenAPI links: the answer's value at ``pointer`` as ``parameter`` of each operation
+    (so a client, or a stateful fuzzer, goes from a created resource to its calls)."""
+    return {operation: {"operationId": operation,
+                        "parameters": {parameter: f"$response.body#/{pointer}"}}
+            for operation in operations}
+
+
+#: the calls on a thread, and on a run, by operationId
+THREAD_OPERATIONS = ("get_thread", "rename_thread", "delete_thread", "list_messages",
+                     "create_run")
+RUN_OPERATIONS = ("get_run", "run_events", "cancel_run")
+_THREAD_LINKS = _links("thread_id", "id", *THREAD_OPERATIONS)
+_RUN_LINKS = {**_links("run_id", "id", *RUN_OPERATIONS),
+              **_links("thread_id", "thread_id", "get_thread", "list_messages")}
+
+
 def _not_found(what: str) -> ProblemError:
     return ProblemError(404, "not_found", f"no such {what}")
 
 
-@router.post("/threads", status_code=201)
+@router.post("/threads", status_code=201, responses={
+    **problem_responses(400, 401, 413), 201: {"description": "the thread", "links": _THREAD_LINKS}})
 async def create_thread(body: ThreadBody, user: CurrentUser, state: State) -> dict[str, Any]:
     return await state.store.create_thread(user.user_id, body.title)
 
 
-@router.get("/threads")
+@router.get("/threads", responses=problem_responses(401))
 async def list_threads(user: CurrentUser, state: State, limit: Limit = 50,
                        cursor: Cursor = None) -> dict[str, Any]:
     items, next_cursor = await state.store.threads(user.user_id, limit, cursor)
     return {"items": items, "next_cursor": next_cursor}
 
 
-@router.get("/threads/{thread_id}")
+@router.get("/threads/{thread_id}", responses={
+    **problem_responses(401, 404), 200: {"description": "the thread", "links": _THREAD_LINKS}})
 async def get_thread(thread_id: str, user: CurrentUser, state: State) -> dict[str, Any]:
     thread = await state.store.thread(user.user_id, thread_id)
     if thread is None:
@@ -55,7 +77,7 @@ async def get_thread(thread_id: str, user: CurrentUser, state: State) -> dict[st
     return thread
 
 
-@router.patch("/threads/{thread_id}")
+@router.patch("/threads/{thread_id}", responses=problem_responses(400, 401, 404, 413))
 async def rename_thread(thread_id: str, body: ThreadBody, user: CurrentUser,
                         state: State) -> dict[str, Any]:
     thread = await state.store.rename_thread(user.user_id, thread_id, body.title)
@@ -64,7 +86,8 @@ async def rename_thread(thread_id: str, body: ThreadBody, user: CurrentUser,
     return thread
 
 
-@router.delete("/threads/{thread_id}", status_code=204)
+@router.delete("/threads/{thread_id}", status_code=204,
+               responses=problem_responses(401, 404))
 async def delete_thread(thread_id: str, user: CurrentUser, state: State) -> Response:
     """The thread goes with its messages and runs; its active runs are cancelled."""
     active = await state.store.delete_thread(user.user_id, thread_id)
@@ -76,7 +99,7 @@ async def delete_thread(thread_id: str, user: CurrentUser, state: State) -> Resp
     return Response(status_code=204)
 
 
-@router.get("/agents")
+@router.get("/agents", responses=problem_responses(401))
 async def agents(user: CurrentUser, state: State) -> dict[str, Any]:
     """The agents the workers announce, with their tools' JSON schemas."""
     catalog = await state.redis.hgetall("agents:catalog")
@@ -84,7 +107,7 @@ async def agents(user: CurrentUser, state: State) -> dict[str, Any]:
     return {"items": items}
 
 
-@router.get("/threads/{thread_id}/messages")
+@router.get("/threads/{thread_id}/messages", responses=problem_responses(401, 404))
 async def list_messages(thread_id: str, user: CurrentUser, state: State, limit: Limit = 50,
                         cursor: Cursor = None) -> dict[str, Any]:
     if await state.store.thread(user.user_id, thread_id) is None:
@@ -94,7 +117,9 @@ async def list_messages(thread_id: str, user: CurrentUser, state: State, limit: 
     return {"items": items, "next_cursor": next_cursor}
 
 
-@router.post("/threads/{thread_id}/runs", status_code=202)
+@router.post("/threads/{thread_id}/runs", status_code=202, responses={
+    **problem_responses(400, 401, 404, 409, 413, 429),
+    202: {"description": "the run, queued", "links": _RUN_LINKS}})
 async def create_run(thread_id: str, body: RunBody, user: CurrentUser,
                      state: State) -> dict[str, Any]:
     created = await state.runs.create(user.user_id, thread_id, body.input, body.agent,
@@ -103,7 +128,8 @@ async def create_run(thread_id: str, body: RunBody, user: CurrentUser,
     return created.run
 
 
-@router.get("/runs/{run_id}")
+@router.get("/runs/{run_id}", responses={
+    **problem_responses(401, 404), 200: {"description": "the run", "links": _RUN_LINKS}})
 async def get_run(run_id: str, user: CurrentUser, state: State) -> dict[str, Any]:
     run = await state.runs.read(user.user_id, run_id)
     if run is None:
@@ -113,11 +139,11 @@ async def get_run(run_id: str, user: CurrentUser, state: State) -> dict[str, Any
 
 #: ``after`` of the events endpoint: a seq (a Redis stream id's first part, which
 #: a 64-bit integer holds); beyond that, 422 naming the field
-EventCursor = Annotated[int, Query(ge=0, le=2**63 - 2)]
+EventCursor = Annotated[int, Query(ge=0, le=MAX_AFTER)]
 EventLimit = Annotated[int, Query(ge=1, le=1000)]
 
 
-@router.get("/runs/{run_id}/events")
+@router.get("/runs/{run_id}/events", responses=problem_responses(401, 404))
 async def run_events(run_id: str, user: CurrentUser, state: State, after: EventCursor = 0,
                      limit: EventLimit = 100) -> dict[str, Any]:
     """Up to ``limit`` of the run's events with ``seq > after`` that the user's history
@@ -131,8 +157,23 @@ async def run_events(run_id: str, user: CurrentUser, state: State, after: EventC
     return {"items": page.events, "next_after": None if over else page.cursor}
 
 
+def _storable_time(value: datetime | None) -> datetime | None:
+    """A time (a window's bound, a usage record's) within what ClickHouse's DateTime64
+    holds (naive: UTC); anything else is the caller's mistake, a 422 naming the field."""
+    if value is None:
+        return None
+    try:
+        utc: datetime | None = value.replace(tzinfo=value.tzinfo or UTC).astimezone(UTC)
+    except OverflowError:  # an offset that moves it before year 1 or past 9999
+        utc = None
+    if utc is None or not TIME_MIN <= utc <= TIME_MAX:
+        raise ValueError(f"outside the range analytics hold: {TIME_MIN.isoformat()} "
+                         f"to {TIME_MAX.isoformat()}")
+    return value
+
+
 class UsageRecord(BaseModel):
-    ts: AwareDatetime
+    ts: Annotated[AwareDatetime, AfterValidator(_storable_time)]
     model: StorableStr = Field(min_length=1, max_length=100)
     prompt_tokens: int = Field(ge=0, le=100_000_000)
     completion_tokens: int = Field(ge=0, le=100_000_000)
@@ -146,12 +187,13 @@ class UsageBody(BaseModel):
 
 
 GroupBy = Annotated[Literal["model", "day"], Query()]
-From = Annotated[datetime | None, Query(alias="from")]
-To = Annotated[datetime | None, Query(alias="to")]
+From = Annotated[datetime | None, Query(alias="from"), AfterValidator(_storable_time)]
+To = Annotated[datetime | None, Query(alias="to"), AfterValidator(_storable_time)]
 ShortTokens = Annotated[int | None, Query(ge=1, le=1_000_000)]
 
 
-@router.post("/analytics/usage", status_code=202)
+@router.post("/analytics/usage", status_code=202,
+             responses=problem_responses(400, 401, 413, 429))
 async def post_usage(body: UsageBody, user: CurrentUser, state: State) -> dict[str, Any]:
     """The caller's AI usage records, queued on the ingest stream for ClickHouse."""
     await WindowQuota(state.redis, "usage", state.settings.usage_records_per_minute,
@@ -162,7 +204,7 @@ async def post_usage(body: UsageBody, user: CurrentUser, state: State) -> dict[s
     return {"accepted": len(body.records)}
 
 
-@router.get("/analytics/usage")
+@router.get("/analytics/usage", responses=problem_responses(401))
 async def get_usage(
     user: CurrentUser, state: State, group_by: GroupBy = "model",
     start: From = None, end: To = None,
@@ -188,7 +230,7 @@ def _analytics(state: BackendState) -> AnalyticsStore:
     return state.analytics
 
 
-@router.get("/analytics/runs")
+@router.get("/analytics/runs", responses=problem_responses(401))
 async def analytics_runs(
     user: CurrentUser, state: State,
     start: From = None, end: To = None,
@@ -196,7 +238,7 @@ async def analytics_runs(
     return {"items": await _analytics(state).runs(user.user_id, *_window(start, end, 7))}
 
 
-@router.get("/analytics/tools")
+@router.get("/analytics/tools", responses=problem_responses(401))
 async def analytics_tools(
     user: CurrentUser, state: State,
     start: From = None, end: To = None,
@@ -209,7 +251,7 @@ def _window(start: datetime | None, end: datetime | None, days: int
             ) -> tuple[datetime, datetime]:
     """The query's window: ``to`` defaults to now, ``from`` to ``days`` before it."""
     end = _aware(end) or datetime.now(UTC) + timedelta(minutes=1)
-    return _aware(start) or end - timedelta(days=days), end
+    return _aware(start) or max(end - timedelta(days=days), TIME_MIN), end
 
 
 def _aware(value: datetime | None) -> datetime | None:
@@ -218,7 +260,8 @@ def _aware(value: datetime | None) -> datetime | None:
     return value
 
 
-@router.post("/runs/{run_id}/cancel", status_code=202)
+@router.post("/runs/{run_id}/cancel", status_code=202,
+             responses=problem_responses(401, 404, 409))
 async def cancel_run(run_id: str, user: CurrentUser, state: State) -> dict[str, Any]:
     await state.runs.cancel(user.user_id, run_id)
     return {"run_id": run_id, "status": "cancelling"}

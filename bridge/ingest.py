@@ -1,6 +1,6 @@
 """The analytics ingest stream: rows for ClickHouse, buffered in Redis.
 
-Writers never talk to ClickHouse: they append ``{table, row}`` here; the backend
+Writers never talk to ClickHouse: they append ``{table, rows}`` here (a JSON list); the backend
 replica that owns ClickHouse inserts them in batches and acknowledges them only
 after the insert, so rows wait in Redis while ClickHouse is down.
 

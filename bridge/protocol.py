@@ -16,6 +16,7 @@ from bridge.errors import BridgeError
 from servicekit.text import StorableStr
 
 __all__ = [
+    "MAX_AFTER",
     "RUN_INPUT_MAX_CHARS",
     "AuthMessage",
     "CancelRunMessage",
@@ -37,6 +38,9 @@ __all__ = [
 _MAX_ID = 64
 #: characters of a run's input, on the socket (start_run) and the REST API alike
 RUN_INPUT_MAX_CHARS = 32_000
+#: the largest ``after`` a client may send: a seq is a Redis stream id's first part,
+#: and ``after + 1`` must stay one (in a signed 64-bit integer, as the REST cursor's)
+MAX_AFTER = 2**63 - 2
 
 
 #: what a new run does while its thread has an active run (docs/protocol.md)
@@ -60,7 +64,7 @@ class ResumeCursor(BaseModel):
     """Where a client's delivery stopped: replay every event with ``seq > after``."""
 
     model_config = ConfigDict(extra="forbid")
-    after: int = Field(ge=0)
+    after: int = Field(ge=0, le=MAX_AFTER)
     epoch: str | None = Field(default=None, max_length=64)
 
 
@@ -83,7 +87,7 @@ class ReauthMessage(_Message):
 
 class ResumeMessage(_Message):
     type: Literal["resume"]
-    after: int = Field(ge=0)
+    after: int = Field(ge=0, le=MAX_AFTER)
     epoch: str | None = Field(default=None, max_length=64)
 
 

@@ -1,10 +1,14 @@
 """AnalyticsStore.usage against the embedded ClickHouse (chDB): concurrent requests
-share one statement, and each gets what it would get alone."""
+share one statement, and each gets what it would get alone. Then the backend's
+answers: to a ClickHouse that does not answer (503), and to dates ClickHouse cannot
+hold (422, over the running stack)."""
 
 from __future__ import annotations
 
 import asyncio
+import json
 import random
+import socket
 import time
 from collections import defaultdict
 from collections.abc import AsyncIterator
@@ -16,10 +20,13 @@ from typing import Any
 import httpx
 import pytest
 from clickhouse_connect.driver.exceptions import ClickHouseError
-from fastapi import FastAPI
+from fastapi import FastAPI, Request
 
 from backend.analytics import _USAGE_BATCH_MAX, AnalyticsStore, _parse_row
-from backend.app import analytics_failed
+from backend.app import create_app
+from backend.config import BackendSettings
+from e2e.client import ChatClient
+from e2e.scenarios import PASSWORD, Target, unique_email
 from e2e.usage import generate
 from tests.conftest import starts_servers
 
@@ -242,16 +249,93 @@ async def test_a_request_the_statement_could_not_take_fails_alone(seeded: Seeded
     assert await ancient == _expected(seeded.rows[USERS[1]], everything)
 
 
-async def test_a_clickhouse_failure_is_answered_503_analytics_unavailable() -> None:
-    app = FastAPI()
-    app.add_exception_handler(ClickHouseError, analytics_failed)
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port: int = probe.getsockname()[1]
+        return port
 
-    @app.get("/usage")
-    async def usage() -> None:
-        raise ClickHouseError("Code: 60. Unknown table")
 
-    transport = httpx.ASGITransport(app=app)
-    async with httpx.AsyncClient(transport=transport, base_url="http://backend") as client:
-        response = await client.get("/usage")
-    assert response.status_code == 503
-    assert response.json()["code"] == "analytics_unavailable"
+def _handler(app: FastAPI, exc: Exception) -> Any:
+    """The handler ``app`` answers ``exc`` with, found as Starlette finds it."""
+    for cls in type(exc).__mro__:
+        if cls in app.exception_handlers:
+            return app.exception_handlers[cls]
+    raise AssertionError(f"no handler for {type(exc).__name__}")
+
+
+async def test_the_backends_answer_to_an_unreachable_clickhouse_is_503() -> None:
+    # a store whose ClickHouse does not answer: the error it raises is the real one
+    store = AnalyticsStore(f"http://127.0.0.1:{_free_port()}", "analytics")
+    try:
+        with pytest.raises(ClickHouseError) as raised:
+            await store.ping()
+    finally:
+        store.close()
+    apps = create_app(BackendSettings())
+    for app in (apps.public, apps.internal):
+        request = Request({"type": "http", "method": "GET", "path": "/api/analytics/runs",
+                           "headers": [], "query_string": b""})
+        response = await _handler(app, raised.value)(request, raised.value)
+        assert response.status_code == 503
+        assert response.media_type == "application/problem+json"
+        body = json.loads(response.body)
+        assert body["code"] == "analytics_unavailable"
+        assert body["status"] == 503 and "retry later" in body["detail"]
+        assert "127.0.0.1" not in response.body.decode()  # nothing of the error leaks
+
+
+@pytest.fixture
+async def signed_in(target: Target) -> AsyncIterator[httpx.AsyncClient]:
+    async with ChatClient(target.auth_url, target.backend_url) as user:
+        await user.signup(unique_email("dates"), PASSWORD)
+        async with httpx.AsyncClient(
+                base_url=target.backend_url, timeout=10,
+                headers={"Authorization": f"Bearer {user.access_token}"}) as http:
+            yield http
+
+
+DATED_ROUTES = ["/api/analytics/runs", "/api/analytics/tools", "/api/analytics/usage"]
+OUT_OF_RANGE = ["0141-01-01T00:00:00Z", "0001-01-01T00:30:00+01:00", "1899-12-31T23:59:59Z",
+                "2300-01-01T00:00:00Z", "2299-12-31T23:00:00-01:00", "9999-12-31T23:59:59Z",
+                "9999-12-31T23:59:59-01:00", "10000-01-01T00:00:00Z", "0141-06-01"]
+
+
+@pytest.mark.parametrize("route", DATED_ROUTES)
+async def test_dates_analytics_cannot_hold_are_422_naming_the_field(
+        signed_in: httpx.AsyncClient, route: str) -> None:
+    for field in ("from", "to"):
+        for value in OUT_OF_RANGE:
+            response = await signed_in.get(route, params={field: value})
+            assert response.status_code == 422, (field, value, response.text)
+            assert response.headers["content-type"] == "application/problem+json"
+            body = response.json()
+            assert body["code"] == "validation_error" and body["status"] == 422
+            assert [error["loc"] for error in body["errors"]] == [["query", field]]
+
+
+@pytest.mark.parametrize("route", DATED_ROUTES)
+async def test_dates_at_the_edges_of_the_range_are_answered(
+        signed_in: httpx.AsyncClient, route: str) -> None:
+    for params in ({"from": "1900-01-01T00:00:00Z"}, {"to": "1900-01-02T00:00:00Z"},
+                   {"from": "1900-01-01T00:00:00Z", "to": "2299-12-31T23:59:59.999Z"},
+                   {"from": "2299-12-31T23:59:59Z"}, {"to": "1900-01-01T02:00:00+02:00"}):
+        response = await signed_in.get(route, params=params)
+        assert response.status_code == 200, (params, response.text)
+        assert response.json()["items"] == []  # a new user: nothing recorded
+
+
+async def test_usage_records_at_times_analytics_cannot_hold_are_422(
+        signed_in: httpx.AsyncClient) -> None:
+    record = {"model": "m", "prompt_tokens": 1, "completion_tokens": 1, "cost_usd": "0.1",
+              "latency_ms": 1, "status": "ok"}
+    for ts in ("0141-01-01T00:00:00Z", "2300-01-01T00:00:00Z", "9999-12-31T23:59:59Z"):
+        response = await signed_in.post("/api/analytics/usage", json={"records": [
+            {**record, "ts": "2025-06-01T00:00:00Z"}, {**record, "ts": ts}]})
+        assert response.status_code == 422, (ts, response.text)
+        body = response.json()
+        assert body["code"] == "validation_error"
+        assert [error["loc"] for error in body["errors"]] == [["body", "records", 1, "ts"]]
+    response = await signed_in.post("/api/analytics/usage", json={"records": [
+        {**record, "ts": "1900-01-01T00:00:00Z"}, {**record, "ts": "2299-12-31T23:59:59Z"}]})
+    assert response.status_code == 202 and response.json() == {"accepted": 2}

@@ -4,6 +4,7 @@ poison entry goes to the dead-letter stream and the rows after it are stored."""
 from __future__ import annotations
 
 import asyncio
+import json
 from pathlib import Path
 from typing import Any
 
@@ -25,6 +26,8 @@ async def test_a_poison_entry_does_not_block_the_rows_after_it(redis: Redis,
     await append_rows(redis, "usage", [_row("usr_1", 1)])
     await redis.xadd(INGEST_STREAM, {"table": "usage", "rows": "{not json"})
     await redis.xadd(INGEST_STREAM, {"table": "nope", "rows": "[]"})
+    # one row in a `row` field: no writer makes such an entry, nor does the ingester take it
+    await redis.xadd(INGEST_STREAM, {"table": "usage", "row": json.dumps(_row("usr_1", 5))})
     # ClickHouse refuses it (a text where a number goes), while it answers
     await append_rows(redis, "usage", [{**_row("usr_1", 2), "prompt_tokens": "many"}])
     await append_rows(redis, "usage", [_row("usr_1", 3), _row("usr_1", 4)])
@@ -32,14 +35,14 @@ async def test_a_poison_entry_does_not_block_the_rows_after_it(redis: Redis,
     task = asyncio.create_task(ingester.run())
     try:
         for _ in range(200):
-            if ingester.inserted + ingester.dead >= 5:
+            if ingester.inserted + ingester.dead >= 6:
                 break
             await asyncio.sleep(0.05)
         rows = await store.query("SELECT prompt_tokens FROM {db}.usage ORDER BY prompt_tokens",
                                  {})
         assert [r["prompt_tokens"] for r in rows] == [1, 3, 4]
         dead: list[Any] = await redis.xrange(DEAD_STREAM)  # type: ignore[assignment]
-        assert len(dead) == 3 and ingester.dead == 3
+        assert len(dead) == 4 and ingester.dead == 4
         assert {fields[b"table"] for _, fields in dead} == {b"usage", b"nope"}
         assert all(b"reason" in fields and b"id" in fields for _, fields in dead)
         assert await redis.xlen(INGEST_STREAM) == 0  # acknowledged, then trimmed
