@@ -33,31 +33,34 @@ from agents.config import WorkerSettings
 from agents.context import RunContext, Services, StopReason
 from agents.fairshare import FairShare
 from agents.runtime import Agent, Runtime
-from bridge.cancel import CANCEL_CHANNEL, cancel_key
 from bridge.emitter import EventEmitter, RunEmitter
 from bridge.errors import EmitError, RunFinished
 from bridge.groups import autoclaim, ensure_group, read_group, requeue
 from bridge.ingest import CHUNK, append_command, append_retrying
-from bridge.keys import UserKeys
 from bridge.leases import RunLeases
-from bridge.queue import RUN_QUEUE, WORKER_GROUP, RunRequest
+from bridge.queue import RunRequest
 from servicekit.autopipeline import AutoPipeline
 from servicekit.logs import configure_logging
 from servicekit.redisclient import make_redis
+from servicekit.rediskeys import (
+    AGENTS_CATALOG,
+    CANCEL_CHANNEL,
+    RUN_QUEUE,
+    WORKER_GROUP,
+    UserKeys,
+    cancel_key,
+    worker_alive_key,
+)
 from servicekit.settings import load_settings
 from servicekit.startup import retry_until
 
-__all__ = ["Worker", "alive_key", "main"]
+__all__ = ["Worker", "main"]
 
 log = logging.getLogger(__name__)
 
 
 #: after a look past a user at the share found nobody else, no look for this long
 LOOK_QUIET_S = 1.0
-
-
-def alive_key(worker_id: str) -> str:
-    return f"worker:alive:{worker_id}"
 
 
 class Worker:
@@ -106,10 +109,10 @@ class Worker:
                     await task
             _health_file(self._settings.health_file, alive=False)
             with contextlib.suppress(RedisError, OSError):
-                await self._redis.delete(alive_key(self._settings.worker_id))
+                await self._redis.delete(worker_alive_key(self._settings.worker_id))
 
     async def _announce(self) -> None:
-        await self._redis.hset("agents:catalog", mapping={
+        await self._redis.hset(AGENTS_CATALOG, mapping={
             name: json.dumps(agent.describe()) for name, agent in self._agents.items()})
 
     async def _heartbeat(self) -> None:
@@ -118,7 +121,7 @@ class Worker:
         while True:
             with contextlib.suppress(RedisError, OSError):
                 await self._leases.hold(list(self._running), self._settings.worker_id)
-                await self._redis.set(alive_key(self._settings.worker_id),
+                await self._redis.set(worker_alive_key(self._settings.worker_id),
                                       len(self._running), ex=10)
                 _health_file(self._settings.health_file, alive=True)
                 await self._announce()

@@ -18,16 +18,13 @@ from auth.shared import AuthState
 from auth.store import EmailTaken, Reused, User, new_refresh_token
 from auth.tokens import AccessClaims
 from servicekit import ProblemError, StorableStr, problem_responses
-from servicekit.revocation import SessionsRevoked, announce, revocation_key
+from servicekit.rediskeys import revoked_session_key, ws_ticket_key
+from servicekit.revocation import SessionsRevoked, announce
 
 __all__ = ["router", "ws_ticket_key"]
 
 router = APIRouter()
 _bearer = HTTPBearer(auto_error=False)
-
-
-def ws_ticket_key(ticket: str) -> str:
-    return f"wsticket:{ticket}"
 
 
 # a coroutine: FastAPI would run a plain function on a worker thread, per request
@@ -48,7 +45,7 @@ async def current_claims(
     if credentials is None:
         raise unauthorized
     claims = state.tokens.verify(credentials.credentials)
-    if claims is None or await state.redis.exists(revocation_key(claims.session_id)):
+    if claims is None or await state.redis.exists(revoked_session_key(claims.session_id)):
         raise unauthorized
     return claims
 
@@ -127,7 +124,7 @@ async def _revoke(state: AuthState, session_ids: list[str]) -> None:
     if session_ids:
         async with state.redis.pipeline(transaction=False) as pipe:
             for session_id in session_ids:
-                pipe.set(revocation_key(session_id), "1", ex=state.settings.access_token_ttl_s)
+                pipe.set(revoked_session_key(session_id), "1", ex=state.settings.access_token_ttl_s)
             await pipe.execute()
         await announce(state.redis, SessionsRevoked(tuple(session_ids)))
 

@@ -45,6 +45,8 @@ from dataclasses import dataclass
 
 from redis.asyncio import Redis
 
+from servicekit.rediskeys import throttle_account_key, throttle_address_key, throttle_register_key
+
 __all__ = ["LoginThrottle", "RegisterThrottle", "ThrottlePolicy", "delay_after"]
 
 # KEYS: the keys of one attempt; ARGV: now, then free, base, cap, window per key.
@@ -131,7 +133,7 @@ class LoginThrottle:
     @staticmethod
     def _keys(email: str, address: str) -> tuple[str, str]:
         digest = hashlib.sha256(email.encode()).hexdigest()[:32]
-        return f"throttle:account:{digest}", f"throttle:address:{address}"
+        return throttle_account_key(digest), throttle_address_key(address)
 
     async def reserve(self, email: str, address: str) -> int:
         """Whole seconds until a login attempt is allowed; 0: allowed, and counted as a
@@ -159,7 +161,7 @@ class RegisterThrottle:
 
     @staticmethod
     def _key(address: str) -> str:
-        return f"throttle:register:{address}"
+        return throttle_register_key(address)
 
     async def reserve(self, address: str) -> int:
         """Whole seconds until a registration from ``address`` is allowed; 0: allowed

@@ -23,7 +23,9 @@ from redis.asyncio import Redis
 from redis.exceptions import RedisError
 from ulid import ULID
 
-__all__ = ["SocketAdmission", "sockets_key"]
+from servicekit.rediskeys import UserKeys
+
+__all__ = ["SocketAdmission"]
 
 log = logging.getLogger(__name__)
 
@@ -45,11 +47,6 @@ return 1
 """
 
 
-def sockets_key(user_id: str) -> str:
-    """The user's leases (the ``u:{…}:`` prefix: the backend's Redis ACL covers it)."""
-    return f"u:{{{user_id}}}:sockets"
-
-
 class SocketAdmission:
     """Admits a user's sockets up to ``limit`` across replicas; :meth:`run` keeps
     this replica's leases alive."""
@@ -66,7 +63,7 @@ class SocketAdmission:
         """A lease id for a new socket of ``user_id``, or None: the user is at the limit."""
         lease = f"{self.replica_id}/{ULID()}"
         try:
-            admitted = await self._lease(keys=[sockets_key(user_id)],
+            admitted = await self._lease(keys=[UserKeys(user_id).sockets],
                                          args=[self.lease_ms, self.limit, lease])
         except (RedisError, OSError) as exc:
             log.warning("socket admission falls back to this replica's count: %r", exc)
@@ -84,7 +81,7 @@ class SocketAdmission:
             if not leases:
                 del self._live[user_id]
         try:
-            await self.redis.zrem(sockets_key(user_id), lease)
+            await self.redis.zrem(UserKeys(user_id).sockets, lease)
         except (RedisError, OSError) as exc:  # it runs out on its own
             log.warning("could not remove lease %s: %r", lease, exc)
 
@@ -96,7 +93,7 @@ class SocketAdmission:
             return
         async with self.redis.pipeline(transaction=False) as pipe:
             for user, lease in snapshot:
-                await self._lease(keys=[sockets_key(user)], args=[self.lease_ms, 0, lease],
+                await self._lease(keys=[UserKeys(user).sockets], args=[self.lease_ms, 0, lease],
                                   client=pipe)
             await pipe.execute()
 

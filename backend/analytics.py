@@ -30,7 +30,7 @@ from redis.asyncio import Redis
 
 from bridge.events import parse_timestamp
 from bridge.groups import ensure_group, read_group, trim_consumed
-from bridge.ingest import DEAD_STREAM, INGEST_GROUP, INGEST_STREAM
+from servicekit.rediskeys import DEAD_STREAM, INGEST_GROUP, INGEST_STREAM
 
 __all__ = ["TABLES", "TIME_MAX", "TIME_MIN", "AnalyticsStore", "Ingester"]
 

@@ -19,6 +19,7 @@ from bridge.cancel import request_cancel
 from bridge.ingest import append_rows
 from bridge.protocol import MAX_AFTER, RunBody
 from servicekit import ProblemError, StorableStr, problem_responses
+from servicekit.rediskeys import AGENTS_CATALOG
 
 __all__ = ["RUN_OPERATIONS", "THREAD_OPERATIONS", "From", "ShortTokens", "To", "router",
            "usage_answer"]
@@ -102,7 +103,7 @@ async def delete_thread(thread_id: str, user: CurrentUser, state: State) -> Resp
 @router.get("/agents", responses=problem_responses(401))
 async def agents(user: CurrentUser, state: State) -> dict[str, Any]:
     """The agents the workers announce, with their tools' JSON schemas."""
-    catalog = await state.redis.hgetall("agents:catalog")
+    catalog = await state.redis.hgetall(AGENTS_CATALOG)
     items = [json.loads(value) for _, value in sorted(catalog.items())]
     return {"items": items}
 

@@ -23,12 +23,11 @@ from backend.runs import RunTransitions
 from bridge.errors import IngestBusy
 from bridge.events import parse_timestamp
 from bridge.groups import autoclaim, ensure_group, read_group, trim_consumed
-from bridge.keys import LIFECYCLE_STREAM
+from servicekit.rediskeys import LIFECYCLE_GROUP, LIFECYCLE_STREAM
 
 __all__ = ["LifecycleApplier"]
 
 log = logging.getLogger(__name__)
-GROUP = "backend"
 #: seconds between two removals of the applied entries (the stream is never trimmed
 #: by length: an entry not yet applied is never lost)
 TRIM_EVERY_S = 5.0
@@ -53,7 +52,7 @@ class LifecycleApplier:
         backoff = 0.1
         while True:
             try:
-                await ensure_group(self._redis, LIFECYCLE_STREAM, GROUP)
+                await ensure_group(self._redis, LIFECYCLE_STREAM, LIFECYCLE_GROUP)
                 await self._consume()
             except asyncio.CancelledError:
                 raise
@@ -69,8 +68,9 @@ class LifecycleApplier:
         loop = asyncio.get_running_loop()
         next_trim = loop.time() + TRIM_EVERY_S
         while True:
-            entries = await read_group(self._redis, LIFECYCLE_STREAM, GROUP, self._consumer,
-                                       start=start, block_ms=1000 if start == ">" else None)
+            entries = await read_group(self._redis, LIFECYCLE_STREAM, LIFECYCLE_GROUP,
+                                       self._consumer, start=start,
+                                       block_ms=1000 if start == ">" else None)
             if start == "0" and not entries:
                 start = ">"
                 continue
@@ -79,10 +79,10 @@ class LifecycleApplier:
                 await self._claim_abandoned()
             if loop.time() >= next_trim:  # what every replica has applied goes
                 next_trim = loop.time() + TRIM_EVERY_S
-                await trim_consumed(self._redis, LIFECYCLE_STREAM, GROUP)
+                await trim_consumed(self._redis, LIFECYCLE_STREAM, LIFECYCLE_GROUP)
 
     async def _claim_abandoned(self) -> None:
-        await self.apply_all(await autoclaim(self._redis, LIFECYCLE_STREAM, GROUP,
+        await self.apply_all(await autoclaim(self._redis, LIFECYCLE_STREAM, LIFECYCLE_GROUP,
                                              self._consumer, min_idle_ms=self._claim_idle_ms))
 
     async def apply_all(self, entries: list[tuple[bytes, dict[bytes, bytes]]]) -> None:
@@ -105,4 +105,5 @@ class LifecycleApplier:
         # cannot go yet stays in the outbox, and the batch is applied again)
         while await self._runs.flush_outbox(OUTBOX_BATCH) == OUTBOX_BATCH:
             pass
-        await self._redis.xack(LIFECYCLE_STREAM, GROUP, *[entry_id for entry_id, _ in entries])
+        await self._redis.xack(LIFECYCLE_STREAM, LIFECYCLE_GROUP,
+                               *[entry_id for entry_id, _ in entries])

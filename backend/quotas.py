@@ -12,6 +12,7 @@ import time
 from redis.asyncio import Redis
 
 from servicekit import ProblemError
+from servicekit.rediskeys import UserKeys
 
 __all__ = ["WindowQuota"]
 
@@ -47,7 +48,7 @@ class WindowQuota:
     async def take(self, user_id: str, amount: int) -> None:
         """Count ``amount`` for the user, or raise 429 ``quota_exceeded`` with Retry-After."""
         window = int(time.time()) // self._window_s
-        key = f"u:{{{user_id}}}:quota:{self._name}:{window}"
+        key = UserKeys(user_id).quota(self._name, window)
         left_ms = int(await self._take(keys=[key],
                                        args=[amount, self._limit, self._window_s * 1000]))
         if left_ms:

@@ -19,6 +19,7 @@ from backend.runs import RunTransitions
 from bridge.emitter import EventEmitter
 from bridge.errors import IngestBusy, RunFinished
 from bridge.leases import RunLeases
+from servicekit.rediskeys import REAPER_LOCK
 
 __all__ = ["Reaper"]
 
@@ -48,7 +49,7 @@ class Reaper:
 
     async def sweep(self) -> list[str]:
         # one replica per interval; the same one tends to win, keeping its grace timers
-        if not await self._redis.set("reaper:lock", "1", nx=True,
+        if not await self._redis.set(REAPER_LOCK, "1", nx=True,
                                      px=int(self._interval_s * 900)):
             return []
         await self._runs.resend_unsent()

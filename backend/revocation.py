@@ -26,8 +26,8 @@ from redis.exceptions import RedisError
 
 from backend.authorization import SESSION_REVOKED, revocation_reason
 from backend.tokens import Principal, TokenVerifier
+from servicekit.rediskeys import REVOCATION_CHANNEL
 from servicekit.revocation import (
-    REVOCATION_CHANNEL,
     Announcement,
     KeyRevoked,
     SessionsRevoked,

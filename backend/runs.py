@@ -41,13 +41,13 @@ from backend.store import ACTIVE, Store, new_id, run_json
 from bridge.cancel import request_cancel
 from bridge.events import parse_timestamp
 from bridge.ingest import IngestBusy, append_rows
-from bridge.keys import UserKeys
 from bridge.limits import history_hour
 from bridge.protocol import Multitask
-from bridge.queue import RUN_QUEUE, RunRequest
+from bridge.queue import RunRequest
 from bridge.registry import ThreadRunRegistry
 from servicekit import ProblemError
 from servicekit.autopipeline import AutoPipeline
+from servicekit.rediskeys import AGENTS_CATALOG, RUN_QUEUE, UserKeys
 
 __all__ = ["Created", "Dispatch", "Finished", "RunTransitions", "analytics_row",
            "final_status"]
@@ -259,7 +259,7 @@ class RunTransitions:
         Read from Redis at most once a second (the catalog changes when workers start)."""
         now = time.monotonic()
         if now - self._agents_read_at > _AGENTS_TTL_S:
-            names = await self._redis.hkeys("agents:catalog")
+            names = await self._redis.hkeys(AGENTS_CATALOG)
             self._agents = ({n.decode() if isinstance(n, bytes) else n for n in names}
                             if names else None)
             self._agents_read_at = now

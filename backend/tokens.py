@@ -27,7 +27,7 @@ import httpx
 import jwt
 from redis.asyncio import Redis
 
-from servicekit.revocation import revocation_key
+from servicekit.rediskeys import revoked_session_key, ws_ticket_key
 
 __all__ = ["InvalidToken", "Principal", "TokenVerifier"]
 
@@ -110,7 +110,7 @@ class TokenVerifier:
             return set()
         async with self._redis.pipeline(transaction=False) as pipe:
             for session_id in ordered:
-                pipe.exists(revocation_key(session_id))
+                pipe.exists(revoked_session_key(session_id))
             marks = await pipe.execute()
         return {sid for sid, marked in zip(ordered, marks, strict=True) if marked}
 
@@ -151,7 +151,7 @@ class TokenVerifier:
         now = time.monotonic()
         if self._not_revoked_until.get(session_id, 0.0) > now:
             return
-        if await self._redis.exists(revocation_key(session_id)):
+        if await self._redis.exists(revoked_session_key(session_id)):
             raise InvalidToken("session revoked")
         if len(self._not_revoked_until) >= self._cache_size:
             self._not_revoked_until.clear()
@@ -159,7 +159,7 @@ class TokenVerifier:
 
     async def redeem_ticket(self, ticket: str) -> Principal:
         """Spend a single-use WebSocket ticket issued by the auth service."""
-        raw = await self._redis.getdel(f"wsticket:{ticket}")
+        raw = await self._redis.getdel(ws_ticket_key(ticket))
         if raw is None:
             raise InvalidToken("unknown, expired or spent ticket")
         data = json.loads(raw)

@@ -10,7 +10,7 @@ from bridge.emitter import EventEmitter, RunEmitter
 from bridge.errors import BridgeError, EmitError, InvariantError
 from bridge.events import TERMINAL_TYPES, Event, EventType, validate_event
 from bridge.fanout import UserEventHub
-from bridge.keys import UserKeys
+from servicekit.rediskeys import UserKeys
 
 __all__ = [
     "TERMINAL_TYPES",

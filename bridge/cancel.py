@@ -10,13 +10,9 @@ from typing import Literal
 
 from redis.asyncio import Redis
 
-__all__ = ["CANCEL_CHANNEL", "cancel_key", "request_cancel"]
+from servicekit.rediskeys import CANCEL_CHANNEL, cancel_key
 
-CANCEL_CHANNEL = "runs:cancel"
-
-
-def cancel_key(run_id: str) -> str:
-    return f"run:cancel:{run_id}"
+__all__ = ["request_cancel"]
 
 
 async def request_cancel(redis: Redis, run_id: str, *,

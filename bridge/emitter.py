@@ -21,7 +21,6 @@ from redis.exceptions import RedisError
 
 from bridge.errors import EmitError, InvariantError, RunFinished
 from bridge.events import TERMINAL_TYPES, EventType, utc_timestamp
-from bridge.keys import LIFECYCLE_STREAM, UserKeys
 from bridge.limits import (
     EVENT_MAX_BYTES,
     HISTORY_MAX_BYTES,
@@ -31,6 +30,7 @@ from bridge.limits import (
 )
 from bridge.truncation import cap_payload
 from servicekit.autopipeline import AutoPipeline
+from servicekit.rediskeys import LIFECYCLE_STREAM, UserKeys
 
 __all__ = ["LIFECYCLE_TYPES", "EmittedEvent", "EventEmitter", "RunEmitter", "new_epoch"]
 

@@ -17,7 +17,7 @@ from redis.asyncio import Redis
 from redis.asyncio.client import PubSub
 from redis.exceptions import RedisError
 
-from bridge.keys import UserKeys
+from servicekit.rediskeys import HUB_CONTROL_CHANNEL, UserKeys
 
 __all__ = ["EventSink", "Subscription", "UserEventHub", "epoch_of_raw", "seq_of_raw"]
 
@@ -57,7 +57,7 @@ def epoch_of_raw(raw: str) -> str:
 class UserEventHub:
     """Routes live events of users to the local sinks that asked for them."""
 
-    def __init__(self, redis: Redis, *, control_channel: str = "hub:control") -> None:
+    def __init__(self, redis: Redis, *, control_channel: str = HUB_CONTROL_CHANNEL) -> None:
         self._redis = redis
         self._pubsub: PubSub | None = None
         self._channels: dict[str, _Channel] = {}

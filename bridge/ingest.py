@@ -22,14 +22,10 @@ from redis.asyncio import Redis
 
 from bridge.errors import IngestBusy
 from bridge.limits import INGEST_MAXLEN
+from servicekit.rediskeys import INGEST_STREAM
 
-__all__ = ["CHUNK", "DEAD_STREAM", "INGEST_GROUP", "INGEST_STREAM", "IngestBusy",
-           "append_command", "append_retrying", "append_rows"]
+__all__ = ["CHUNK", "IngestBusy", "append_command", "append_retrying", "append_rows"]
 
-INGEST_STREAM = "analytics:ingest"
-INGEST_GROUP = "ingester"
-#: entries the ingester could not insert (unparsable, refused by ClickHouse)
-DEAD_STREAM = "analytics:dead"
 #: rows per stream entry
 CHUNK = 1000
 

@@ -1,8 +1,8 @@
 """Run leases: a worker holds one per run it executes, renewed while it runs.
 
-``run:lease:<run>`` carries the worker's id and expires after ``lease_ttl_s``
-unless renewed. The backend's reaper reads them: a running run without a lease
-lost its worker.
+A lease (:func:`servicekit.rediskeys.lease_key`) carries the worker's id and
+expires after ``lease_ttl_s`` unless renewed. The backend's reaper reads them: a
+running run without a lease lost its worker.
 """
 
 from __future__ import annotations
@@ -11,11 +11,9 @@ from collections.abc import Iterable
 
 from redis.asyncio import Redis
 
-__all__ = ["RunLeases", "lease_key"]
+from servicekit.rediskeys import lease_key
 
-
-def lease_key(run_id: str) -> str:
-    return f"run:lease:{run_id}"
+__all__ = ["RunLeases"]
 
 
 class RunLeases:

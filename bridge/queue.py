@@ -9,10 +9,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass
 from typing import Any
 
-__all__ = ["RUN_QUEUE", "WORKER_GROUP", "RunRequest"]
-
-RUN_QUEUE = "runs:queue"
-WORKER_GROUP = "workers"
+__all__ = ["RunRequest"]
 
 
 @dataclass(frozen=True, slots=True)

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from redis.asyncio import Redis
 
-from bridge.keys import UserKeys
+from servicekit.rediskeys import UserKeys
 
 __all__ = ["ThreadRunRegistry"]
 

@@ -11,7 +11,7 @@ from redis.asyncio import Redis
 
 from bridge.emitter import new_epoch
 from bridge.events import TERMINAL_TYPES
-from bridge.keys import UserKeys
+from servicekit.rediskeys import UserKeys
 
 __all__ = ["HistoryPage", "RunPage", "StreamPosition", "UserStreams"]
 

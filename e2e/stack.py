@@ -43,6 +43,7 @@ from e2e.readiness import (
     RedisCommandReady,
     port_is_free,
 )
+from servicekit.rediskeys import worker_alive_key
 
 __all__ = ["LocalStack", "StackConfig", "StackError", "StackPorts"]
 
@@ -343,7 +344,7 @@ class LocalStack:
     def _worker_ready(self, name: str) -> Callable[[], Readiness]:
         return lambda: RedisCommandReady(f"{name} announces itself in redis",
                                          self.config.ports.redis,
-                                         ("EXISTS", f"worker:alive:{name}"), b":1")
+                                         ("EXISTS", worker_alive_key(name)), b":1")
 
     def base_env(self) -> dict[str, str]:
         env = {k: v for k, v in os.environ.items() if not k.startswith(_ENV_PREFIXES)}

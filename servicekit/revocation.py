@@ -21,24 +21,16 @@ from dataclasses import dataclass
 
 from redis.asyncio import Redis
 
+from servicekit.rediskeys import REVOCATION_CHANNEL
+
 __all__ = [
-    "REVOCATION_CHANNEL",
     "Announcement",
     "KeyRevoked",
     "SessionsRevoked",
     "announce",
     "encode_announcement",
     "parse_announcement",
-    "revocation_key",
 ]
-
-#: The pub/sub channel of revocation announcements (auth publishes, backends subscribe).
-REVOCATION_CHANNEL = "auth:revocations"
-
-
-def revocation_key(session_id: str) -> str:
-    """The Redis key marking a session revoked."""
-    return f"revoked:sid:{session_id}"
 
 
 @dataclass(frozen=True, slots=True)

@@ -16,12 +16,12 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from bridge.events import parse_timestamp
-from bridge.leases import lease_key
 from e2e.client import ChatClient, EventSocket, Received
 from e2e.drivers import Shape, StackDriver
 from e2e.measure import latency_metrics, thin
 from e2e.thresholds import Check
 from servicekit.redisclient import make_redis
+from servicekit.rediskeys import lease_key
 
 __all__ = ["PASSWORD", "Context", "Scenario", "ScenarioResult", "Target", "delivery_ms",
            "eventually", "lease_holder", "reconnect_and_resume", "unique_email"]

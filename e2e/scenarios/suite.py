@@ -19,12 +19,13 @@ from pathlib import Path
 
 import httpx
 
-from bridge.ingest import INGEST_GROUP, INGEST_STREAM, append_rows
+from bridge.ingest import append_rows
 from e2e.drivers import Shape, StackDriver
 from e2e.report import Report, write_report
 from e2e.scenarios.base import Context, Scenario, ScenarioResult
 from e2e.thresholds import Settings, judge
 from servicekit.redisclient import make_redis
+from servicekit.rediskeys import INGEST_GROUP, INGEST_STREAM
 
 __all__ = ["SCENARIO_TIMEOUT_S", "run_suite", "shape_for"]
 

@@ -12,7 +12,8 @@ from agents.builtin import builtin_agents
 from agents.config import WorkerSettings
 from agents.worker import Worker
 from bridge.groups import read_group
-from bridge.queue import RUN_QUEUE, WORKER_GROUP, RunRequest
+from bridge.queue import RunRequest
+from servicekit.rediskeys import RUN_QUEUE, WORKER_GROUP
 
 LONG = "ticks 200 every 50ms"  # 10 s: still running when the worker stops
 

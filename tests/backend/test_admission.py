@@ -14,11 +14,11 @@ import pytest
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed
 
-from backend.admission import sockets_key
 from e2e.client import ChatClient, EventSocket
 from e2e.scenarios import PASSWORD, Target, unique_email
 from e2e.stack import LocalStack, StackConfig
 from servicekit.redisclient import make_redis
+from servicekit.rediskeys import UserKeys
 from tests.conftest import starts_servers
 
 LIMIT = 3
@@ -59,7 +59,7 @@ async def _held(client: ChatClient, replicas: LocalStack) -> int:
     redis = make_redis(replicas.redis_url)
     try:
         assert client.user is not None
-        return int(await redis.zcard(sockets_key(client.user["id"])))
+        return int(await redis.zcard(UserKeys(client.user["id"]).sockets))
     finally:
         await redis.aclose()
 

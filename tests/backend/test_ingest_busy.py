@@ -6,7 +6,8 @@ from fastapi import FastAPI
 from redis.asyncio import Redis
 
 from backend.app import ingest_busy
-from bridge.ingest import INGEST_STREAM, IngestBusy, append_rows
+from bridge.ingest import IngestBusy, append_rows
+from servicekit.rediskeys import INGEST_STREAM
 
 
 async def test_a_full_ingest_stream_answers_503_ingest_busy(redis: Redis) -> None:

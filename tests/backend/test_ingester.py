@@ -11,7 +11,8 @@ from typing import Any
 from redis.asyncio import Redis
 
 from backend.analytics import AnalyticsStore, Ingester
-from bridge.ingest import DEAD_STREAM, INGEST_STREAM, append_rows
+from bridge.ingest import append_rows
+from servicekit.rediskeys import DEAD_STREAM, INGEST_STREAM
 
 
 def _row(user: str, n: int) -> dict[str, object]:

@@ -16,7 +16,8 @@ from redis.asyncio import Redis
 from backend.revocation import RevocationFollower, RevocationHandler
 from backend.tokens import Principal, TokenVerifier
 from e2e.stack import free_port
-from servicekit.revocation import KeyRevoked, SessionsRevoked, announce, revocation_key
+from servicekit.rediskeys import revoked_session_key
+from servicekit.revocation import KeyRevoked, SessionsRevoked, announce
 
 
 @dataclass
@@ -79,7 +80,7 @@ async def test_the_follower_applies_announcements_and_rechecks_after_a_lost_link
         assert sockets[0].closed == [(4401, "session_revoked")]
         assert sockets[1].closed == sockets[2].closed == []
         # a revocation whose announcement is missed: only the mark is written...
-        await redis.set(revocation_key("ses_3"), "1", ex=60)
+        await redis.set(revoked_session_key("ses_3"), "1", ex=60)
         # ...and the link drops; once back, every open socket is checked again
         await redis.execute_command("CLIENT", "KILL", "TYPE", "pubsub")
         await _until(lambda: sockets[2].closed)

@@ -10,9 +10,9 @@ from redis.asyncio import Redis
 from bridge.emitter import EventEmitter, RunEmitter
 from bridge.errors import EmitError, InvariantError, RunFinished
 from bridge.fanout import EventSink, Subscription, UserEventHub, seq_of_raw
-from bridge.keys import LIFECYCLE_STREAM
 from bridge.streams import UserStreams
 from e2e.stack import LocalStack
+from servicekit.rediskeys import LIFECYCLE_STREAM, UserKeys
 
 
 async def _emit(emitter: EventEmitter, user: str, run: str, kind: str = "agent_thinking"
@@ -266,7 +266,7 @@ async def test_history_is_bounded_by_bytes_oldest_first(redis: Redis) -> None:
     assert seqs == list(range(seqs[0], 51)) and 8 <= len(seqs) <= 10
     stored = sum(len(raw) for _, raw in page.events)
     assert stored <= 100_000
-    assert int(await redis.hget("u:{usr_big}:meta", "bytes") or 0) == stored
+    assert int(await redis.hget(UserKeys("usr_big").meta, "bytes") or 0) == stored
     assert page.oldest_seq == seqs[0]
     small = await UserStreams(redis).read_after("usr_small", 0)
     assert [s for s, _ in small.events] == [1]
@@ -275,8 +275,8 @@ async def test_history_is_bounded_by_bytes_oldest_first(redis: Redis) -> None:
 async def test_history_byte_count_restarts_when_the_history_is_gone(redis: Redis) -> None:
     emitter = EventEmitter(redis, history_max_bytes=100_000)
     await _emit(emitter, "usr_gone", "run_1")
-    await redis.delete("u:{usr_gone}:events")
+    await redis.delete(UserKeys("usr_gone").history)
     await _emit(emitter, "usr_gone", "run_1")
     page = await UserStreams(redis).read_after("usr_gone", 0)
-    assert int(await redis.hget("u:{usr_gone}:meta", "bytes") or 0) == sum(
+    assert int(await redis.hget(UserKeys("usr_gone").meta, "bytes") or 0) == sum(
         len(raw) for _, raw in page.events)

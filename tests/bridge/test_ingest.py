@@ -6,13 +6,12 @@ from redis.asyncio import Redis
 
 from bridge.groups import ensure_group, read_group, trim_consumed
 from bridge.ingest import (
-    INGEST_GROUP,
-    INGEST_STREAM,
     IngestBusy,
     append_command,
     append_retrying,
     append_rows,
 )
+from servicekit.rediskeys import INGEST_GROUP, INGEST_STREAM
 
 
 async def test_a_full_stream_refuses_appends_and_keeps_every_row(redis: Redis) -> None:

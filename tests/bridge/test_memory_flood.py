@@ -14,9 +14,10 @@ from redis.asyncio import Redis
 
 from bridge.emitter import EventEmitter
 from bridge.errors import EmitError
-from bridge.ingest import INGEST_STREAM, append_rows
+from bridge.ingest import append_rows
 from bridge.streams import UserStreams
 from e2e.stack import LocalStack, StackConfig
+from servicekit.rediskeys import INGEST_STREAM
 from tests.conftest import emptied, starts_servers
 
 MAXMEMORY = 64 * 1024 * 1024

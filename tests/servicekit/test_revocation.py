@@ -5,14 +5,13 @@ from __future__ import annotations
 import pytest
 from redis.asyncio import Redis
 
+from servicekit.rediskeys import REVOCATION_CHANNEL, revoked_session_key
 from servicekit.revocation import (
-    REVOCATION_CHANNEL,
     KeyRevoked,
     SessionsRevoked,
     announce,
     encode_announcement,
     parse_announcement,
-    revocation_key,
 )
 
 
@@ -30,7 +29,7 @@ def test_the_documented_form() -> None:
     assert parse_announcement('{"kind":"sessions","sids":["ses_a","ses_b"]}') == \
         SessionsRevoked(("ses_a", "ses_b"))
     assert parse_announcement('{"kind":"key","kid":"key_a"}') == KeyRevoked("key_a")
-    assert revocation_key("ses_a") == "revoked:sid:ses_a"
+    assert revoked_session_key("ses_a") == "revoked:sid:ses_a"
 
 
 @pytest.mark.parametrize("raw", [

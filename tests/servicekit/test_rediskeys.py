@@ -1,0 +1,86 @@
+"""The Redis names and the compose stack's Redis ACL agree: every name a service
+uses is granted to it (deploy/redis/start.sh), and a name it does not use is not."""
+
+from __future__ import annotations
+
+import re
+from fnmatch import fnmatchcase
+from pathlib import Path
+
+import pytest
+
+from servicekit.rediskeys import (
+    AGENTS_CATALOG,
+    CANCEL_CHANNEL,
+    DEAD_STREAM,
+    HUB_CONTROL_CHANNEL,
+    INGEST_STREAM,
+    LIFECYCLE_STREAM,
+    REAPER_LOCK,
+    REVOCATION_CHANNEL,
+    RUN_QUEUE,
+    UserKeys,
+    cancel_key,
+    lease_key,
+    revoked_session_key,
+    throttle_account_key,
+    throttle_address_key,
+    throttle_register_key,
+    worker_alive_key,
+    ws_ticket_key,
+)
+
+START = Path(__file__).parents[2] / "deploy" / "redis" / "start.sh"
+USER = UserKeys("usr_01J")
+USER_KEYS = [USER.meta, USER.history, USER.run("run_1"), USER.sockets, USER.quota("usage", 1)]
+AUTH_KEYS = [throttle_account_key("d1"), throttle_address_key("203.0.113.9"),
+             throttle_register_key("203.0.113.9"), revoked_session_key("ses_1"),
+             ws_ticket_key("t1")]
+
+#: service -> (keys it uses, channels it uses)
+USES: dict[str, tuple[list[str], list[str]]] = {
+    "auth": (AUTH_KEYS, [REVOCATION_CHANNEL]),
+    "backend": ([*USER_KEYS, RUN_QUEUE, LIFECYCLE_STREAM, lease_key("run_1"),
+                 cancel_key("run_1"), AGENTS_CATALOG, INGEST_STREAM, DEAD_STREAM, REAPER_LOCK,
+                 worker_alive_key("w1"), revoked_session_key("ses_1"), ws_ticket_key("t1")],
+                [USER.channel, HUB_CONTROL_CHANNEL, CANCEL_CHANNEL, REVOCATION_CHANNEL]),
+    "worker": ([USER.meta, USER.history, USER.run("run_1"), RUN_QUEUE, LIFECYCLE_STREAM,
+                lease_key("run_1"), cancel_key("run_1"), worker_alive_key("w1"),
+                AGENTS_CATALOG, INGEST_STREAM], [USER.channel, CANCEL_CHANNEL]),
+}
+
+
+def _grants() -> dict[str, tuple[list[str], list[str]]]:
+    grants = {}
+    for line in START.read_text().splitlines():
+        match = re.match(r"user (auth|backend|worker) on ", line)
+        if match:
+            words = line.split()
+            keys = [w.split("~", 1)[1] for w in words if "~" in w]
+            channels = [w[1:] for w in words if w.startswith("&")]
+            grants[match.group(1)] = (keys, channels)
+    return grants
+
+
+def _granted(name: str, patterns: list[str]) -> bool:
+    return any(fnmatchcase(name, pattern) for pattern in patterns)
+
+
+@pytest.mark.parametrize("service", sorted(USES))
+def test_every_name_a_service_uses_is_granted(service: str) -> None:
+    keys, channels = _grants()[service]
+    used_keys, used_channels = USES[service]
+    assert [k for k in used_keys if not _granted(k, keys)] == []
+    assert [c for c in used_channels if not _granted(c, channels)] == []
+
+
+def test_no_service_reaches_what_only_another_uses() -> None:
+    grants = _grants()
+    auth_keys, auth_channels = grants["auth"]
+    assert not any(_granted(k, auth_keys) for k in [*USER_KEYS, RUN_QUEUE, lease_key("r")])
+    assert not _granted(USER.channel, auth_channels)
+    worker_keys, worker_channels = grants["worker"]
+    assert not any(_granted(k, worker_keys) for k in [*AUTH_KEYS, REAPER_LOCK, DEAD_STREAM])
+    assert not _granted(REVOCATION_CHANNEL, worker_channels)
+    backend_keys, _ = grants["backend"]
+    assert not any(_granted(k, backend_keys) for k in AUTH_KEYS[:3])  # the login throttle
