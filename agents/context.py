@@ -10,10 +10,12 @@ from typing import Literal
 
 from agents.backend_client import BackendClient
 from bridge.emitter import RunEmitter
+from bridge.events import StoppedBy
 
 __all__ = ["RunContext", "Services", "StopReason", "ToolRecord"]
 
-StopReason = Literal["user", "interrupt", "worker_lost"]
+#: who stopped the run: its user, a new run on its thread, or its worker's shutdown
+StopReason = StoppedBy | Literal["worker_lost"]
 
 
 @dataclass(frozen=True)

@@ -23,7 +23,7 @@ from agents.errors import AgentError, ToolError
 from agents.planner import Final, Planner, ToolCall, ToolOutcome, Transcript
 from agents.tools import ToolRegistry
 from bridge.errors import BridgeError
-from bridge.events import utc_timestamp
+from bridge.events import Cause, cancelled, completed, failed, utc_timestamp
 
 __all__ = ["ANSWER_CUT", "MAX_ANSWER_CHARS", "MAX_RESULT_CHARS", "Agent", "Runtime",
            "bounded_result"]
@@ -68,9 +68,8 @@ class Runtime:
             await emit("agent_started", {"input": ctx.input})
             async with asyncio.timeout_at(ctx.deadline):
                 answer = await self._steps(ctx, agent)
-            await emit("agent_completed", {"result": answer,
-                                           "duration_ms": _ms_since(started),
-                                           "tool_calls": ctx.tool_calls})
+            await emit("agent_completed", completed(answer, duration_ms=_ms_since(started),
+                                                    tool_calls=ctx.tool_calls))
             return "agent_completed"
         except TimeoutError:
             await self._fail(ctx, "run_timeout", "the run exceeded its deadline", "timeout")
@@ -94,22 +93,23 @@ class Runtime:
         """End a run whose stop was requested (``ctx.stop_reason``), whatever it had
         emitted so far; returns the terminal event type."""
         ctx.stopping = True
-        if ctx.stop_reason == "worker_lost":
+        by = ctx.stop_reason
+        assert by is not None, "a run ends stopped only once a stop was requested"
+        if by == "worker_lost":
             await self._fail(ctx, "worker_lost", "the worker stopped during the run",
                              "worker_lost")
             return "agent_failed"
         await self._ensure_started(ctx)
-        await ctx.emitter.emit("agent_cancelled", {"by": ctx.stop_reason})
+        await ctx.emitter.emit("agent_cancelled", cancelled(by))
         return "agent_cancelled"
 
     async def _ensure_started(self, ctx: RunContext) -> None:
         if not ctx.emitter.started:
             await ctx.emitter.emit("agent_started", {"input": ctx.input})
 
-    async def _fail(self, ctx: RunContext, code: str, message: str, cause: str) -> None:
+    async def _fail(self, ctx: RunContext, code: str, message: str, cause: Cause) -> None:
         await self._ensure_started(ctx)
-        await ctx.emitter.emit("agent_failed", {"error": {"code": code, "message": message},
-                                                "cause": cause})
+        await ctx.emitter.emit("agent_failed", failed(code, message, cause))
 
     async def _steps(self, ctx: RunContext, agent: Agent) -> str:
         transcript = Transcript(input=ctx.input)

@@ -33,8 +33,10 @@ from agents.config import WorkerSettings
 from agents.context import RunContext, Services, StopReason
 from agents.fairshare import FairShare
 from agents.runtime import Agent, Runtime
+from bridge.cancel import parse_cancel_message, parse_stop
 from bridge.emitter import EventEmitter, RunEmitter
 from bridge.errors import EmitError, RunFinished
+from bridge.events import failed
 from bridge.groups import autoclaim, ensure_group, read_group, requeue
 from bridge.ingest import CHUNK, append_command, append_retrying
 from bridge.leases import RunLeases
@@ -137,7 +139,7 @@ class Worker:
         requests = await self._redis.mget([cancel_key(run_id) for run_id in run_ids])
         for run_id, by in zip(run_ids, requests, strict=True):
             if by is not None:
-                self.cancel(run_id, "interrupt" if _text(by) == "interrupt" else "user")
+                self.cancel(run_id, parse_stop(by))
 
     async def _prepare(self) -> None:
         await ensure_group(self._redis, RUN_QUEUE, WORKER_GROUP)
@@ -260,14 +262,13 @@ class Worker:
                                                                 self._settings.worker_id)),
                 self._auto.execute("GET", cancel_key(ctx.run_id)))
             if requested is not None and ctx.stop_reason is None:
-                ctx.stop_reason = "interrupt" if _text(requested) == "interrupt" else "user"
+                ctx.stop_reason = parse_stop(requested)
             if ctx.stop_reason is not None:  # stopped before the runtime began
                 await self._runtime.end_stopped(ctx)
             elif agent is None:
                 await ctx.emitter.emit("agent_started", {"input": ctx.input})
-                await ctx.emitter.emit("agent_failed", {
-                    "error": {"code": "unknown_agent", "message": f"no agent {ctx.agent!r}"},
-                    "cause": "error"})
+                await ctx.emitter.emit("agent_failed", failed(
+                    "unknown_agent", f"no agent {ctx.agent!r}", "error"))
             else:
                 # from here a stop request cancels this task and the runtime ends the
                 # run; before, it is only recorded (a task cancelled before its first
@@ -305,8 +306,8 @@ class Worker:
             *(self._auto.execute(*command) for command in commands[:2]),
             *(append_retrying(self._auto.execute, command) for command in commands[2:]),
             return_exceptions=True)
-        for failed in (o for o in outcomes[2:] if isinstance(o, BaseException)):
-            log.warning("tool metrics of run %s not recorded: %s", ctx.run_id, failed)
+        for error in (o for o in outcomes[2:] if isinstance(o, BaseException)):
+            log.warning("tool metrics of run %s not recorded: %s", ctx.run_id, error)
         self.completed += 1
 
     async def _fail_undeliverable(self, entry_id: bytes, ctx: RunContext) -> None:
@@ -315,10 +316,9 @@ class Worker:
             try:
                 if not ctx.emitter.started:
                     await ctx.emitter.emit("agent_started", {"input": ctx.input})
-                await ctx.emitter.emit("agent_failed", {
-                    "error": {"code": "event_delivery_failed",
-                              "message": "the run's events could not be stored; it was stopped"},
-                    "cause": "error"})
+                await ctx.emitter.emit("agent_failed", failed(
+                    "event_delivery_failed",
+                    "the run's events could not be stored; it was stopped", "error"))
             except RunFinished:
                 pass
             except EmitError:
@@ -353,8 +353,7 @@ class Worker:
                                                        timeout=1.0)
                     if message is None or message["type"] != "message":
                         continue
-                    run_id, _, by = message["data"].decode().partition(" ")
-                    self.cancel(run_id, "interrupt" if by == "interrupt" else "user")
+                    self.cancel(*parse_cancel_message(message["data"]))
             except (RedisError, OSError) as exc:
                 log.warning("cancel channel lost: %s", exc)
                 await asyncio.sleep(1.0)
@@ -374,9 +373,6 @@ class Worker:
         if pending:
             await asyncio.wait(pending, timeout=5.0)
 
-
-def _text(value: bytes | str) -> str:
-    return value.decode() if isinstance(value, bytes) else value
 
 
 async def serve(settings: WorkerSettings) -> None:

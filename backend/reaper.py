@@ -18,6 +18,7 @@ from redis.exceptions import RedisError
 from backend.runs import RunTransitions
 from bridge.emitter import EventEmitter
 from bridge.errors import IngestBusy, RunFinished
+from bridge.events import failed
 from bridge.leases import RunLeases
 from servicekit.rediskeys import REAPER_LOCK
 
@@ -79,9 +80,8 @@ class Reaper:
                 await self._emitter.emit(
                     user_id=run["user_id"], run_id=run["id"], thread_id=run["thread_id"],
                     agent=run["agent"], type="agent_failed",
-                    payload={"error": {"code": "worker_lost",
-                                       "message": "the worker executing the run stopped"},
-                             "cause": "worker_lost"})
+                    payload=failed("worker_lost", "the worker executing the run stopped",
+                                   "worker_lost"))
             except RunFinished:
                 continue
             log.warning("run %s lost its worker; ended as worker_lost", run["id"])

@@ -46,7 +46,7 @@ for i = 0, count - 1 do
     result[#result + 1] = -1
   else
     local seq = redis.call('HINCRBY', KEYS[1], 'seq', 1)
-    local event = '{"seq":' .. seq .. ',"epoch":"' .. epoch .. '",' .. ARGV[at]
+    local event = '{"seq":' .. seq .. ',"epoch":"' .. epoch .. '",' .. ARGV[at]  -- bridge/batch.py: event_line
     redis.call('XADD', KEYS[2], seq .. '-0', 'e', event)
     added = added + #event
     stored = math.max(number, stored + 1)
@@ -104,6 +104,6 @@ redis.call('EXPIRE', KEYS[1], ARGV[3])
 redis.call('EXPIRE', KEYS[2], ARGV[3])
 redis.call('EXPIRE', KEYS[4], ARGV[3])
 if #lines > 0 then
-  redis.call('PUBLISH', ARGV[4], table.concat(lines, '\n'))
+  redis.call('PUBLISH', ARGV[4], table.concat(lines, '\n'))  -- batch.py: SEPARATOR
 end
 return result

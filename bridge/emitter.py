@@ -19,6 +19,7 @@ from typing import Any
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
+from bridge.batch import body_tail
 from bridge.errors import EmitError, InvariantError, RunFinished
 from bridge.events import TERMINAL_TYPES, EventType, utc_timestamp
 from bridge.limits import (
@@ -150,7 +151,7 @@ class EventEmitter:
                 stored = json.dumps(body, separators=(",", ":"), default=str)
             bodies.append(body)
             lifecycle = json.dumps(payload, default=str) if type in LIFECYCLE_TYPES else ""
-            args += [stored[1:], type, ts, "1" if type in TERMINAL_TYPES else "0", lifecycle]
+            args += [body_tail(stored), type, ts, "1" if type in TERMINAL_TYPES else "0", lifecycle]
         first_type = items[0][1] if items else "?"
         reply = await self._run_script(
             [keys.meta, keys.history, LIFECYCLE_STREAM, keys.run(run_id)], args, first_type,

@@ -21,12 +21,17 @@ __all__ = [
     "AgentFailed",
     "AgentStarted",
     "AgentThinking",
+    "Cause",
     "ErrorInfo",
     "Event",
     "EventType",
     "PartialResult",
+    "StoppedBy",
     "ToolCompleted",
     "ToolExecuting",
+    "cancelled",
+    "completed",
+    "failed",
     "parse_timestamp",
     "utc_timestamp",
     "validate_event",
@@ -95,13 +100,33 @@ class AgentCompleted(_Payload):
     tool_calls: int
 
 
+#: why a run failed: its own error, its deadline, or its worker's loss
+Cause = Literal["error", "timeout", "worker_lost"]
+#: who stopped a cancelled run: its user, or a new run on its thread (interrupt)
+StoppedBy = Literal["user", "interrupt"]
+
+
 class AgentFailed(_Payload):
     error: ErrorInfo
-    cause: Literal["error", "timeout", "worker_lost"]
+    cause: Cause
 
 
 class AgentCancelled(_Payload):
-    by: Literal["user", "interrupt"]
+    by: StoppedBy
+
+
+# the terminal payloads, built (and checked) by their models: what producers emit
+def completed(result: str, *, duration_ms: int, tool_calls: int) -> dict[str, Any]:
+    return AgentCompleted(result=result, duration_ms=duration_ms,
+                          tool_calls=tool_calls).model_dump()
+
+
+def failed(code: str, message: str, cause: Cause) -> dict[str, Any]:
+    return AgentFailed(error=ErrorInfo(code=code, message=message), cause=cause).model_dump()
+
+
+def cancelled(by: StoppedBy) -> dict[str, Any]:
+    return AgentCancelled(by=by).model_dump()
 
 
 PAYLOADS: dict[str, type[_Payload]] = {

@@ -17,9 +17,10 @@ from redis.asyncio import Redis
 from redis.asyncio.client import PubSub
 from redis.exceptions import RedisError
 
+from bridge.batch import epoch_of_line, seq_of_line, split_batch
 from servicekit.rediskeys import HUB_CONTROL_CHANNEL, UserKeys
 
-__all__ = ["EventSink", "Subscription", "UserEventHub", "epoch_of_raw", "seq_of_raw"]
+__all__ = ["EventSink", "Subscription", "UserEventHub"]
 
 log = logging.getLogger(__name__)
 
@@ -39,19 +40,6 @@ class Subscription:
 class _Channel:
     subscriptions: set[Subscription] = field(default_factory=set)
     confirmed: asyncio.Event = field(default_factory=asyncio.Event)
-
-
-def seq_of_raw(raw: str) -> int:
-    """The seq of an event as the emit script writes it (``{"seq":N,...``)."""
-    if not raw.startswith('{"seq":'):
-        raise ValueError("not an event of the emit script")
-    return int(raw[7 : raw.index(",", 7)])
-
-
-def epoch_of_raw(raw: str) -> str:
-    """The epoch of an event as the emit script writes it (``...,"epoch":"E",...``)."""
-    start = raw.index('"epoch":"') + 9
-    return raw[start : raw.index('"', start)]
 
 
 class UserEventHub:
@@ -168,9 +156,9 @@ class UserEventHub:
             data = message["data"]
             text = data.decode() if isinstance(data, bytes) else str(data)
             subscriptions = list(channel.subscriptions)
-            for raw in text.split("\n"):  # a batch of the emit script: one event a line
+            for raw in split_batch(text):
                 try:
-                    seq, epoch = seq_of_raw(raw), epoch_of_raw(raw)
+                    seq, epoch = seq_of_line(raw), epoch_of_line(raw)
                 except ValueError:
                     # not an event: the gap it leaves is filled from the history
                     log.error("ignoring a malformed message on %s", name)

@@ -28,11 +28,13 @@ async def test_tool_errors_end_cleanly_and_the_next_run_succeeds(target: Target)
         paris = await _ask(client, "what time is it in Europe/Paris")
         assert "Europe/Paris" in paris["result"]
         assert (await _ask(client, "what is 2 + 2"))["result"] == "2 + 2 = 4"
-        # every call reaches ClickHouse's tool_calls through the ingest stream
+        # every call reaches ClickHouse's tool_calls through the ingest stream (the
+        # worker appends a run's calls once its terminal event is out)
         url = f"{target.backend_url}/api/analytics/tools"
         for _ in range(100):
             tools = {t["tool"]: t for t in (await client._call("GET", url))["items"]}
-            if tools.get("clock", {}).get("calls") == 2 and "calculator" in tools:
+            if tools.get("clock", {}).get("calls") == 2 and \
+                    tools.get("calculator", {}).get("calls") == 2:
                 break
             await asyncio.sleep(0.1)
         assert tools["calculator"]["calls"] == 2 and tools["calculator"]["failures"] == 1

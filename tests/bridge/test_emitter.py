@@ -7,9 +7,10 @@ from typing import Any
 import pytest
 from redis.asyncio import Redis
 
+from bridge.batch import seq_of_line
 from bridge.emitter import EventEmitter, RunEmitter
 from bridge.errors import EmitError, InvariantError, RunFinished
-from bridge.fanout import EventSink, Subscription, UserEventHub, seq_of_raw
+from bridge.fanout import EventSink, Subscription, UserEventHub
 from bridge.streams import UserStreams
 from e2e.stack import LocalStack
 from servicekit.rediskeys import LIFECYCLE_STREAM, UserKeys
@@ -35,7 +36,7 @@ async def test_concurrent_emits_never_share_a_seq(redis: Redis) -> None:
     assert sorted(e["seq"] for e in events) == list(range(1, 201))
     page = await UserStreams(redis).read_after("usr_c", 0, limit=1000)
     assert [s for s, _ in page.events] == list(range(1, 201))
-    assert all(seq_of_raw(raw) == s for s, raw in page.events)
+    assert all(seq_of_line(raw) == s for s, raw in page.events)
 
 
 async def test_history_read_after_and_epoch(redis: Redis) -> None:

@@ -1,7 +1,7 @@
 import pytest
 from pydantic import ValidationError
 
-from bridge.events import utc_timestamp, validate_event
+from bridge.events import cancelled, completed, failed, utc_timestamp, validate_event
 
 
 def _event(**changes: object) -> dict[str, object]:
@@ -33,3 +33,13 @@ def test_rejects_what_breaks_it(changes: dict[str, object]) -> None:
 def test_timestamp_is_utc_with_milliseconds() -> None:
     ts = utc_timestamp()
     assert ts.endswith("Z") and len(ts.split(".")[1]) == 4
+
+
+def test_terminal_payloads_are_built_by_their_models() -> None:
+    assert completed("done", duration_ms=5, tool_calls=1) == {
+        "result": "done", "duration_ms": 5, "tool_calls": 1}
+    assert failed("worker_lost", "gone", "worker_lost") == {
+        "error": {"code": "worker_lost", "message": "gone"}, "cause": "worker_lost"}
+    assert cancelled("interrupt") == {"by": "interrupt"}
+    with pytest.raises(ValidationError):
+        failed("x", "y", "sometimes")  # type: ignore[arg-type]
