@@ -2,7 +2,8 @@
 bound and the stack's policy (noeviction): each user's history stays within its
 byte cap, so one flooding user trims their own history and nothing else; when
 many users flood at once, writes are refused at the bound (the emitter raises,
-a backpressure) and no queue entry, lease, ticket or unread ingest row is lost."""
+a backpressure) and no queue entry, lifecycle entry, lease, ticket or unread
+ingest row is lost."""
 
 from __future__ import annotations
 
@@ -17,7 +18,13 @@ from bridge.errors import EmitError
 from bridge.ingest import append_rows
 from bridge.streams import UserStreams
 from e2e.stack import LocalStack, StackConfig
-from servicekit.rediskeys import INGEST_STREAM
+from servicekit.rediskeys import (
+    INGEST_STREAM,
+    LIFECYCLE_STREAM,
+    RUN_QUEUE,
+    lease_key,
+    ws_ticket_key,
+)
 from tests.conftest import emptied, starts_servers
 
 MAXMEMORY = 64 * 1024 * 1024
@@ -43,18 +50,21 @@ async def redis(small_redis: LocalStack) -> AsyncIterator[Redis]:
 
 
 async def _seed(redis: Redis) -> None:
-    """What must never be lost: queue entries, leases, tickets, unread ingest rows."""
+    """What must never be lost: queue entries, unapplied lifecycle entries, leases,
+    tickets, unread ingest rows."""
     for i in range(50):
-        await redis.xadd("runs:queue", {"run_id": f"run_{i}"})
-        await redis.set(f"run:lease:run_{i}", "worker-1", px=600_000)
-        await redis.set(f"wsticket:t{i}", "{}", ex=600)
+        await redis.xadd(RUN_QUEUE, {"run_id": f"run_{i}"})
+        await redis.xadd(LIFECYCLE_STREAM, {"run_id": f"run_{i}", "type": "agent_started"})
+        await redis.set(lease_key(f"run_{i}"), "worker-1", px=600_000)
+        await redis.set(ws_ticket_key(f"t{i}"), "{}", ex=600)
         await append_rows(redis, "usage", [{"user_id": "usr_x", "n": i}])
 
 
-async def _counts(redis: Redis) -> tuple[int, int, int, int]:
-    leases = len([k async for k in redis.scan_iter("run:lease:*")])
-    tickets = len([k async for k in redis.scan_iter("wsticket:*")])
-    return (await redis.xlen("runs:queue"), leases, tickets, await redis.xlen(INGEST_STREAM))
+async def _counts(redis: Redis) -> tuple[int, int, int, int, int]:
+    leases = len([k async for k in redis.scan_iter(lease_key("*"))])
+    tickets = len([k async for k in redis.scan_iter(ws_ticket_key("*"))])
+    return (await redis.xlen(RUN_QUEUE), await redis.xlen(LIFECYCLE_STREAM), leases, tickets,
+            await redis.xlen(INGEST_STREAM))
 
 
 async def _flood(emitter: EventEmitter, user: str, events: int) -> int:
