@@ -27,6 +27,7 @@ from e2e.client import ChatClient
 from e2e.scenarios import PASSWORD, Target, unique_email
 from e2e.stack import LocalStack
 from servicekit.redisclient import make_redis
+from servicekit.rediskeys import ws_ticket_key
 
 
 def _b64(raw: bytes) -> str:
@@ -180,7 +181,7 @@ async def test_forged_and_expired_tickets_are_refused(stack: LocalStack, target:
     if changes is not None:  # written where auth writes tickets, as auth would not
         redis = make_redis(stack.redis_url)
         try:
-            await redis.set(f"wsticket:{ticket}", json.dumps(_ticket_data(session, **changes)),
+            await redis.set(ws_ticket_key(ticket), json.dumps(_ticket_data(session, **changes)),
                             ex=60)
         finally:
             await redis.aclose()

@@ -14,6 +14,7 @@ from redis.asyncio import Redis
 from auth.throttle import LoginThrottle, RegisterThrottle, ThrottlePolicy, delay_after
 from e2e.client import ApiError, ChatClient
 from e2e.scenarios import PASSWORD, Target, unique_email
+from servicekit.rediskeys import throttle_address_key, throttle_register_key
 
 
 def test_delays_grow_and_are_capped() -> None:
@@ -24,7 +25,7 @@ def test_delays_grow_and_are_capped() -> None:
 async def test_each_reservation_blocks_for_the_delay_of_the_next_attempt(redis: Redis) -> None:
     policy = ThrottlePolicy(free_attempts=3, base_delay_s=1, max_delay_s=10, window_s=60)
     throttle = RegisterThrottle(redis, policy)
-    key = "throttle:register:192.0.2.1"
+    key = throttle_register_key("192.0.2.1")
     blocks = []
     for _ in range(8):
         assert await throttle.reserve("192.0.2.1") == 0
@@ -52,7 +53,7 @@ async def test_a_success_gives_the_address_its_reservation_back(redis: Redis) ->
         assert await throttle.reserve("c@example.com", "192.0.2.3") == 0
     await throttle.succeeded("c@example.com", "192.0.2.3")
     await throttle.give_back("c@example.com", "192.0.2.3")  # the other never checked
-    assert await redis.exists("throttle:address:192.0.2.3") == 0
+    assert await redis.exists(throttle_address_key("192.0.2.3")) == 0
     assert await throttle.reserve("c@example.com", "192.0.2.3") == 0  # nothing blocks
 
 
