@@ -11,41 +11,25 @@ from a dedicated client address.
 
 from __future__ import annotations
 
-import asyncio
 from typing import Any
 
 import httpx
 import schemathesis
 from hypothesis import HealthCheck, given, settings
-from schemathesis import checks
 from schemathesis.core.transport import Response
 from schemathesis.generation.modes import GenerationMode
 
 from backend.api import RUN_OPERATIONS, THREAD_OPERATIONS
-from e2e.client import ChatClient
-from e2e.scenarios import PASSWORD, Target, unique_email
+from e2e.scenarios import Target
+from tests.fuzzing import CHECKS, signed_in_headers
 
 FUZZ_ADDRESS = "203.0.113.201"
-CHECKS = [checks.not_a_server_error, checks.status_code_conformance,
-          checks.content_type_conformance, checks.response_schema_conformance,
-          checks.response_headers_conformance]
-
-
-async def _bearer(target: Target) -> str:
-    async with ChatClient(target.auth_url, target.backend_url) as client:
-        await client.signup(unique_email("fuzz"), PASSWORD)
-        return f"Bearer {client.access_token}"
-
-
-def _headers(target: Target) -> dict[str, str]:
-    return {"Authorization": asyncio.run(_bearer(target)), "X-Forwarded-For": FUZZ_ADDRESS}
-
-
 def test_backend_api_conforms_to_its_schema(target: Target) -> None:
     schema = schemathesis.openapi.from_url(f"{target.backend_url}/openapi.json")
     operations = [result.ok() for result in schema.get_all_operations()]  # type: ignore[union-attr]
     assert len(operations) == 15  # every /api call
-    headers = _headers(target)  # one user: its threads and runs meet their limits too
+    # one user: its threads and runs meet their limits too
+    headers = signed_in_headers(target, FUZZ_ADDRESS)
     for operation in operations:
         _fuzz(operation, headers)
 
@@ -94,7 +78,7 @@ def test_following_the_links_stays_within_the_schema(target: Target) -> None:
     schema = schemathesis.openapi.from_url(f"{target.backend_url}/openapi.json")
     # valid requests only (the run above sends invalid ones): each step can feed the next
     schema.config.generation.update(modes=[GenerationMode.POSITIVE])
-    headers = _headers(target)
+    headers = signed_in_headers(target, FUZZ_ADDRESS)
     reached: set[tuple[str, int]] = set()
 
     class Machine(schema.as_state_machine()):  # type: ignore[misc]
