@@ -2,7 +2,7 @@
 
 Each connection has one bounded outbound queue, drained by one sender task at a
 time, so every frame (live event, replayed event, answer) leaves in one order. The sender asks
-:class:`bridge.protocol.DeliveryCursor` what to do with each event: send it,
+:class:`bridge.delivery.DeliveryCursor` what to do with each event: send it,
 drop a duplicate, or fill a gap from the user's history first.
 """
 
@@ -24,11 +24,11 @@ from ulid import ULID
 from backend.authorization import TOKEN_EXPIRED, renewal_problem, seconds_left
 from backend.shared import BackendState
 from backend.tokens import InvalidToken, Principal
+from bridge.delivery import DeliveryCursor, resume_needs_resync
 from bridge.fanout import Subscription
 from bridge.protocol import (
     AuthMessage,
     CancelRunMessage,
-    DeliveryCursor,
     PingMessage,
     ProtocolError,
     ReauthMessage,
@@ -36,7 +36,6 @@ from bridge.protocol import (
     ResumeMessage,
     StartRunMessage,
     parse_client_message,
-    resume_needs_resync,
 )
 from bridge.ratelimit import TokenBucket
 from servicekit import ProblemError
