@@ -1,9 +1,11 @@
-"""The WebSocket gateway: ``/ws`` of the contract, a thin adapter over bridge.protocol.
+"""The WebSocket gateway: ``/ws`` of the contract, a thin adapter over the I/O-free
+cores :mod:`bridge.protocol` (client frames) and :mod:`bridge.delivery` (what a
+socket sends and when).
 
-Each connection has one bounded outbound queue, drained by one sender task at a
-time, so every frame (live event, replayed event, answer) leaves in one order. The sender asks
-:class:`bridge.protocol.DeliveryCursor` what to do with each event: send it,
-drop a duplicate, or fill a gap from the user's history first.
+Each connection feeds its :class:`bridge.delivery.Delivery` what happens (events,
+``resume``, the pub/sub link back, answers, the live hold's end) and performs what
+it asks: one sender task at a time, existing only while frames wait, sends
+frames and reads the user's history; a slow consumer is closed.
 """
 
 from __future__ import annotations
@@ -14,8 +16,8 @@ import json
 import logging
 import math
 import time
-from collections import Counter, deque
-from typing import Any, NamedTuple
+from collections import Counter
+from typing import Any
 
 from fastapi import WebSocket, WebSocketDisconnect
 from redis.exceptions import RedisError
@@ -24,11 +26,20 @@ from ulid import ULID
 from backend.authorization import TOKEN_EXPIRED, renewal_problem, seconds_left
 from backend.shared import BackendState
 from backend.tokens import InvalidToken, Principal
+from bridge.delivery import (
+    Close,
+    Delivery,
+    Drain,
+    QueueOutcome,
+    ReadHistory,
+    ReadPosition,
+    Resume,
+    Send,
+)
 from bridge.fanout import Subscription
 from bridge.protocol import (
     AuthMessage,
     CancelRunMessage,
-    DeliveryCursor,
     PingMessage,
     ProtocolError,
     ReauthMessage,
@@ -36,7 +47,6 @@ from bridge.protocol import (
     ResumeMessage,
     StartRunMessage,
     parse_client_message,
-    resume_needs_resync,
 )
 from bridge.ratelimit import TokenBucket
 from servicekit import ProblemError
@@ -56,16 +66,8 @@ CLOSE_TOO_MANY = 4409
 MAX_ERRORS = 20
 
 
-class _Outbound(NamedTuple):
-    kind: str  # "event" | "frame" | "resume" | "catchup"
-    seq: int = 0
-    epoch: str = ""
-    raw: str = ""
-    frame: dict[str, Any] = {}  # noqa: RUF012 (never mutated)
-
-
 class Connection:
-    """One authenticated socket. Outbound frames wait in a bounded deque; a sender
+    """One authenticated socket: its delivery core, timers and sender task. A sender
     task exists only while there is something to send, so an idle socket holds no
     task of its own besides the one receiving."""
 
@@ -74,16 +76,11 @@ class Connection:
         self.ws = ws
         self.principal = principal
         self.state = state
-        self.pending: deque[_Outbound] = deque()
-        self.cursor = DeliveryCursor(0)
-        self.epoch = ""
-        self.overflowed = False
-        # Live delivery waits for the client's first message (or a short hold), so a
-        # `resume` sent first is served before any live event: no gap, no duplicate.
-        self.live = False
+        self.delivery = Delivery(queue_limit=state.settings.ws_send_queue)
         self.sender_task: asyncio.Task[None] | None = None
         self.ended = False
         loop = asyncio.get_running_loop()
+        # live delivery waits for the client's first message, at most this hold
         self._hold = loop.call_later(state.settings.ws_live_hold_s, self.go_live)
         # the socket's authorization ends with its token's (unless renewed by `reauth`)
         self._expiry = loop.call_later(seconds_left(principal, time.time()), self._expire)
@@ -110,61 +107,63 @@ class Connection:
             return
         self.ended = True
         self.stop()
-        self.pending.clear()
         asyncio.create_task(self._close(code, reason))  # noqa: RUF006 (ends the socket)
 
-    def push(self, item: _Outbound, *, first: bool = False) -> None:
-        """Queue a frame (``first``: ahead of the others). A full queue marks the
-        socket as a slow consumer: its sender stops and it is closed with a resume
-        hint, so its backlog never grows past the limit."""
-        if self.overflowed:
-            return
-        if len(self.pending) >= self.state.settings.ws_send_queue:
-            self.overflowed = True
-            self.stop()
-            asyncio.create_task(self._close_slow_consumer())  # noqa: RUF006 (ends the socket)
-            return
-        if first:
-            self.pending.appendleft(item)
-        else:
-            self.pending.append(item)
-        self._wake()
+    def resume(self, request: Resume, *, auth: bool = False) -> None:
+        """Serve a ``resume`` (``auth``: carried by the auth message, so first, and
+        live delivery starts)."""
+        if auth:
+            self._hold.cancel()
+        self._perform(self.delivery.resume(request, auth=auth))
+
+    def send_frame(self, frame: dict[str, Any]) -> None:
+        """Queue an answer, in order with the events."""
+        self._perform(self.delivery.frame(frame))
 
     def go_live(self) -> None:
         self._hold.cancel()
-        self.live = True
-        self._wake()
+        self._perform(self.delivery.go_live())
+
+    def on_event(self, seq: int, epoch: str, raw: str) -> None:
+        self._perform(self.delivery.event(seq, epoch, raw))
+
+    def on_reconnect(self) -> None:
+        """The pub/sub link was down: live events may be missing."""
+        self._perform(self.delivery.reconnected())
 
     def stop(self) -> None:
+        """Nothing more is sent: timers and the sender end, queued frames are dropped."""
+        self.delivery.close()
         self._hold.cancel()
         self._expiry.cancel()
         if self.sender_task is not None:
             self.sender_task.cancel()
             self.sender_task = None
 
-    def _wake(self) -> None:
-        if self.live and self.sender_task is None and self.pending:
+    def _perform(self, outcome: QueueOutcome) -> None:
+        if isinstance(outcome, Drain):
             self.sender_task = asyncio.create_task(self._send_pending())
             self.sender_task.add_done_callback(self._sender_done)
-
-    def on_event(self, seq: int, epoch: str, raw: str) -> None:
-        self.push(_Outbound("event", seq=seq, epoch=epoch, raw=raw))
-
-    def on_reconnect(self) -> None:
-        """The pub/sub link was down: live events may be missing."""
-        self.push(_Outbound("catchup"))
+        elif isinstance(outcome, Close):  # a slow consumer
+            log.info("closing %s: %s", self.id, outcome.reason)
+            self.stop()
+            asyncio.create_task(self._close(outcome.code, outcome.reason))  # noqa: RUF006
 
     async def _send_pending(self) -> None:
-        while self.pending:
-            item = self.pending.popleft()
-            if item.kind == "event":
-                await self._deliver(item.seq, item.epoch, item.raw)
-            elif item.kind == "resume":
-                await self._resume(item.frame)
-            elif item.kind == "catchup":
-                await self._catch_up()
+        user_id, streams, delivery = self.principal.user_id, self.state.streams, self.delivery
+        while True:
+            action = delivery.next_action()
+            if isinstance(action, Send):
+                await self.ws.send_text(action.text)
+                delivery.sent()
+            elif isinstance(action, ReadPosition):
+                position = await streams.position(user_id)
+                delivery.position_read(position.epoch, position.last_seq)
+            elif isinstance(action, ReadHistory):
+                page = await streams.read_after(user_id, action.after, limit=action.limit)
+                delivery.history_read(page.events, page.oldest_seq)
             else:
-                await self.ws.send_text(json.dumps(item.frame))
+                break
         self.sender_task = None
 
     def _sender_done(self, task: asyncio.Task[None]) -> None:
@@ -174,75 +173,15 @@ class Connection:
         if exc is not None:
             if self.sender_task is task:
                 self.sender_task = None
+            self.delivery.close()
             if not isinstance(exc, WebSocketDisconnect | RuntimeError | OSError):
                 log.warning("sending on %s failed: %r", self.id, exc)
             # the socket cannot be written: end it; the client resumes elsewhere
             asyncio.create_task(self._close(CLOSE_TRY_AGAIN, "send failed; resume"))  # noqa: RUF006
 
-    async def _close_slow_consumer(self) -> None:
-        log.info("closing slow consumer %s at seq %d", self.id, self.cursor.last_sent)
-        await self._close(CLOSE_TRY_AGAIN, f"slow consumer; resume after {self.cursor.last_sent}")
-
     async def _close(self, code: int, reason: str) -> None:
         with contextlib.suppress(Exception):
             await self.ws.close(code, reason)
-
-    async def _epoch_changed(self, epoch: str, last_seq: int) -> None:
-        """The user's history was lost (Redis came back empty): numbering restarted."""
-        self.epoch = epoch
-        self.cursor.last_sent = last_seq
-        await self.ws.send_text(json.dumps({"type": "resync_required", "epoch": epoch,
-                                            "last_seq": last_seq}))
-
-    async def _catch_up(self) -> None:
-        position = await self.state.streams.position(self.principal.user_id)
-        if position.epoch != self.epoch:
-            await self._epoch_changed(position.epoch, position.last_seq)
-        else:
-            await self._replay(until=position.last_seq)
-
-    async def _deliver(self, seq: int, epoch: str, raw: str) -> None:
-        if epoch != self.epoch:
-            await self._epoch_changed(epoch, seq - 1)
-        verdict = self.cursor.classify(seq)
-        if verdict == "duplicate":
-            return
-        if verdict == "gap":
-            await self._replay(until=seq - 1)
-        await self.ws.send_text(raw)
-        self.cursor.sent(seq)
-
-    async def _replay(self, until: int | None = None) -> None:
-        """Send history events after the cursor (up to ``until``) in order."""
-        while until is None or self.cursor.last_sent < until:
-            page = await self.state.streams.read_after(self.principal.user_id,
-                                                       self.cursor.last_sent, limit=500)
-            events = [(s, r) for s, r in page.events if until is None or s <= until]
-            if not events:
-                return
-            for seq, raw in events:
-                if self.cursor.classify(seq) != "duplicate":
-                    await self.ws.send_text(raw)
-                    self.cursor.sent(seq)
-
-    async def _resume(self, request: dict[str, Any]) -> None:
-        user_id = self.principal.user_id
-        position = await self.state.streams.position(user_id)
-        page = await self.state.streams.read_after(user_id, request["after"], limit=1)
-        self.epoch = position.epoch
-        if resume_needs_resync(client_epoch=request.get("epoch"), after=request["after"],
-                               epoch=position.epoch, last_seq=position.last_seq,
-                               oldest_seq=page.oldest_seq):
-            self.cursor.last_sent = position.last_seq
-            frame = {"type": "resync_required", "epoch": position.epoch,
-                     "last_seq": position.last_seq}
-        else:
-            self.cursor.last_sent = request["after"]
-            await self._replay(until=position.last_seq)
-            frame = {"type": "resumed", "epoch": position.epoch, "last_seq": position.last_seq}
-        if request.get("request_id") is not None:
-            frame["request_id"] = request["request_id"]
-        await self.ws.send_text(json.dumps(frame))
 
 
 class Gateway:
@@ -327,16 +266,14 @@ class Gateway:
         await state.hub.subscribe(subscription)
         try:
             position = await state.streams.position(connection.principal.user_id)
-            connection.cursor.last_sent = position.last_seq
-            connection.epoch = position.epoch
+            connection.delivery.start(position.epoch, position.last_seq)
             await ws.send_text(json.dumps({
                 "type": "welcome", "connection_id": connection.id,
                 "user_id": connection.principal.user_id, "epoch": position.epoch,
                 "last_seq": position.last_seq, "heartbeat_s": state.settings.ws_heartbeat_s,
                 **_deadline(connection.principal)}))
             if resume is not None:  # resumed in the auth message: replay, then live
-                connection.push(_Outbound("resume", frame=resume.model_dump()), first=True)
-                connection.go_live()
+                connection.resume(Resume(resume.after, resume.epoch), auth=True)
             await self._receive(connection)
         finally:
             connection.stop()
@@ -361,17 +298,14 @@ class Gateway:
                 if not wait and isinstance(parsed, StartRunMessage):
                     wait = starts.take(time.monotonic())
                 if wait:  # answered, not counted as an invalid message
-                    connection.push(_Outbound("frame", frame=ProtocolError(
+                    connection.send_frame(ProtocolError(
                         "rate_limited", "too many messages on this socket; slow down",
-                        parsed.request_id, retry_after_ms=math.ceil(wait * 1000)).frame()))
-                elif not connection.live and isinstance(parsed, ResumeMessage):
-                    # the first message: served before the live events held so far
-                    connection.push(_Outbound("resume", frame=parsed.model_dump()), first=True)
+                        parsed.request_id, retry_after_ms=math.ceil(wait * 1000)).frame())
                 else:
                     await self._handle(connection, parsed)
             except ProtocolError as exc:
                 errors += 1
-                connection.push(_Outbound("frame", frame=exc.frame()))
+                connection.send_frame(exc.frame())
             connection.go_live()
             if errors >= MAX_ERRORS:
                 await connection.ws.close(CLOSE_POLICY, "too many invalid messages")
@@ -380,23 +314,24 @@ class Gateway:
     async def _handle(self, connection: Connection, message: Any) -> None:
         rid = message.request_id
         if isinstance(message, PingMessage):
-            connection.push(_Outbound("frame", frame=_with_rid({"type": "pong"}, rid)))
+            connection.send_frame(_with_rid({"type": "pong"}, rid))
         elif isinstance(message, ResumeMessage):
-            connection.push(_Outbound("resume", frame=message.model_dump()))
+            # the client's first message: served ahead of the live events held so far
+            connection.resume(Resume(message.after, message.epoch, rid))
         elif isinstance(message, StartRunMessage):
             created = await _call(connection.state.runs.create(
                 connection.principal.user_id, message.thread_id, message.input, message.agent,
                 message.multitask), rid)
             # queued on this socket before the run reaches the queue: its events,
             # which exist only once a worker takes it, come after, by construction
-            connection.push(_Outbound("frame", frame=_with_rid(
-                {"type": "run_accepted", "run_id": created.run["id"]}, rid)))
+            connection.send_frame(_with_rid(
+                {"type": "run_accepted", "run_id": created.run["id"]}, rid))
             await _call(connection.state.runs.after_create(created), rid)
         elif isinstance(message, CancelRunMessage):
             await _call(connection.state.runs.cancel(connection.principal.user_id,
                                                      message.run_id), rid)
-            connection.push(_Outbound("frame", frame=_with_rid(
-                {"type": "cancel_accepted", "run_id": message.run_id}, rid)))
+            connection.send_frame(_with_rid(
+                {"type": "cancel_accepted", "run_id": message.run_id}, rid))
         elif isinstance(message, ReauthMessage):
             await self._reauth(connection, message)
         elif isinstance(message, AuthMessage):
@@ -415,8 +350,7 @@ class Gateway:
         if problem is not None:
             raise ProtocolError("unauthorized", f"not renewed: {problem}", rid)
         connection.renew(principal)
-        connection.push(_Outbound("frame", frame=_with_rid(
-            {"type": "reauthed", **_deadline(principal)}, rid)))
+        connection.send_frame(_with_rid({"type": "reauthed", **_deadline(principal)}, rid))
 
     @property
     def open_connections(self) -> list[Connection]:

@@ -3,7 +3,8 @@
 One event schema (:mod:`bridge.events`), one emitter (:mod:`bridge.emitter`), the
 per-user streams in Redis (:mod:`bridge.streams`), the fan-out hub that a backend
 replica uses to receive its users' events (:mod:`bridge.fanout`) and the I/O-free
-WebSocket protocol core (:mod:`bridge.protocol`).
+WebSocket protocol cores: client frames (:mod:`bridge.protocol`) and what a socket
+sends and when (:mod:`bridge.delivery`).
 """
 
 from bridge.emitter import EventEmitter, RunEmitter

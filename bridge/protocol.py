@@ -1,13 +1,13 @@
-"""The WebSocket protocol core: parsing client frames and ordering delivery.
+"""The WebSocket protocol's client frames: parsing and error frames.
 
-No I/O here: the backend's gateway feeds frames and sequence numbers in and acts
-on what comes out, so every rule is tested without a socket.
+No I/O here, as in :mod:`bridge.delivery` (what a socket sends and when): the
+backend's gateway feeds frames in and acts on what comes out, so every rule is
+tested without a socket.
 """
 
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
 from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
@@ -21,7 +21,6 @@ __all__ = [
     "AuthMessage",
     "CancelRunMessage",
     "ClientMessage",
-    "DeliveryCursor",
     "Multitask",
     "PingMessage",
     "ProtocolError",
@@ -32,7 +31,6 @@ __all__ = [
     "StartRunMessage",
     "error_frame",
     "parse_client_message",
-    "resume_needs_resync",
 ]
 
 _MAX_ID = 64
@@ -155,37 +153,3 @@ def parse_client_message(text: str) -> ClientMessage:
             ".".join(str(p) for p in err["loc"][1:]) + f": {err['msg']}" for err in exc.errors()
         )
         raise ProtocolError("invalid_message", f"invalid {kind}: {fields}", request_id) from None
-
-
-def resume_needs_resync(
-    *, client_epoch: str | None, after: int, epoch: str, last_seq: int, oldest_seq: int | None
-) -> bool:
-    """Whether a ``resume`` must be answered with ``resync_required``.
-
-    True when the history was lost (epoch changed), the client claims events the
-    server never numbered, or the history no longer reaches back to ``after + 1``.
-    """
-    if client_epoch is not None and client_epoch != epoch:
-        return True
-    if after > last_seq:
-        return True
-    if after == last_seq:
-        return False
-    return oldest_seq is None or oldest_seq > after + 1
-
-
-@dataclass
-class DeliveryCursor:
-    """The last seq sent on one socket; decides what to do with the next event."""
-
-    last_sent: int
-
-    def classify(self, seq: int) -> Literal["send", "duplicate", "gap"]:
-        if seq <= self.last_sent:
-            return "duplicate"
-        if seq == self.last_sent + 1:
-            return "send"
-        return "gap"
-
-    def sent(self, seq: int) -> None:
-        self.last_sent = max(self.last_sent, seq)

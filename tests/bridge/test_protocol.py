@@ -5,13 +5,11 @@ import pytest
 from bridge.errors import BridgeError
 from bridge.protocol import (
     AuthMessage,
-    DeliveryCursor,
     ProtocolError,
     ReauthMessage,
     ResumeMessage,
     StartRunMessage,
     parse_client_message,
-    resume_needs_resync,
 )
 
 
@@ -54,31 +52,6 @@ def test_error_echoes_request_id() -> None:
     with pytest.raises(ProtocolError) as caught:
         parse_client_message(json.dumps({"type": "resume", "after": "x", "request_id": "abc"}))
     assert caught.value.frame()["request_id"] == "abc"
-
-
-def test_cursor_classifies_send_duplicate_gap() -> None:
-    cursor = DeliveryCursor(last_sent=4)
-    assert cursor.classify(5) == "send"
-    assert cursor.classify(4) == "duplicate"
-    assert cursor.classify(2) == "duplicate"
-    assert cursor.classify(7) == "gap"
-    cursor.sent(5)
-    assert cursor.last_sent == 5
-
-
-@pytest.mark.parametrize(("client_epoch", "after", "oldest", "expected"), [
-    ("e1", 10, 1, False),      # everything still there
-    ("e1", 10, 11, False),     # history starts right after
-    ("e1", 10, 12, True),      # trimmed past what the client has
-    ("e0", 10, 1, True),       # epoch changed: history was lost
-    ("e1", 25, 1, True),       # client claims events never numbered
-    ("e1", 20, None, False),   # up to date, nothing to replay
-    (None, 5, 1, False),       # no epoch given: trust the numbers
-])
-def test_resume_decision(client_epoch: str | None, after: int, oldest: int | None,
-                         expected: bool) -> None:
-    assert resume_needs_resync(client_epoch=client_epoch, after=after, epoch="e1",
-                               last_seq=20, oldest_seq=oldest) is expected
 
 
 def test_an_error_frame_carries_its_extra_members() -> None:
