@@ -80,10 +80,22 @@ class Connection:
         self.sender_task: asyncio.Task[None] | None = None
         self.ended = False
         loop = asyncio.get_running_loop()
-        # live delivery waits for the client's first message, at most this hold
-        self._hold = loop.call_later(state.settings.ws_live_hold_s, self.go_live)
+        # live delivery waits for the client's first message, at most a hold that
+        # starts once the welcome is out (:meth:`welcomed`)
+        self._hold: asyncio.TimerHandle | None = None
         # the socket's authorization ends with its token's (unless renewed by `reauth`)
         self._expiry = loop.call_later(seconds_left(principal, time.time()), self._expire)
+
+    def welcomed(self) -> None:
+        """The welcome is sent: live events wait at most the hold for the client's
+        first message (a resume goes first), never go before the welcome."""
+        if not self.ended:
+            self._hold = asyncio.get_running_loop().call_later(
+                self.state.settings.ws_live_hold_s, self.go_live)
+
+    def _cancel_hold(self) -> None:
+        if self._hold is not None:
+            self._hold.cancel()
 
     def renew(self, principal: Principal) -> None:
         """A `reauth` was accepted: the socket lives until the new token's expiry."""
@@ -113,7 +125,7 @@ class Connection:
         """Serve a ``resume`` (``auth``: carried by the auth message, so first, and
         live delivery starts)."""
         if auth:
-            self._hold.cancel()
+            self._cancel_hold()
         self._perform(self.delivery.resume(request, auth=auth))
 
     def send_frame(self, frame: dict[str, Any]) -> None:
@@ -121,7 +133,7 @@ class Connection:
         self._perform(self.delivery.frame(frame))
 
     def go_live(self) -> None:
-        self._hold.cancel()
+        self._cancel_hold()
         self._perform(self.delivery.go_live())
 
     def on_event(self, seq: int, epoch: str, raw: str) -> None:
@@ -134,7 +146,7 @@ class Connection:
     def stop(self) -> None:
         """Nothing more is sent: timers and the sender end, queued frames are dropped."""
         self.delivery.close()
-        self._hold.cancel()
+        self._cancel_hold()
         self._expiry.cancel()
         if self.sender_task is not None:
             self.sender_task.cancel()
@@ -274,6 +286,8 @@ class Gateway:
                 **_deadline(connection.principal)}))
             if resume is not None:  # resumed in the auth message: replay, then live
                 connection.resume(Resume(resume.after, resume.epoch), auth=True)
+            else:
+                connection.welcomed()
             await self._receive(connection)
         finally:
             connection.stop()
