@@ -236,7 +236,8 @@ class Worker:
                 UserKeys(request.user_id).run(request.run_id), "n")
             if started or request.run_id in self._running:
                 # started elsewhere: it finishes there, or is declared lost by the backend
-                await self._redis.xack(RUN_QUEUE, WORKER_GROUP, entry_id)
+                for command in _done_commands(entry_id):
+                    await self._redis.execute_command(*command)
                 continue
             log.info("taking over run %s, never started by its first worker", request.run_id)
             self._offer(entry_id, request)
@@ -292,21 +293,21 @@ class Worker:
             self._freed.set()
 
     async def _finish(self, entry_id: bytes, ctx: RunContext) -> None:
-        """Release the lease, acknowledge the queue entry and record the tool calls,
-        in one round trip shared with the other runs ending now."""
+        """Release the lease, acknowledge and delete the queue entry (the queue keeps
+        only runs not yet done) and record the tool calls, in one round trip shared
+        with the other runs ending now."""
         rows = [{**asdict(record), "run_id": ctx.run_id, "user_id": ctx.user_id}
                 for record in ctx.tool_records]
-        commands = [self._leases.release_command(ctx.run_id),
-                    ("XACK", RUN_QUEUE, WORKER_GROUP, entry_id),
-                    *(append_command("tool_calls", rows[start:start + CHUNK],
-                                     maxlen=self._settings.ingest_maxlen)
-                      for start in range(0, len(rows), CHUNK))]
+        done = [self._leases.release_command(ctx.run_id), *_done_commands(entry_id)]
+        appends = [append_command("tool_calls", rows[start:start + CHUNK],
+                                  maxlen=self._settings.ingest_maxlen)
+                   for start in range(0, len(rows), CHUNK)]
         # the ingest stream answers 0 while full: the rows retry with backoff
         outcomes = await asyncio.gather(
-            *(self._auto.execute(*command) for command in commands[:2]),
-            *(append_retrying(self._auto.execute, command) for command in commands[2:]),
+            *(self._auto.execute(*command) for command in done),
+            *(append_retrying(self._auto.execute, command) for command in appends),
             return_exceptions=True)
-        for error in (o for o in outcomes[2:] if isinstance(o, BaseException)):
+        for error in (o for o in outcomes[len(done):] if isinstance(o, BaseException)):
             log.warning("tool metrics of run %s not recorded: %s", ctx.run_id, error)
         self.completed += 1
 
@@ -373,6 +374,11 @@ class Worker:
         if pending:
             await asyncio.wait(pending, timeout=5.0)
 
+
+
+def _done_commands(entry_id: bytes) -> list[tuple[str | bytes, ...]]:
+    """A queue entry whose run is done: acknowledged, then deleted."""
+    return [("XACK", RUN_QUEUE, WORKER_GROUP, entry_id), ("XDEL", RUN_QUEUE, entry_id)]
 
 
 async def serve(settings: WorkerSettings) -> None:

@@ -50,3 +50,25 @@ async def test_runs_start_in_turns_and_unstarted_ones_go_back_to_the_queue(redis
     assert [RunRequest.from_fields(f).run_id for _, f in again] == heavy[1:]
     pending = await redis.xpending(RUN_QUEUE, WORKER_GROUP)
     assert pending["pending"] == 3  # the other worker's three; the stopped one holds none
+
+
+async def test_a_done_runs_entry_leaves_the_queue(redis: Redis) -> None:
+    settings = WorkerSettings(worker_id="worker-done", concurrency=2, shutdown_grace_s=0)
+    worker = Worker(settings, redis, builtin_agents(settings))
+    for n in range(3):
+        await redis.xadd(RUN_QUEUE, RunRequest(run_id=f"run_done{n}", user_id="usr_done",
+                                               thread_id=f"thr_done{n}", agent="ticker",
+                                               input="ticks 1").fields())
+    task = asyncio.create_task(worker.run())
+    try:
+        for _ in range(200):  # up to 10 s
+            if worker.completed == 3:
+                break
+            await asyncio.sleep(0.05)
+        assert worker.completed == 3
+        # acknowledged and deleted: the queue holds only runs not yet done
+        assert await redis.xlen(RUN_QUEUE) == 0
+        assert (await redis.xpending(RUN_QUEUE, WORKER_GROUP))["pending"] == 0
+    finally:
+        worker.stop()
+        await asyncio.wait_for(task, 20)
