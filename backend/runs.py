@@ -445,9 +445,14 @@ class RunTransitions:
         not yet applied (milliseconds behind), the read applies it first, through
         the same transitions (applying twice changes nothing)."""
         run = await self._store.run(user_id, run_id)
-        if run is not None and run["status"] in ACTIVE and await self._settle(user_id, run_id):
-            run = await self._store.run(user_id, run_id)
-        return run
+        if run is None or run["status"] not in ACTIVE:
+            return run
+        try:
+            settled = await self._settle(user_id, run_id)
+        except (RedisError, OSError) as exc:  # the record stands, if behind
+            log.warning("run %s read without its live state: %s", run_id, exc)
+            return run
+        return await self._store.run(user_id, run_id) if settled else run
 
     async def settle_thread(self, user_id: str, thread_id: str) -> None:
         """Apply what the thread's active runs' events said and their records do not
@@ -456,8 +461,11 @@ class RunTransitions:
         active = [r["id"] for r in await self.pool.fetch(
             "SELECT id FROM app.runs WHERE thread_id = $1 AND user_id = $2 "
             "AND status = ANY($3::text[])", thread_id, user_id, list(ACTIVE))]
-        for run_id in await self._registry.ended(user_id, active):
-            await self._settle(user_id, run_id)
+        try:
+            for run_id in await self._registry.ended(user_id, active):
+                await self._settle(user_id, run_id)
+        except (RedisError, OSError) as exc:  # the messages stand, if behind
+            log.warning("thread %s read without its runs' live state: %s", thread_id, exc)
 
     async def _settle(self, user_id: str, run_id: str) -> bool:
         """Apply the run's stored start or end (its Redis hash: ``st``; ``end``,
