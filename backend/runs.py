@@ -49,8 +49,7 @@ from servicekit import ProblemError
 from servicekit.autopipeline import AutoPipeline
 from servicekit.rediskeys import AGENTS_CATALOG, RUN_QUEUE, UserKeys
 
-__all__ = ["Created", "Dispatch", "Finished", "RunTransitions", "analytics_row",
-           "final_status"]
+__all__ = ["Created", "Dispatch", "Finished", "RunTransitions", "final_status"]
 
 log = logging.getLogger(__name__)
 
@@ -118,8 +117,9 @@ _USERS_WAITING = """
 SELECT DISTINCT user_id FROM app.runs
 WHERE user_id = ANY($1::text[]) AND status = 'queued' AND dispatched_at IS NULL
 """
-#: The run's final status, and its answer as an assistant message, in one statement;
-#: no row when the run was already final.
+#: The run's final status, its answer as an assistant message and its analytics row
+#: (the outbox), in one statement; no row when the run was already final. ``waiting``:
+#: whether the user has runs waiting for a dispatch (a top-up is due).
 _FINISH = """
 WITH done AS (
     UPDATE app.runs SET status = $2, result = $3, error = $4::jsonb, finished_at = $5,
@@ -128,12 +128,20 @@ WITH done AS (
 ), answer AS (
     INSERT INTO app.messages (id, thread_id, user_id, role, content, run_id)
     SELECT $6, thread_id, user_id, 'assistant', $3, id FROM done WHERE $3::text IS NOT NULL
+), outbox AS (
+    INSERT INTO app.run_outbox (run_id, row)
+    SELECT id, jsonb_build_object(
+        'run_id', id, 'user_id', user_id, 'thread_id', thread_id, 'agent', agent,
+        'status', status, 'created_at', created_at, 'started_at', started_at,
+        'finished_at', finished_at,
+        'duration_ms', coalesce(nullif($7::bigint, 0),
+                                (extract(epoch FROM finished_at - started_at) * 1000)::bigint),
+        'tool_calls', $8::int, 'error_code', $9::text)
+    FROM done ON CONFLICT DO NOTHING
 )
-SELECT * FROM done
-"""
-#: A finished run's analytics row, in the transaction that ended it.
-_OUTBOX_ADD = """
-INSERT INTO app.run_outbox (run_id, row) VALUES ($1, $2::jsonb) ON CONFLICT DO NOTHING
+SELECT done.*, EXISTS (SELECT 1 FROM app.runs w WHERE w.user_id = done.user_id
+                       AND w.status = 'queued' AND w.dispatched_at IS NULL) AS waiting
+FROM done
 """
 #: Rows to put on the ingest stream (their transaction commits once they are there).
 _OUTBOX_TAKE = """
@@ -173,21 +181,6 @@ def final_status(event_type: str, payload: dict[str, Any]) -> str:
     if event_type == "agent_cancelled":
         return "cancelled"
     return "timed_out" if payload.get("cause") == "timeout" else "failed"
-
-
-def analytics_row(row: asyncpg.Record, payload: dict[str, Any]) -> dict[str, Any]:
-    """The analytics row of a run that ended (``runs`` in ClickHouse)."""
-    return {
-        "run_id": row["id"], "user_id": row["user_id"], "thread_id": row["thread_id"],
-        "agent": row["agent"], "status": row["status"],
-        "created_at": row["created_at"].isoformat(),
-        "started_at": row["started_at"].isoformat(),
-        "finished_at": row["finished_at"].isoformat(),
-        "duration_ms": payload.get("duration_ms") or int(
-            (row["finished_at"] - row["started_at"]).total_seconds() * 1000),
-        "tool_calls": payload.get("tool_calls", 0),
-        "error_code": (payload.get("error") or {}).get("code", ""),
-    }
 
 
 @dataclass(slots=True)
@@ -290,7 +283,8 @@ class RunTransitions:
         this hour than the quota (read before any lock is taken)."""
         if self._history_bytes is None:
             return
-        hour, written = await self._redis.hmget(UserKeys(user_id).meta, "ww", "wb")
+        # concurrent creations share their round trips
+        hour, written = await self._queue.execute("HMGET", UserKeys(user_id).meta, "ww", "wb")
         now = time.time()
         if hour is not None and int(hour) == history_hour(now) \
                 and int(written or 0) >= self._history_bytes:
@@ -378,8 +372,8 @@ class RunTransitions:
     async def finish(self, run_id: str, event_type: str, payload: dict[str, Any],
                      ts: datetime) -> Finished:
         """End the run's record with its answer and its analytics row (the outbox);
-        the thread's next run and the user's waiting runs are dispatched in the
-        same transaction."""
+        when the user has runs waiting, the thread's next one and those the window
+        lets go are dispatched in the same transaction."""
         status = final_status(event_type, payload)
         result = payload.get("result") if event_type == "agent_completed" else None
         error = json.dumps(payload["error"]) if event_type == "agent_failed" else None
@@ -390,12 +384,14 @@ class RunTransitions:
                 "ON t.id = r.thread_id WHERE r.id = $1 FOR UPDATE OF t", run_id)
             if owner is None:
                 return Finished(None, Dispatch())  # unknown run (its thread was deleted)
-            row = await conn.fetchrow(_FINISH, run_id, status, result, error, ts, new_id("msg"))
-            if row is not None:
-                await conn.execute(_OUTBOX_ADD, run_id,
-                                   json.dumps(analytics_row(row, payload), default=str))
-            await _lock_user(conn, owner["user_id"])
-            rows = await _top_up(conn, owner["user_id"], self._window)
+            row = await conn.fetchrow(
+                _FINISH, run_id, status, result, error, ts, new_id("msg"),
+                int(payload.get("duration_ms") or 0), int(payload.get("tool_calls") or 0),
+                str((payload.get("error") or {}).get("code", "")))
+            rows: list[asyncpg.Record] = []
+            if row is not None and row["waiting"]:  # the thread's next run, the window
+                await _lock_user(conn, owner["user_id"])
+                rows = await _top_up(conn, owner["user_id"], self._window)
         return Finished(row, Dispatch(rows, self))
 
     async def flush_outbox(self, limit: int = 500) -> int:
