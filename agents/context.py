@@ -11,6 +11,7 @@ from typing import Literal
 from agents.backend_client import BackendClient
 from bridge.emitter import RunEmitter
 from bridge.events import StoppedBy
+from bridge.memory import Turn
 
 __all__ = ["RunContext", "Services", "StopReason", "ToolRecord"]
 
@@ -48,6 +49,8 @@ class RunContext:
     emitter: RunEmitter
     deadline: float  # event-loop time
     services: Services = field(default_factory=Services)
+    # the thread's earlier turns, oldest first (bridge.memory), read by the planner
+    memory: tuple[Turn, ...] = ()
     stop_reason: StopReason | None = None
     # set by the worker once a stop request may cancel the run's task (before, the
     # worker only records the request and ends the run itself when it begins)

@@ -88,10 +88,11 @@ class OpenAIPlanner:
             raise
 
     def _body(self, transcript: Transcript) -> dict[str, Any]:
-        messages: list[dict[str, Any]] = [
-            {"role": "system", "content": self._system_prompt},
-            {"role": "user", "content": transcript.input},
-        ]
+        messages: list[dict[str, Any]] = [{"role": "system", "content": self._system_prompt}]
+        for turn in transcript.history:  # the thread's memory, oldest first
+            messages += [{"role": "user", "content": turn.input},
+                         {"role": "assistant", "content": turn.answer}]
+        messages.append({"role": "user", "content": transcript.input})
         for n, outcome in enumerate(transcript.outcomes, 1):
             call_id = f"call_{n}"  # stable: the same transcript gives the same messages
             messages.append({"role": "assistant", "content": None, "tool_calls": [{

@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from agents.errors import PlannerError
+from bridge.memory import Turn
 
 __all__ = ["MAX_TICKS", "MAX_TICK_BYTES", "MAX_TICK_INTERVAL_MS", "Decision", "Final",
            "Planner", "Think", "TickerPlanner", "ToolCall", "ToolOutcome", "Transcript"]
@@ -67,11 +68,13 @@ class ToolOutcome:
 @dataclass
 class Transcript:
     """What happened in the run so far: its input, the tool calls' outcomes and the
-    reasoning-only steps (in order)."""
+    reasoning-only steps (in order), and the thread's earlier turns (its memory,
+    oldest first)."""
 
     input: str
     outcomes: list[ToolOutcome] = field(default_factory=list)
     thoughts: list[Think] = field(default_factory=list)
+    history: tuple[Turn, ...] = ()
 
 
 class Planner(Protocol):

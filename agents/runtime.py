@@ -112,7 +112,7 @@ class Runtime:
         await ctx.emitter.emit("agent_failed", failed(code, message, cause))
 
     async def _steps(self, ctx: RunContext, agent: Agent) -> str:
-        transcript = Transcript(input=ctx.input)
+        transcript = Transcript(input=ctx.input, history=ctx.memory)
         for step in range(1, self._max_steps + 1):
             decision = await agent.planner.next_step(transcript)
             if decision.thought:

@@ -40,6 +40,7 @@ from bridge.events import failed
 from bridge.groups import autoclaim, ensure_group, read_group, requeue
 from bridge.ingest import CHUNK, append_command, append_retrying
 from bridge.leases import RunLeases
+from bridge.memory import decode_memory
 from bridge.queue import RunRequest
 from servicekit.autopipeline import AutoPipeline
 from servicekit.logs import configure_logging
@@ -248,6 +249,7 @@ class Worker:
                              thread_id=request.thread_id, agent=request.agent)
         ctx = RunContext(run_id=request.run_id, user_id=request.user_id,
                          thread_id=request.thread_id, agent=request.agent, input=request.input,
+                         memory=decode_memory(request.memory),
                          emitter=emitter, services=self._services,
                          deadline=asyncio.get_running_loop().time() + self._settings.run_timeout_s)
         task = asyncio.create_task(self._execute(entry_id, ctx, agent), name=request.run_id)

@@ -125,6 +125,7 @@ def create_app(settings: BackendSettings) -> ServiceApps:
                               max_waiting_per_thread=settings.max_queued_runs_per_thread,
                               dispatch_window=settings.dispatch_window_per_user,
                               history_bytes_per_hour=settings.history_bytes_per_hour,
+                              memory_tokens=settings.thread_memory_tokens,
                               run_hash_ttl_s=settings.history_ttl_s)
         app.state.backend = BackendState(
             settings=settings, pool=pool, redis=redis, verifier=verifier, store=store,

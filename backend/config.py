@@ -85,6 +85,9 @@ class BackendSettings(ServiceSettings, EventPathLimits):
     # rest wait their turn in Postgres, so one user's backlog stands at most this
     # deep in front of another user's run, whatever the number of workers
     dispatch_window_per_user: int = Field(default=4, ge=1)
+    # the thread's earlier turns a run is given (bridge.memory: an estimate of a
+    # quarter token per UTF-8 byte; the oldest turns dropped first; 0: none)
+    thread_memory_tokens: int = Field(default=2000, ge=0, le=100_000)
     # bytes of events a user's runs may add to their history in an hour (counted by the
     # emit script): beyond, new runs are refused with 429 quota_exceeded until the
     # next hour; runs already going finish (their history trims its oldest events)

@@ -42,6 +42,7 @@ from bridge.cancel import request_cancel
 from bridge.events import parse_timestamp
 from bridge.ingest import IngestBusy, append_rows
 from bridge.limits import history_hour
+from bridge.memory import Turn, encode_memory, within_budget
 from bridge.protocol import Multitask
 from bridge.queue import RunRequest
 from bridge.registry import ThreadRunRegistry
@@ -161,6 +162,19 @@ SELECT DISTINCT user_id FROM app.runs WHERE status = 'queued' AND dispatched_at 
 AND created_at < now() - make_interval(secs => $1) LIMIT $2
 """
 
+#: The earlier answered runs of each run's thread, newest first (at most $4 each).
+_TURNS = """
+SELECT r.id AS run_id, p.input, p.result, p.created_at
+FROM unnest($1::text[], $2::text[], $3::timestamptz[]) AS r(id, thread_id, created_at)
+CROSS JOIN LATERAL (
+    SELECT input, result, created_at FROM app.runs p
+    WHERE p.thread_id = r.thread_id AND p.created_at < r.created_at
+      AND p.status = 'succeeded' AND p.result IS NOT NULL
+    ORDER BY p.created_at DESC LIMIT $4) p
+"""
+#: the most earlier turns read for a run's memory (the budget usually keeps fewer)
+_MEMORY_TURNS = 50
+
 #: KEYS[1] the run queue, KEYS[2] the run's hash; ARGV[1] the hash's ttl, then the
 #: entry's fields. Appends the run's entry unless one was appended before; returns
 #: the entry's id either way.
@@ -227,7 +241,7 @@ class RunTransitions:
     def __init__(self, store: Store, redis: Redis, registry: ThreadRunRegistry, *,
                  default_agent: str = "supervisor", max_active_per_user: int = 20,
                  max_waiting_per_thread: int = 10, dispatch_window: int = 4,
-                 history_bytes_per_hour: int | None = None,
+                 history_bytes_per_hour: int | None = None, memory_tokens: int = 0,
                  run_hash_ttl_s: int = 86_400) -> None:
         self._store = store
         self._redis = redis
@@ -237,6 +251,7 @@ class RunTransitions:
         self._max_waiting = max_waiting_per_thread
         self._window = dispatch_window
         self._history_bytes = history_bytes_per_hour
+        self._memory_tokens = memory_tokens
         self._ttl_s = run_hash_ttl_s
         self._queue = AutoPipeline(redis)  # the appends of concurrent transitions
         self._append = redis.register_script(_APPEND_LUA)
@@ -406,13 +421,38 @@ class RunTransitions:
 
     # -- the queue --------------------------------------------------------------------
     async def append(self, rows: Iterable[asyncpg.Record]) -> None:
-        """Append the runs' queue entries (each once, whoever else appends it), in
-        shared round trips."""
-        await asyncio.gather(*(self._append_one(row) for row in rows))
+        """Append the runs' queue entries (each once, whoever else appends it), with
+        their threads' memory, in shared round trips."""
+        rows = list(rows)
+        if not rows:
+            return
+        memory = await self._memory(rows)
+        await asyncio.gather(*(self._append_one(row, memory.get(row["id"], "[]"))
+                               for row in rows))
 
-    async def _append_one(self, row: asyncpg.Record) -> None:
+    async def _memory(self, rows: list[asyncpg.Record]) -> dict[str, str]:
+        """Each run's memory: its thread's earlier answered runs within the budget
+        (one statement for all the runs)."""
+        if self._memory_tokens <= 0:
+            return {}
+        try:
+            earlier = await self.pool.fetch(
+                _TURNS, [r["id"] for r in rows], [r["thread_id"] for r in rows],
+                [r["created_at"] for r in rows], _MEMORY_TURNS)
+        except (asyncpg.PostgresError, OSError) as exc:  # a run without memory still runs
+            log.warning("thread memory not read: %s", exc)
+            return {}
+        newest_first: dict[str, list[Turn]] = {}
+        for turn in sorted(earlier, key=lambda t: t["created_at"], reverse=True):
+            newest_first.setdefault(turn["run_id"], []).append(
+                Turn(input=turn["input"], answer=turn["result"]))
+        return {run_id: encode_memory(within_budget(turns, self._memory_tokens))
+                for run_id, turns in newest_first.items()}
+
+    async def _append_one(self, row: asyncpg.Record, memory: str) -> None:
         request = RunRequest(run_id=row["id"], user_id=row["user_id"],
-                             thread_id=row["thread_id"], agent=row["agent"], input=row["input"])
+                             thread_id=row["thread_id"], agent=row["agent"], input=row["input"],
+                             memory=memory)
         fields = [part for pair in request.fields().items() for part in pair]
         try:
             await self._queue.script(

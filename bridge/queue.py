@@ -19,6 +19,9 @@ class RunRequest:
     thread_id: str
     agent: str
     input: str
+    #: the thread's earlier turns, as JSON (``[{"input", "answer"}...]``, oldest
+    #: first, within the backend's memory budget); an entry without it has none
+    memory: str = "[]"
 
     def fields(self) -> dict[Any, Any]:
         return asdict(self)
@@ -27,4 +30,4 @@ class RunRequest:
     def from_fields(cls, fields: dict[bytes, bytes] | dict[str, str]) -> RunRequest:
         data = {(k.decode() if isinstance(k, bytes) else k): (v.decode() if isinstance(v, bytes)
                 else v) for k, v in fields.items()}
-        return cls(**{name: data[name] for name in cls.__dataclass_fields__})
+        return cls(**{name: data[name] for name in cls.__dataclass_fields__ if name in data})

@@ -17,6 +17,7 @@ from agents.errors import AgentError, ProviderError, ToolArgumentsError
 from agents.openai import OpenAIPlanner, make_openai_planner
 from agents.planner import Final, ToolCall, ToolOutcome, Transcript
 from agents.tools import CALCULATOR, ToolRegistry
+from bridge.memory import Turn
 
 KEY = "sk-test-0123456789abcdef"
 Handler = Callable[[httpx.Request], Coroutine[None, None, httpx.Response]]
@@ -163,6 +164,21 @@ async def test_the_request_carries_model_tools_and_the_rebuilt_conversation() ->
     ]
     assert json.loads(server.body(1)["messages"][3]["content"]) == {
         "error": {"code": "calculation_error", "message": "division by zero"}}
+
+
+async def test_the_threads_memory_goes_before_the_question_as_turns() -> None:
+    server = Server(SSEStream(content_events("ok")))
+    transcript = Transcript(input="and the week before?", history=(
+        Turn("how much did I spend this week?", "$12.30"), Turn("only gpt-4o?", "$8.00")))
+    await collect(_final(await planner(server).next_step(transcript)).stream)
+    assert server.body(0)["messages"] == [
+        {"role": "system", "content": "Be exact."},
+        {"role": "user", "content": "how much did I spend this week?"},
+        {"role": "assistant", "content": "$12.30"},
+        {"role": "user", "content": "only gpt-4o?"},
+        {"role": "assistant", "content": "$8.00"},
+        {"role": "user", "content": "and the week before?"},
+    ]
 
 
 async def test_no_tools_means_no_tool_fields() -> None:

@@ -1,0 +1,32 @@
+"""A thread's memory within its budget: the oldest turns go first."""
+
+from __future__ import annotations
+
+from bridge.memory import Turn, decode_memory, encode_memory, estimate_tokens, within_budget
+
+
+def test_tokens_are_a_quarter_of_the_bytes_rounded_up() -> None:
+    assert estimate_tokens("") == 0
+    assert estimate_tokens("abcd") == 1 and estimate_tokens("abcde") == 2
+    assert estimate_tokens("日本") == 2  # 6 bytes
+
+
+def test_the_newest_turns_that_fit_are_kept_oldest_first() -> None:
+    turns = [Turn(f"q{n}", "a" * 40) for n in range(5)]  # 1 + 10 tokens each
+    newest_first = list(reversed(turns))
+    assert within_budget(newest_first, 0) == []
+    assert within_budget(newest_first, 22) == turns[3:]
+    assert within_budget(newest_first, 1000) == turns
+
+
+def test_a_turn_too_large_ends_the_memory() -> None:
+    newest_first = [Turn("q3", "short"), Turn("q2", "x" * 4000), Turn("q1", "short")]
+    assert within_budget(newest_first, 100) == [Turn("q3", "short")]
+
+
+def test_memory_round_trips_and_malformed_is_none() -> None:
+    turns = [Turn("how much?", "$1.00"), Turn("and before?", "€2,00 — ok")]
+    assert decode_memory(encode_memory(turns)) == tuple(turns)
+    assert decode_memory("[]") == ()
+    for bad in ("", "{", '[{"input": 1}]', '"text"', "[1]"):
+        assert decode_memory(bad) == ()
