@@ -36,23 +36,27 @@ def _backend(ctx: RunContext) -> BackendClient:
 
 
 class QueryUsageArgs(BaseModel):
-    days: int = Field(default=7, ge=1, le=365, description="How many days back from now")
+    days: int = Field(default=7, ge=1, le=365, description="How many days")
+    offset_days: int = Field(default=0, ge=0, le=365,
+                             description="Ending this many days ago (0: ending now)")
     group_by: Literal["model", "day"] = Field(default="model", description="Aggregate per")
 
 
 async def _query_usage(ctx: RunContext, args: QueryUsageArgs) -> dict[str, Any]:
-    end = datetime.now(UTC)
+    end = datetime.now(UTC) - timedelta(days=args.offset_days)
     start = end - timedelta(days=args.days)
     answer = await _backend(ctx).usage(
         ctx.user_id, start=start.isoformat(), end=end.isoformat(), group_by=args.group_by,
         short_tokens=SHORT_UNDER_TOKENS if args.group_by == "model" else None)
-    return {"days": args.days, "group_by": args.group_by, "from": answer["from"],
+    return {"days": args.days, "offset_days": args.offset_days, "group_by": args.group_by,
+            "from": answer["from"],
             "to": answer["to"], "short_under_tokens": SHORT_UNDER_TOKENS,
             "items": answer["items"]}
 
 
 QUERY_USAGE = Tool("query_usage", "Your AI usage (requests, tokens, cost, latency) per model "
-                   "or per day over the last N days.", QueryUsageArgs, _query_usage)
+                   "or per day over N days, ending now or offset_days ago.", QueryUsageArgs,
+                   _query_usage)
 
 
 #: the largest count or amount a usage figure may carry into estimate_savings

@@ -27,6 +27,7 @@ from decimal import Decimal
 from typing import Any, Literal
 
 from agents.builtin_tools import SHORT_UNDER_TOKENS
+from agents.followups import SpendQuery, is_spend, resolve_spend
 from agents.planner import (
     Decision,
     Final,
@@ -43,15 +44,10 @@ __all__ = ["Intent", "PipelinePlanner", "classify"]
 Intent = Literal["spend", "arithmetic", "time", "search", "help"]
 Mode = Literal["supervisor", "triage", "data", "optimization"]
 
-_SPEND = re.compile(r"\b(spen[dt]|spending|cost|costs|usage|tokens?|bill|models?|budget|"
-                    r"expensive|cheaper|price)\b", re.IGNORECASE)
-_CUT = re.compile(r"\b(cut|save|saving|savings|reduce|lower|optimi[sz]e|cheaper|recommend)",
-                  re.IGNORECASE)
 _TIME = re.compile(r"\b(what time|the time|date|today|clock|what day)\b", re.IGNORECASE)
 _SEARCH = re.compile(r"\b(search|find|look up|mention(?:ed)?)\b", re.IGNORECASE)
 _QUOTED = re.compile(r"[\"“']([^\"”']{1,200})[\"”']")
 _AFTER = re.compile(r"\b(?:for|about)\s+(.{1,200}?)[?.!]*$", re.IGNORECASE)
-_DAYS = re.compile(r"\b(?:last|past)\s+(\d{1,3})\s+days?\b", re.IGNORECASE)
 _ZONE = re.compile(r"\b([A-Z][a-z]+/[A-Z][A-Za-z_]+)\b")
 _HELP = ("I am the built-in planner (rules, not a language model). I can report your AI "
          "spend per model and how to cut it, evaluate arithmetic (what is 17 * 23?), tell "
@@ -61,25 +57,13 @@ _HELP = ("I am the built-in planner (rules, not a language model). I can report 
 def classify(text: str) -> Intent:
     if _SEARCH.search(text) and (_QUOTED.search(text) or _AFTER.search(text)):
         return "search"
-    if _SPEND.search(text):
+    if is_spend(text):
         return "spend"
     if find_expression(text) is not None:
         return "arithmetic"
     if _TIME.search(text):
         return "time"
     return "help"
-
-
-def days_asked(text: str) -> int:
-    match = _DAYS.search(text)
-    if match:
-        return max(1, min(int(match.group(1)), 365))
-    lowered = text.lower()
-    if "month" in lowered:
-        return 30
-    if "today" in lowered:
-        return 1
-    return 7
 
 
 class PipelinePlanner:
@@ -91,8 +75,12 @@ class PipelinePlanner:
 
     async def next_step(self, transcript: Transcript) -> Decision:
         intent = classify(transcript.input)
+        query = None if intent == "search" else resolve_spend(
+            (turn.input for turn in transcript.history), transcript.input)
+        if query is not None:  # a spend question, or a follow-up of the thread's last one
+            return self._spend(transcript, query)
         if intent == "spend":
-            return self._spend(transcript)
+            intent = "help"
         if self._mode == "triage":
             return Final(f"Classified as {intent}.", agent="triage")
         if not transcript.outcomes:
@@ -116,36 +104,80 @@ class PipelinePlanner:
                             thought=f"Searching your messages for {needle!r}.")
         return Final(_HELP, thought="Nothing in the request that my rules cover.")
 
-    def _spend(self, transcript: Transcript) -> Decision:
-        text = transcript.input
-        days = days_asked(text)
+    def _spend(self, transcript: Transcript, query: SpendQuery) -> Decision:
         wants_cuts = self._mode == "optimization" or (
-            self._mode == "supervisor" and bool(_CUT.search(text)))
-        outcomes = {o.call.tool: o for o in transcript.outcomes}
+            self._mode == "supervisor" and query.wants_cuts)
+        period = _period(query.days, query.offset_days)
         if not transcript.thoughts:
             plan = "usage data, then savings, then a report" if wants_cuts else \
                 "usage data, then a report"
-            return Think(f"A question about AI spend over the last {days} days: it needs "
+            scope = f" on {query.model}" if query.model else ""
+            also = f", compared with the {query.days} days before" if query.compare else ""
+            return Think(f"A question about AI spend{scope} over {period}{also}: it needs "
                          f"{plan}.", agent="triage")
         if self._mode == "triage":
-            return Final(f"Classified as spend over {days} days.", agent="triage")
-        data = outcomes.get("query_usage")
-        if data is None:
-            return ToolCall("query_usage", {"days": days, "group_by": "model"},
-                            thought=f"Reading your usage of the last {days} days, per model.",
-                            agent="data")
-        if not data.ok:
+            return Final(f"Classified as spend over {period}.", agent="triage")
+        reads = [o for o in transcript.outcomes if o.call.tool == "query_usage"]
+        offsets = [query.offset_days] + ([query.offset_days + query.days] if query.compare
+                                         else [])
+        if len(reads) < len(offsets):
+            offset = offsets[len(reads)]
+            return ToolCall("query_usage", {"days": query.days, "offset_days": offset,
+                                            "group_by": "model"},
+                            thought=f"Reading your usage of {_period(query.days, offset)}, "
+                                    "per model.", agent="data")
+        failed = next((read for read in reads if not read.ok), None)
+        if failed is not None:
             return _report(f"I could not read your usage data: "
-                           f"{data.result.get('message', 'error')}.")
-        items = data.result["items"]
-        if wants_cuts and items and "estimate_savings" not in outcomes:
-            return ToolCall("estimate_savings", {"items": [_model_usage(i) for i in items]},
+                           f"{failed.result.get('message', 'error')}.")
+        items = [_only(read.result["items"], query.model) for read in reads]
+        if query.compare:
+            return _report(compare_report(query, items[0], items[1]))
+        savings = next((o for o in transcript.outcomes if o.call.tool == "estimate_savings"),
+                       None)
+        if wants_cuts and items[0] and savings is None:
+            return ToolCall("estimate_savings", {"items": [_model_usage(i) for i in items[0]]},
                             thought="Looking for requests a smaller model could serve: "
                                     f"completions under {SHORT_UNDER_TOKENS} tokens on large "
                                     "models.", agent="optimization")
-        savings = outcomes.get("estimate_savings")
-        return _report(spend_report(days, items, savings.result if savings and savings.ok
-                                    else None, wants_cuts))
+        return _report(spend_report(query.days, items[0], savings.result if savings and savings.ok
+                                    else None, wants_cuts, offset_days=query.offset_days,
+                                    model=query.model))
+
+
+def _period(days: int, offset_days: int) -> str:
+    if offset_days == 0:
+        return f"the last {days} days"
+    return f"the {days} days ending {offset_days} days ago"
+
+
+def _only(items: list[dict[str, Any]], model: str | None) -> list[dict[str, Any]]:
+    return [i for i in items if model is None or i["key"] == model]
+
+
+def compare_report(query: SpendQuery, now: list[dict[str, Any]],
+                   before: list[dict[str, Any]]) -> str:
+    """Two periods of the same length side by side, to the cent."""
+    scope = f" on {query.model}" if query.model else ""
+    first = _period(query.days, query.offset_days)
+    second = _period(query.days, query.offset_days + query.days)
+    spent_now, spent_before = _total(now), _total(before)
+    change = spent_now - spent_before
+    direction = "more" if change > 0 else "less" if change < 0 else "the same"
+    lines = [f"Over {first} you spent {cents(spent_now)}{scope} on "
+             f"{sum(int(i['requests']) for i in now):,} requests; over {second}, "
+             f"{cents(spent_before)} on {sum(int(i['requests']) for i in before):,} requests.",
+             f"That is {cents(abs(change))} {direction}" if change else
+             "That is the same amount."]
+    if change and spent_before:
+        lines[-1] += f" ({abs(change) / spent_before * 100:.0f}%)."
+    elif change:
+        lines[-1] += "."
+    return "\n".join(lines)
+
+
+def _total(items: list[dict[str, Any]]) -> Decimal:
+    return sum((Decimal(str(i["cost_usd"])) for i in items), Decimal(0))
 
 
 def _model_usage(item: dict[str, Any]) -> dict[str, Any]:
@@ -163,13 +195,15 @@ def _report(text: str) -> Final:
 
 
 def spend_report(days: int, items: list[dict[str, Any]], savings: dict[str, Any] | None,
-                 wants_cuts: bool) -> str:
+                 wants_cuts: bool, *, offset_days: int = 0, model: str | None = None) -> str:
+    period = _period(days, offset_days)
+    scope = f" on {model}" if model else ""
     if not items:
-        return f"No AI usage was recorded in the last {days} days."
+        return f"No AI usage{scope} was recorded in {period}."
     total = sum((Decimal(str(i["cost_usd"])) for i in items), Decimal(0))
     requests = sum(int(i["requests"]) for i in items)
-    lines = [f"Over the last {days} days you spent {cents(total)} on {requests:,} requests "
-             f"across {len(items)} models:"]
+    models = f"on {model}" if model else f"across {len(items)} models"
+    lines = [f"Over {period} you spent {cents(total)} on {requests:,} requests {models}:"]
     lines += [f"- {i['key']}: {int(i['requests']):,} requests, {cents(i['cost_usd'])}"
               for i in items]
     if wants_cuts:

@@ -6,7 +6,8 @@ from typing import Any
 import pytest
 
 from agents.builtin_tools import EstimateSavingsArgs, _estimate_savings
-from agents.pipeline import PipelinePlanner, classify, days_asked, spend_report
+from agents.followups import resolve_spend
+from agents.pipeline import PipelinePlanner, classify, spend_report
 from agents.planner import Decision, Final, Think, ToolCall, ToolOutcome, Transcript
 
 SPEND = "What did I spend on each model over the last 7 days, and how can I cut it?"
@@ -30,9 +31,10 @@ def test_classifies(text: str, intent: str) -> None:
 
 @pytest.mark.parametrize(("text", "days"), [
     (SPEND, 7), ("usage over the past 30 days", 30), ("my spend this month", 30),
-    ("what did I spend today", 1), ("my spend", 7), ("last 900 days", 365)])
+    ("what did I spend today", 1), ("my spend", 7), ("my usage over the last 900 days", 365)])
 def test_days_asked(text: str, days: int) -> None:
-    assert days_asked(text) == days
+    query = resolve_spend([], text)
+    assert query is not None and query.days == days
 
 
 async def _play(planner: PipelinePlanner, text: str, results: dict[str, Any]
@@ -58,7 +60,8 @@ async def test_the_supervisor_chains_triage_data_optimization_report() -> None:
     assert [type(d).__name__ for d in decisions] == ["Think", "ToolCall", "ToolCall", "Final"]
     assert [d.agent for d in decisions] == ["triage", "data", "optimization", "report"]
     data = decisions[1]
-    assert isinstance(data, ToolCall) and data.arguments == {"days": 7, "group_by": "model"}
+    assert isinstance(data, ToolCall)
+    assert data.arguments == {"days": 7, "offset_days": 0, "group_by": "model"}
     final = decisions[-1]
     assert isinstance(final, Final) and "".join(final.deltas) == final.answer
     assert "- gpt-4o: 10 requests, $12.35" in final.answer  # half up, to the cent
