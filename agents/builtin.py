@@ -8,7 +8,7 @@ from agents.openai import make_openai_planner
 from agents.pipeline import PipelinePlanner
 from agents.planner import Planner, TickerPlanner
 from agents.runtime import Agent
-from agents.tools import CALCULATOR, ToolRegistry
+from agents.tools import CALCULATOR, Tool, ToolRegistry
 
 __all__ = ["SYSTEM_PROMPT", "builtin_agents"]
 
@@ -21,7 +21,17 @@ SYSTEM_PROMPT = (
 
 
 def builtin_agents(settings: WorkerSettings) -> dict[str, Agent]:
-    everything = ToolRegistry([QUERY_USAGE, ESTIMATE_SAVINGS, CALCULATOR, CLOCK, THREAD_SEARCH])
+    tools = [QUERY_USAGE, ESTIMATE_SAVINGS, CALCULATOR, CLOCK, THREAD_SEARCH]
+    unknown = set(settings.approval_tools) - {tool.name for tool in tools}
+    if unknown:
+        raise ValueError(f"WORKER_APPROVAL_TOOLS names no tool: {', '.join(sorted(unknown))} "
+                         f"(the tools: {', '.join(tool.name for tool in tools)})")
+    approved = settings.approval_tools
+
+    def registry(*chosen: Tool) -> ToolRegistry:
+        return ToolRegistry(chosen).requiring_approval(approved)
+
+    everything = registry(*tools)
     supervisor: Planner = PipelinePlanner("supervisor")
     if settings.llm_provider == "openai":
         supervisor = make_openai_planner(settings, everything, system_prompt=SYSTEM_PROMPT)
@@ -32,10 +42,10 @@ def builtin_agents(settings: WorkerSettings) -> dict[str, Agent]:
         "triage": Agent("triage", "Classifies a request and says what it needs.",
                         PipelinePlanner("triage"), ToolRegistry([])),
         "data": Agent("data", "Your usage per model over the days you name.",
-                      PipelinePlanner("data"), ToolRegistry([QUERY_USAGE])),
+                      PipelinePlanner("data"), registry(QUERY_USAGE)),
         "optimization": Agent("optimization", "Your usage and what a smaller model would "
                               "save.", PipelinePlanner("optimization"),
-                              ToolRegistry([QUERY_USAGE, ESTIMATE_SAVINGS])),
+                              registry(QUERY_USAGE, ESTIMATE_SAVINGS)),
         "ticker": Agent("ticker", "Diagnostics: 'ticks N every M ms' streams N deltas.",
                         TickerPlanner(), ToolRegistry([])),
     }

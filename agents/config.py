@@ -50,6 +50,12 @@ class WorkerSettings(ServiceSettings, EventPathLimits):
     # the most of a model's streamed answer a run keeps; beyond, the stream is closed
     # and the answer ends with a marker (what the run holds in memory stays bounded)
     max_answer_chars: int = Field(default=32 * 1024, ge=1024)
+    # tools whose calls wait for their user's approval (approve_tool / reject_tool),
+    # as a JSON list of names (["calculator"]); an unknown name stops the worker
+    approval_tools: list[str] = Field(default_factory=list)
+    # how long a call waits for the answer; then the run ends agent_cancelled
+    # (by approval_timeout). The worker's slot is free meanwhile
+    approval_timeout_s: float = Field(default=300.0, gt=0)
     shutdown_grace_s: float = Field(default=10.0, ge=0)
     # a run's lease; a run whose lease lapses is declared lost by the backend
     lease_ttl_s: float = Field(default=6.0, gt=1)

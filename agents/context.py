@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 from typing import Literal
 
 from agents.backend_client import BackendClient
+from bridge.approvals import Approvals
 from bridge.emitter import RunEmitter
 from bridge.events import StoppedBy
 from bridge.memory import Turn
@@ -25,6 +26,8 @@ class Services:
     holding no user data (a tool passes the run's ``user_id`` itself)."""
 
     backend: BackendClient | None = None
+    # where a run paused on a tool approval is stored (None: no tool may pause)
+    approvals: Approvals | None = None
 
 
 @dataclass(frozen=True)

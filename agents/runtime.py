@@ -3,7 +3,10 @@
 planner → ``tool_executing`` → validated call with a timeout → ``tool_completed`` →
 planner … → ``agent_completed``. A tool error is reported to the planner and the
 run goes on; a deadline, a cancellation or an unexpected error end the run with
-the matching terminal event, whatever step it was in.
+the matching terminal event, whatever step it was in. A call of a tool that needs
+its user's approval pauses the run: its state is stored (``agents.pause``,
+``bridge.approvals``), ``approval_required`` is emitted and the worker's slot is
+free; the answered run goes on from there on any worker (:class:`Resumed`).
 """
 
 from __future__ import annotations
@@ -14,19 +17,21 @@ import json
 import logging
 import time
 from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from ulid import ULID
 
 from agents.context import RunContext, ToolRecord
 from agents.errors import AgentError, ToolError
+from agents.pause import Paused, encode
 from agents.planner import Final, Planner, ToolCall, ToolOutcome, Transcript
 from agents.tools import ToolRegistry
 from bridge.errors import BridgeError
 from bridge.events import Cause, cancelled, completed, failed, utc_timestamp
 
-__all__ = ["ANSWER_CUT", "MAX_ANSWER_CHARS", "MAX_RESULT_CHARS", "Agent", "Runtime",
-           "bounded_result"]
+__all__ = ["ANSWER_CUT", "MAX_ANSWER_CHARS", "MAX_RESULT_CHARS", "PAUSED", "Agent", "Resumed",
+           "Runtime", "bounded_result"]
 
 log = logging.getLogger(__name__)
 
@@ -36,6 +41,8 @@ MAX_RESULT_CHARS = 32 * 1024
 #: (the provider stops generating) and the answer ends with :data:`ANSWER_CUT`
 MAX_ANSWER_CHARS = 32 * 1024
 ANSWER_CUT = "\n[answer cut: longer than the run's limit]"
+#: what :meth:`Runtime.run` returns for a run that waits for a tool approval
+PAUSED = "paused"
 
 
 @dataclass(frozen=True)
@@ -47,27 +54,57 @@ class Agent:
 
     def describe(self) -> dict[str, Any]:
         return {"name": self.name, "description": self.description,
-                "tools": [tool.schema() for tool in self.tools]}
+                "tools": [{**tool.schema(), "needs_approval": tool.needs_approval}
+                          for tool in self.tools]}
+
+
+@dataclass(frozen=True)
+class Resumed:
+    """A paused run taken back with its user's answer."""
+
+    paused: Paused
+    approved: bool
 
 
 class Runtime:
     def __init__(self, *, max_steps: int, tool_timeout_s: float, stream_batch: int = 64,
                  max_result_chars: int = MAX_RESULT_CHARS,
-                 max_answer_chars: int = MAX_ANSWER_CHARS) -> None:
+                 max_answer_chars: int = MAX_ANSWER_CHARS,
+                 approval_timeout_s: float = 300.0) -> None:
         self._max_steps = max_steps
+        self._approval_timeout_s = approval_timeout_s
         self._max_result_chars = max_result_chars
         self._max_answer_chars = max_answer_chars
         self._tool_timeout_s = tool_timeout_s
         self._stream_batch = stream_batch
 
-    async def run(self, ctx: RunContext, agent: Agent) -> str:
-        """Execute the run; returns the terminal event type it emitted."""
-        started = time.monotonic()
+    async def run(self, ctx: RunContext, agent: Agent, resumed: Resumed | None = None) -> str:
+        """Execute the run, or go on with a paused one that was answered (``resumed``);
+        returns the terminal event type it emitted, or :data:`PAUSED` when a call
+        waits for its user's approval (the run's state is then stored, not held)."""
+        if resumed is None:
+            started = time.monotonic()
+            transcript = Transcript(input=ctx.input, history=ctx.memory)
+            first_step = 1
+        else:
+            paused = resumed.paused
+            started = time.monotonic() - paused.elapsed_s
+            transcript = paused.transcript
+            ctx.tool_calls = paused.tool_calls
+            first_step = paused.step + 1
         emit = ctx.emitter.emit
         try:
-            await emit("agent_started", {"input": ctx.input})
+            if resumed is None:
+                await emit("agent_started", {"input": ctx.input})
             async with asyncio.timeout_at(ctx.deadline):
-                answer = await self._steps(ctx, agent)
+                if resumed is not None:
+                    transcript.outcomes.append(await self._answered(ctx, agent, resumed))
+                try:
+                    answer = await self._steps(ctx, agent, transcript, first_step)
+                except _Pause as pause:
+                    await self._park(ctx, transcript, pause,
+                                     elapsed_s=time.monotonic() - started)
+                    return PAUSED
             await emit("agent_completed", completed(answer, duration_ms=_ms_since(started),
                                                     tool_calls=ctx.tool_calls))
             return "agent_completed"
@@ -111,9 +148,9 @@ class Runtime:
         await self._ensure_started(ctx)
         await ctx.emitter.emit("agent_failed", failed(code, message, cause))
 
-    async def _steps(self, ctx: RunContext, agent: Agent) -> str:
-        transcript = Transcript(input=ctx.input, history=ctx.memory)
-        for step in range(1, self._max_steps + 1):
+    async def _steps(self, ctx: RunContext, agent: Agent, transcript: Transcript,
+                     first_step: int) -> str:
+        for step in range(first_step, self._max_steps + 1):
             decision = await agent.planner.next_step(transcript)
             if decision.thought:
                 await ctx.emitter.emit("agent_thinking", {"text": decision.thought,
@@ -121,6 +158,8 @@ class Runtime:
             if isinstance(decision, Final):
                 return await self._stream(ctx, decision)
             if isinstance(decision, ToolCall):
+                if agent.tools.needs_approval(decision.tool):
+                    raise _Pause(step, decision)
                 transcript.outcomes.append(await self._call(ctx, agent, decision))
             else:
                 transcript.thoughts.append(decision)
@@ -165,8 +204,43 @@ class Runtime:
                 await ctx.emitter.emit_many("partial_result", batch, agent=agent)
         return final.answer
 
-    async def _call(self, ctx: RunContext, agent: Agent, call: ToolCall) -> ToolOutcome:
+    async def _park(self, ctx: RunContext, transcript: Transcript, pause: _Pause, *,
+                    elapsed_s: float) -> None:
+        """Store the paused run, then tell its user the call waits for them."""
+        if ctx.services.approvals is None:
+            raise AgentError("this worker cannot pause a run for an approval")
+        call = pause.call
         call_id = f"tcl_{ULID()}"
+        expires = datetime.now(UTC) + timedelta(seconds=self._approval_timeout_s)
+        paused = Paused(call_id=call_id, call=call, step=pause.step, transcript=transcript,
+                        tool_calls=ctx.tool_calls, elapsed_s=elapsed_s,
+                        expires_at=utc_timestamp(expires))
+        await ctx.services.approvals.park(ctx.user_id, ctx.run_id, call_id=call_id,
+                                          expires_ms=int(expires.timestamp() * 1000),
+                                          state=encode(paused))
+        await ctx.emitter.emit("approval_required", {
+            "call_id": call_id, "tool": call.tool, "arguments": call.arguments,
+            "expires_at": paused.expires_at}, agent=call.agent)
+
+    async def _answered(self, ctx: RunContext, agent: Agent, resumed: Resumed) -> ToolOutcome:
+        """The waiting call, approved (executed now) or rejected (its user's refusal
+        goes to the planner as the call's error)."""
+        paused = resumed.paused
+        if resumed.approved:
+            return await self._call(ctx, agent, paused.call, call_id=paused.call_id)
+        call = paused.call
+        error = {"code": "rejected", "message": f"the user rejected this call of {call.tool}"}
+        await ctx.emitter.emit("tool_completed", {
+            "call_id": paused.call_id, "tool": call.tool, "ok": False, "error": error,
+            "duration_ms": 0}, agent=call.agent)
+        ctx.tool_records.append(ToolRecord(
+            tool=call.tool, agent=call.agent or ctx.agent, ok=False, error_code="rejected",
+            duration_ms=0, ts=utc_timestamp()))
+        return ToolOutcome(call=call, ok=False, result=error)
+
+    async def _call(self, ctx: RunContext, agent: Agent, call: ToolCall, *,
+                    call_id: str | None = None) -> ToolOutcome:
+        call_id = call_id or f"tcl_{ULID()}"
         await ctx.emitter.emit("tool_executing", {"call_id": call_id, "tool": call.tool,
                                                   "arguments": call.arguments}, agent=call.agent)
         ctx.tool_calls += 1
@@ -192,6 +266,15 @@ class Runtime:
             duration_ms=payload["duration_ms"], ts=utc_timestamp()))
         ok = payload["ok"]
         return ToolOutcome(call=call, ok=ok, result=payload["result"] if ok else payload["error"])
+
+
+class _Pause(Exception):  # a control-flow signal, not an error
+    """A call that needs its user's approval: the run pauses at ``step``."""
+
+    def __init__(self, step: int, call: ToolCall) -> None:
+        super().__init__(call.tool)
+        self.step = step
+        self.call = call
 
 
 def bounded_result(result: Any, max_chars: int) -> Any:

@@ -6,8 +6,8 @@ Its JSON schema (from the arguments model) is what ``GET /api/agents`` serves.
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable, Iterable
-from dataclasses import dataclass
+from collections.abc import Awaitable, Callable, Iterable, Iterator
+from dataclasses import dataclass, replace
 from typing import Any
 
 from pydantic import BaseModel, Field, ValidationError
@@ -28,6 +28,9 @@ class Tool:
     arguments: type[BaseModel]
     function: ToolFunction
     timeout_s: float | None = None  # None: the worker's default
+    # a call waits for its user's approve_tool / reject_tool (agents.runtime pauses
+    # the run; WORKER_APPROVAL_TOOLS marks the built-in tools)
+    needs_approval: bool = False
 
     def schema(self) -> dict[str, Any]:
         return {"name": self.name, "description": self.description,
@@ -52,7 +55,17 @@ class ToolRegistry:
         except KeyError:
             raise ToolError("unknown_tool", f"no tool named {name!r}") from None
 
-    def __iter__(self) -> Any:
+    def needs_approval(self, name: str) -> bool:
+        tool = self._tools.get(name)
+        return tool is not None and tool.needs_approval
+
+    def requiring_approval(self, names: Iterable[str]) -> ToolRegistry:
+        """The same tools, those named needing their user's approval."""
+        marked = set(names)
+        return ToolRegistry(replace(tool, needs_approval=True) if tool.name in marked else tool
+                            for tool in self)
+
+    def __iter__(self) -> Iterator[Tool]:
         return iter(self._tools.values())
 
 

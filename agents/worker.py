@@ -20,7 +20,7 @@ import contextlib
 import json
 import logging
 import signal
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from pathlib import Path
 
 import uvloop
@@ -32,7 +32,9 @@ from agents.builtin import builtin_agents
 from agents.config import WorkerSettings
 from agents.context import RunContext, Services, StopReason
 from agents.fairshare import FairShare
-from agents.runtime import Agent, Runtime
+from agents.pause import decode
+from agents.runtime import Agent, Resumed, Runtime
+from bridge.approvals import Approvals
 from bridge.cancel import parse_cancel_message, parse_stop
 from bridge.emitter import EventEmitter, RunEmitter
 from bridge.errors import EmitError, RunFinished
@@ -72,7 +74,8 @@ class Worker:
         self._settings = settings
         self._redis = redis
         self._agents = agents
-        self._services = services or Services()
+        self._approvals = Approvals(redis, hash_ttl_s=settings.history_ttl_s)
+        self._services = replace(services or Services(), approvals=self._approvals)
         self._emitter = EventEmitter(redis, history_maxlen=settings.history_maxlen,
                                      history_ttl_s=settings.history_ttl_s,
                                      history_max_bytes=settings.history_max_bytes,
@@ -82,6 +85,7 @@ class Worker:
         self._auto = AutoPipeline(redis)  # the runs' own commands share round trips
         self._runtime = Runtime(max_steps=settings.max_steps,
                                 max_answer_chars=settings.max_answer_chars,
+                                approval_timeout_s=settings.approval_timeout_s,
                                 tool_timeout_s=settings.tool_timeout_s)
         self._running: dict[str, tuple[RunContext, asyncio.Task[None]]] = {}
         self._per_user: dict[str, int] = {}  # running runs per user
@@ -233,8 +237,10 @@ class Worker:
                                   min_idle_ms=int(self._settings.claim_idle_s * 1000), count=50)
         for entry_id, fields in entries:
             request = RunRequest.from_fields(fields)
-            started = await self._redis.hexists(
-                UserKeys(request.user_id).run(request.run_id), "n")
+            run_key = UserKeys(request.user_id).run(request.run_id)
+            # a resume entry's run started again once its paused state was taken
+            started = (not await self._redis.hexists(run_key, "wa") if request.resume
+                       else await self._redis.hexists(run_key, "n"))
             if started or request.run_id in self._running:
                 # started elsewhere: it finishes there, or is declared lost by the backend
                 for command in _done_commands(entry_id):
@@ -252,11 +258,13 @@ class Worker:
                          memory=decode_memory(request.memory),
                          emitter=emitter, services=self._services,
                          deadline=asyncio.get_running_loop().time() + self._settings.run_timeout_s)
-        task = asyncio.create_task(self._execute(entry_id, ctx, agent), name=request.run_id)
+        task = asyncio.create_task(self._execute(entry_id, ctx, agent, bool(request.resume)),
+                                   name=request.run_id)
         self._running[request.run_id] = (ctx, task)
         self._per_user[request.user_id] = self._per_user.get(request.user_id, 0) + 1
 
-    async def _execute(self, entry_id: bytes, ctx: RunContext, agent: Agent | None) -> None:
+    async def _execute(self, entry_id: bytes, ctx: RunContext, agent: Agent | None,
+                       resume: bool = False) -> None:
         try:
             # the lease, and a stop requested before the run was taken: one round trip
             # shared with the other runs starting now
@@ -264,6 +272,11 @@ class Worker:
                 self._auto.execute(*self._leases.hold_command(ctx.run_id,
                                                                 self._settings.worker_id)),
                 self._auto.execute("GET", cancel_key(ctx.run_id)))
+            resumed = await self._resumed(ctx) if resume else None
+            if resume and resumed is None:  # taken by another worker already
+                for command in _done_commands(entry_id):
+                    await self._auto.execute(*command)
+                return
             if requested is not None and ctx.stop_reason is None:
                 ctx.stop_reason = parse_stop(requested)
             if ctx.stop_reason is not None:  # stopped before the runtime began
@@ -277,7 +290,7 @@ class Worker:
                 # run; before, it is only recorded (a task cancelled before its first
                 # step would end without a single event) and checked just above
                 ctx.cancellable = True
-                await self._runtime.run(ctx, agent)
+                await self._runtime.run(ctx, agent, resumed)
             await self._finish(entry_id, ctx)
         except RunFinished:
             log.warning("run %s was ended elsewhere (declared lost?); stopping it", ctx.run_id)
@@ -293,6 +306,20 @@ class Worker:
             if left > 0:
                 self._per_user[ctx.user_id] = left
             self._freed.set()
+
+    async def _resumed(self, ctx: RunContext) -> Resumed | None:
+        """Take back a run paused for a tool approval, with its user's answer: its
+        emitter goes on from its stored events, its deadline from the time it had run."""
+        taken = await self._approvals.take(ctx.user_id, ctx.run_id)
+        if taken is None:
+            return None
+        paused = decode(taken.state)
+        ctx.emitter.resume(events=taken.events, pending=(paused.call_id, paused.call.tool))
+        ctx.deadline = (asyncio.get_running_loop().time() + self._settings.run_timeout_s
+                        - paused.elapsed_s)
+        log.info("resuming run %s, its call %s %s", ctx.run_id, paused.call_id,
+                 "approved" if taken.approved else "rejected")
+        return Resumed(paused, taken.approved)
 
     async def _finish(self, entry_id: bytes, ctx: RunContext) -> None:
         """Release the lease, acknowledge and delete the queue entry (the queue keeps

@@ -17,7 +17,7 @@ from backend.shared import BackendState
 from backend.store import ACTIVE
 from bridge.cancel import request_cancel
 from bridge.ingest import append_rows
-from bridge.protocol import MAX_AFTER, RunBody
+from bridge.protocol import MAX_AFTER, ApprovalBody, RunBody
 from servicekit import ProblemError, StorableStr, problem_responses
 from servicekit.rediskeys import AGENTS_CATALOG
 
@@ -259,6 +259,16 @@ def _aware(value: datetime | None) -> datetime | None:
     if value is not None and value.tzinfo is None:
         return value.replace(tzinfo=UTC)
     return value
+
+
+@router.post("/runs/{run_id}/approvals/{call_id}", status_code=202,
+             responses=problem_responses(401, 404, 409, 413))
+async def answer_approval(run_id: str, call_id: str, body: ApprovalBody, user: CurrentUser,
+                          state: State) -> dict[str, Any]:
+    """Approve or reject a call that waits for its user (``approval_required``): the
+    run goes on, on any worker. 409 when no such call waits (answered, expired)."""
+    await state.approvals.answer(user.user_id, run_id, call_id, approve=body.approve)
+    return {"run_id": run_id, "call_id": call_id, "approved": body.approve}
 
 
 @router.post("/runs/{run_id}/cancel", status_code=202,

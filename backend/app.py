@@ -20,6 +20,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 from backend.admission import SocketAdmission
 from backend.analytics import AnalyticsStore, Ingester
 from backend.api import router
+from backend.approvals import RunApprovals
 from backend.config import BackendSettings
 from backend.internal import router as internal_router
 from backend.lifecycle import LifecycleApplier
@@ -31,6 +32,7 @@ from backend.store import Store
 from backend.tokens import TokenVerifier
 from backend.web import WebPage
 from backend.ws import Gateway
+from bridge.approvals import Approvals
 from bridge.emitter import EventEmitter
 from bridge.fanout import UserEventHub
 from bridge.ingest import IngestBusy
@@ -120,24 +122,26 @@ def create_app(settings: BackendSettings) -> ServiceApps:
         admission = SocketAdmission(redis, replica_id=settings.replica_id,
                                     limit=settings.ws_max_connections_per_user,
                                     lease_s=settings.ws_connection_lease_s)
+        emitter = EventEmitter(redis, history_maxlen=settings.history_maxlen,
+                               history_ttl_s=settings.history_ttl_s,
+                               history_max_bytes=settings.history_max_bytes,
+                               event_max_bytes=settings.event_max_bytes)
+        approvals = RunApprovals(pool, Approvals(redis, hash_ttl_s=settings.history_ttl_s),
+                                 emitter)
         runs = RunTransitions(store, redis, ThreadRunRegistry(redis),
                               max_active_per_user=settings.max_active_runs_per_user,
                               max_waiting_per_thread=settings.max_queued_runs_per_thread,
                               dispatch_window=settings.dispatch_window_per_user,
                               history_bytes_per_hour=settings.history_bytes_per_hour,
                               memory_tokens=settings.thread_memory_tokens,
-                              run_hash_ttl_s=settings.history_ttl_s)
+                              run_hash_ttl_s=settings.history_ttl_s, approvals=approvals)
         app.state.backend = BackendState(
             settings=settings, pool=pool, redis=redis, verifier=verifier, store=store,
-            runs=runs,
+            runs=runs, approvals=approvals,
             analytics=analytics, hub=hub, bridge=bridge,
             streams=UserStreams(redis, history_ttl_s=settings.history_ttl_s),
             admission=admission)
-        emitter = EventEmitter(redis, history_maxlen=settings.history_maxlen,
-                               history_ttl_s=settings.history_ttl_s,
-                               history_max_bytes=settings.history_max_bytes,
-                               event_max_bytes=settings.event_max_bytes)
-        tasks = [asyncio.create_task(Reaper(runs, redis, emitter).run(),
+        tasks = [asyncio.create_task(Reaper(runs, redis, emitter, approvals=approvals).run(),
                                      name="reaper"),
                  asyncio.create_task(LifecycleApplier(
             runs, redis, consumer=settings.replica_id).run(), name="lifecycle"),

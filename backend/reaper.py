@@ -1,5 +1,6 @@
 """Declares runs lost when their worker's lease lapsed (``agent_failed``, ``worker_lost``),
-and appends the queue entries of dispatches whose append never happened.
+cancels runs whose tool approval went unanswered past its deadline, and appends
+the queue entries of dispatches whose append never happened.
 
 Every replica runs it; a short Redis lock lets one of them work per interval,
 and the emit script's one-terminal-event rule makes a double declaration
@@ -15,6 +16,7 @@ import asyncpg
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
+from backend.approvals import RunApprovals
 from backend.runs import RunTransitions
 from bridge.emitter import EventEmitter
 from bridge.errors import IngestBusy, RunFinished
@@ -29,8 +31,10 @@ log = logging.getLogger(__name__)
 
 class Reaper:
     def __init__(self, runs: RunTransitions, redis: Redis, emitter: EventEmitter, *,
-                 interval_s: float = 2.0, grace_s: float = 4.0) -> None:
+                 approvals: RunApprovals | None = None, interval_s: float = 2.0,
+                 grace_s: float = 4.0) -> None:
         self._runs = runs
+        self._approvals = approvals
         self._pool = runs.pool
         self._redis = redis
         self._leases = RunLeases(redis)
@@ -69,6 +73,10 @@ class Reaper:
         per run, so a run is declared lost once, and never after it ended.
         """
         unleased = await self._leases.unleased([run["id"] for run in running])
+        if self._approvals is not None and unleased:  # a run waiting for its user's
+            # approval has no worker and is not lost (past its deadline, it is cancelled)
+            unleased -= await self._approvals.sweep(
+                [run for run in running if run["id"] in unleased])
         self._unleased_since = {run_id: since for run_id, since in self._unleased_since.items()
                                 if run_id in unleased}
         lost = []

@@ -37,9 +37,10 @@ import asyncpg
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
+from backend.approvals import RunApprovals
 from backend.store import ACTIVE, Store, new_id, run_json
 from bridge.cancel import request_cancel
-from bridge.events import parse_timestamp
+from bridge.events import StoppedBy, parse_timestamp
 from bridge.ingest import IngestBusy, append_rows
 from bridge.limits import history_hour
 from bridge.memory import Turn, encode_memory, within_budget
@@ -242,8 +243,9 @@ class RunTransitions:
                  default_agent: str = "supervisor", max_active_per_user: int = 20,
                  max_waiting_per_thread: int = 10, dispatch_window: int = 4,
                  history_bytes_per_hour: int | None = None, memory_tokens: int = 0,
-                 run_hash_ttl_s: int = 86_400) -> None:
+                 run_hash_ttl_s: int = 86_400, approvals: RunApprovals | None = None) -> None:
         self._store = store
+        self._approvals = approvals
         self._redis = redis
         self._registry = registry
         self._default_agent = default_agent
@@ -312,8 +314,15 @@ class RunTransitions:
         """What follows a creation's commit: the interrupted runs' cancellations,
         then the new run's queue entry."""
         for run_id in created.interrupt:
-            await request_cancel(self._redis, run_id, by="interrupt")
+            await self._stop(created.run["user_id"], run_id, "interrupt")
         await created.dispatch.send()
+
+    async def _stop(self, user_id: str, run_id: str, by: StoppedBy) -> None:
+        """Ask the run's worker to stop it; a run waiting for a tool approval has no
+        worker, and is ended here."""
+        await request_cancel(self._redis, run_id, by=by)
+        if self._approvals is not None:
+            await self._approvals.stop(user_id, run_id, by)
 
     async def _create(self, user_id: str, thread_id: str, text: str, agent: str,
                       multitask: Multitask, ended: set[str], checked: set[str] | None
@@ -525,14 +534,14 @@ class RunTransitions:
 
     # -- cancel -----------------------------------------------------------------------
     async def cancel(self, user_id: str, run_id: str) -> None:
-        """Ask the worker running ``run_id`` to stop; it ends with ``agent_cancelled``."""
+        """Stop ``run_id``: it ends with ``agent_cancelled``."""
         status = await self.pool.fetchval(
             "SELECT status FROM app.runs WHERE id = $1 AND user_id = $2", run_id, user_id)
         if status is None:
             raise ProblemError(404, "not_found", "no such run")
         if status not in ACTIVE:
             raise ProblemError(409, "run_finished", f"the run already ended ({status})")
-        await request_cancel(self._redis, run_id, by="user")
+        await self._stop(user_id, run_id, "user")
 
 
 async def _lock_user(conn: asyncpg.Connection, user_id: str) -> None:

@@ -9,6 +9,7 @@ from redis.asyncio import Redis
 
 from backend.admission import SocketAdmission
 from backend.analytics import AnalyticsStore
+from backend.approvals import RunApprovals
 from backend.config import BackendSettings
 from backend.runs import RunTransitions
 from backend.store import Store
@@ -28,6 +29,7 @@ class BackendState:
     verifier: TokenVerifier
     store: Store
     runs: RunTransitions
+    approvals: RunApprovals
     analytics: AnalyticsStore | None  # None on a replica that does not own ClickHouse
     hub: UserEventHub
     bridge: AgentWebSocketBridge

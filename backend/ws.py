@@ -38,11 +38,13 @@ from bridge.delivery import (
 )
 from bridge.fanout import Subscription
 from bridge.protocol import (
+    ApproveToolMessage,
     AuthMessage,
     CancelRunMessage,
     PingMessage,
     ProtocolError,
     ReauthMessage,
+    RejectToolMessage,
     ResumeCursor,
     ResumeMessage,
     StartRunMessage,
@@ -346,6 +348,14 @@ class Gateway:
                                                      message.run_id), rid)
             connection.send_frame(_with_rid(
                 {"type": "cancel_accepted", "run_id": message.run_id}, rid))
+        elif isinstance(message, ApproveToolMessage | RejectToolMessage):
+            approve = isinstance(message, ApproveToolMessage)
+            await _call(connection.state.approvals.answer(
+                connection.principal.user_id, message.run_id, message.call_id,
+                approve=approve), rid)
+            connection.send_frame(_with_rid(
+                {"type": "approval_accepted", "run_id": message.run_id,
+                 "call_id": message.call_id, "approved": approve}, rid))
         elif isinstance(message, ReauthMessage):
             await self._reauth(connection, message)
         elif isinstance(message, AuthMessage):

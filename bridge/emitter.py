@@ -224,6 +224,15 @@ class RunEmitter:
     def started(self) -> bool:
         return self._started
 
+    def resume(self, *, events: int, pending: tuple[str, str] | None = None) -> None:
+        """Go on with a run whose first ``events`` events another emitter stored (a
+        run paused for a tool approval); ``pending``: the call (id, tool) that waits
+        for its ``tool_completed``."""
+        self._started = True
+        self._numbers = events
+        if pending is not None:
+            self._open_calls[pending[0]] = pending[1]
+
     @property
     def finished(self) -> bool:
         return self._finished

@@ -21,6 +21,7 @@ __all__ = [
     "AgentFailed",
     "AgentStarted",
     "AgentThinking",
+    "ApprovalRequired",
     "Cause",
     "ErrorInfo",
     "Event",
@@ -42,6 +43,7 @@ EventType = Literal[
     "agent_thinking",
     "tool_executing",
     "tool_completed",
+    "approval_required",
     "partial_result",
     "agent_completed",
     "agent_failed",
@@ -90,6 +92,16 @@ class ToolCompleted(_Payload):
         return self
 
 
+class ApprovalRequired(_Payload):
+    """A call of a tool that needs its user's approval: the run waits for
+    ``approve_tool`` / ``reject_tool`` until ``expires_at`` (a contract timestamp)."""
+
+    call_id: str
+    tool: str
+    arguments: dict[str, Any]
+    expires_at: str
+
+
 class PartialResult(_Payload):
     delta: str
 
@@ -102,8 +114,9 @@ class AgentCompleted(_Payload):
 
 #: why a run failed: its own error, its deadline, or its worker's loss
 Cause = Literal["error", "timeout", "worker_lost"]
-#: who stopped a cancelled run: its user, or a new run on its thread (interrupt)
-StoppedBy = Literal["user", "interrupt"]
+#: who stopped a cancelled run: its user, a new run on its thread (interrupt), or
+#: nobody answering a tool approval in time
+StoppedBy = Literal["user", "interrupt", "approval_timeout"]
 
 
 class AgentFailed(_Payload):
@@ -134,6 +147,7 @@ PAYLOADS: dict[str, type[_Payload]] = {
     "agent_thinking": AgentThinking,
     "tool_executing": ToolExecuting,
     "tool_completed": ToolCompleted,
+    "approval_required": ApprovalRequired,
     "partial_result": PartialResult,
     "agent_completed": AgentCompleted,
     "agent_failed": AgentFailed,

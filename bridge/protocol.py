@@ -18,6 +18,8 @@ from servicekit.text import StorableStr
 __all__ = [
     "MAX_AFTER",
     "RUN_INPUT_MAX_CHARS",
+    "ApprovalBody",
+    "ApproveToolMessage",
     "AuthMessage",
     "CancelRunMessage",
     "ClientMessage",
@@ -25,6 +27,7 @@ __all__ = [
     "PingMessage",
     "ProtocolError",
     "ReauthMessage",
+    "RejectToolMessage",
     "ResumeCursor",
     "ResumeMessage",
     "RunBody",
@@ -99,17 +102,38 @@ class CancelRunMessage(_Message):
     run_id: StorableStr = Field(min_length=1, max_length=_MAX_ID)
 
 
+class ApprovalBody(BaseModel):
+    """An answer to a call waiting for approval: ``POST /api/runs/{id}/approvals/{call}``."""
+
+    model_config = ConfigDict(extra="forbid")
+    approve: bool
+
+
+class _ToolAnswer(_Message):
+    run_id: StorableStr = Field(min_length=1, max_length=_MAX_ID)
+    call_id: StorableStr = Field(min_length=1, max_length=_MAX_ID)
+
+
+class ApproveToolMessage(_ToolAnswer):
+    type: Literal["approve_tool"]
+
+
+class RejectToolMessage(_ToolAnswer):
+    type: Literal["reject_tool"]
+
+
 class PingMessage(_Message):
     type: Literal["ping"]
 
 
 ClientMessage = Annotated[
     AuthMessage | ReauthMessage | ResumeMessage | StartRunMessage | CancelRunMessage
-    | PingMessage,
+    | ApproveToolMessage | RejectToolMessage | PingMessage,
     Field(discriminator="type"),
 ]
 _ADAPTER: TypeAdapter[ClientMessage] = TypeAdapter(ClientMessage)
-_TYPES = frozenset({"auth", "reauth", "resume", "start_run", "cancel_run", "ping"})
+_TYPES = frozenset({"auth", "reauth", "resume", "start_run", "cancel_run", "approve_tool",
+                    "reject_tool", "ping"})
 
 
 class ProtocolError(BridgeError):

@@ -22,6 +22,9 @@ class RunRequest:
     #: the thread's earlier turns, as JSON (``[{"input", "answer"}...]``, oldest
     #: first, within the backend's memory budget); an entry without it has none
     memory: str = "[]"
+    #: "1": the run waited for a tool approval and was answered; the worker resumes
+    #: it from its paused state (bridge/approvals.py), not from the start
+    resume: str = ""
 
     def fields(self) -> dict[Any, Any]:
         return asdict(self)

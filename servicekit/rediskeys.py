@@ -152,7 +152,9 @@ class UserKeys:
 
     def run(self, run_id: str) -> str:
         """Hash of one run: events stored (``n``), ended (``done``), its queue entry
-        (``q``), its stored start and end (``st``; ``end``, ``et``, ``ep``)."""
+        (``q``), its stored start and end (``st``; ``end``, ``et``, ``ep``), and
+        while it waits for a tool approval the call (``wc``), its deadline (``wx``),
+        the run's paused state (``ws``) and the answer (``wa``): bridge/approvals.py."""
         return self._prefix + f"r:{run_id}"
 
     @property

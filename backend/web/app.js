@@ -308,7 +308,7 @@ function addRunView(runId, { agent, status, input }) {
   const list = $('messages');
   list.querySelector('.empty')?.remove();
   if (input !== undefined) list.append(userBubble(input));
-  view = new RunView(runId, { agent, status, onCancel: cancelRun });
+  view = new RunView(runId, { agent, status, onCancel: cancelRun, onAnswer: answerApproval });
   app.runs.set(runId, view);
   list.append(view.el);
   return view;
@@ -376,6 +376,16 @@ async function cancelRun(view) {
       view.setStatus('running');
       notify(`The run could not be cancelled: ${explain(error)}`, { error: true });
     }
+  }
+}
+
+async function answerApproval(view, callId, approve) {
+  view.answering(callId, approve, true);
+  try {
+    await app.session.api(`/api/runs/${view.runId}/approvals/${callId}`, { method: 'POST', body: { approve } });
+  } catch (error) {
+    view.answering(callId, approve, false);
+    notify(`The answer was not taken: ${explain(error)}`, { error: true });
   }
 }
 

@@ -22,8 +22,10 @@ function json(value) {
 }
 
 export class RunView {
-  constructor(runId, { agent = 'agent', status = 'queued', onCancel }) {
+  constructor(runId, { agent = 'agent', status = 'queued', onCancel, onAnswer }) {
     this.runId = runId;
+    this.onAnswer = onAnswer;
+    this.approvals = new Map(); // call id -> its pending card's buttons
     this.lastSeq = 0;
     this.tools = new Map();
     this.stream = null;
@@ -84,7 +86,7 @@ export class RunView {
     this._item(event, `thinking · step ${step}`, h('p', { class: 'thought' }, text));
   }
 
-  _tool_executing(event, { call_id: callId, tool, arguments: args }) {
+  _tool_call(event, { call_id: callId, tool, arguments: args }) {
     const state = h('span', { class: 'tool-state' }, 'running…');
     const body = h('div', { class: 'tool-body' }, h('h4', {}, 'arguments'), json(args ?? {}));
     const details = h('details', { class: 'tool', dataset: { callId, tool } },
@@ -93,8 +95,44 @@ export class RunView {
     this.tools.set(callId, { item, state, body });
   }
 
+  /** A call that waits for the user: the tool, its arguments, Approve and Reject. */
+  _approval_required(event, { call_id: callId, tool, arguments: args, expires_at: expiresAt }) {
+    const answer = (approve) => this.onAnswer?.(this, callId, approve);
+    const approve = h('button', { class: 'small approve', type: 'button', onclick: () => answer(true) }, 'Approve');
+    const reject = h('button', { class: 'ghost danger small reject', type: 'button', onclick: () => answer(false) }, 'Reject');
+    const state = h('span', { class: 'approval-state muted' }, `waiting for you until ${new Date(expiresAt).toLocaleTimeString()}`);
+    const card = h('div', { class: 'approval', dataset: { callId, tool } },
+      h('p', {}, 'The agent wants to call ', h('span', { class: 'tool-name' }, tool), ' with:'), json(args ?? {}),
+      h('div', { class: 'approval-actions' }, approve, reject, state));
+    this._item(event, 'approval needed', card);
+    this.approvals.set(callId, { approve, reject, state });
+  }
+
+  /** The page's own answer went out (or failed: the buttons come back). */
+  answering(callId, approve, pending) {
+    const card = this.approvals.get(callId);
+    if (!card) return;
+    card.approve.disabled = card.reject.disabled = pending;
+    card.state.textContent = pending ? (approve ? 'approving…' : 'rejecting…') : 'not answered';
+  }
+
+  _settle(callId, text) {
+    const card = this.approvals.get(callId);
+    if (!card) return;
+    card.approve.remove();
+    card.reject.remove();
+    card.state.textContent = text;
+    this.approvals.delete(callId);
+  }
+
+  _tool_executing(event, payload) {
+    this._settle(payload.call_id, 'approved');
+    this._tool_call(event, payload);
+  }
+
   _tool_completed(event, payload) {
-    if (!this.tools.has(payload.call_id)) this._tool_executing(event, { ...payload, arguments: undefined });
+    if (payload.error?.code === 'rejected') this._settle(payload.call_id, 'rejected');
+    if (!this.tools.has(payload.call_id)) this._tool_call(event, { ...payload, arguments: undefined });
     const { item, state, body } = this.tools.get(payload.call_id);
     item.classList.add(payload.ok ? 'ok' : 'failed');
     state.textContent = payload.ok ? `ok · ${payload.duration_ms} ms` : `error · ${payload.error?.code ?? 'failed'}`;
@@ -128,7 +166,9 @@ export class RunView {
   _agent_cancelled(event, { by }) {
     this.setStatus('cancelled');
     this.stream?.classList.remove('streaming');
-    this._item(event, by === 'interrupt' ? 'cancelled by a newer run' : 'cancelled');
+    for (const callId of [...this.approvals.keys()]) this._settle(callId, by === 'approval_timeout' ? 'not answered in time' : 'cancelled');
+    const why = { interrupt: 'cancelled by a newer run', approval_timeout: 'cancelled: the approval was not answered in time' };
+    this._item(event, why[by] ?? 'cancelled');
   }
 
   _final(text, agent) {
