@@ -158,6 +158,11 @@ class ChatClient:
     async def cancel_run(self, run_id: str) -> Any:
         return await self._call("POST", f"{self.backend_url}/api/runs/{run_id}/cancel")
 
+    async def answer_approval(self, run_id: str, call_id: str, *, approve: bool) -> Any:
+        return await self._call("POST",
+                                f"{self.backend_url}/api/runs/{run_id}/approvals/{call_id}",
+                                json={"approve": approve})
+
     async def messages(self, thread_id: str) -> Any:
         body = await self._call("GET", f"{self.backend_url}/api/threads/{thread_id}/messages")
         return body["items"]

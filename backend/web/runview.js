@@ -98,7 +98,7 @@ export class RunView {
   /** A call that waits for the user: the tool, its arguments, Approve and Reject. */
   _approval_required(event, { call_id: callId, tool, arguments: args, expires_at: expiresAt }) {
     const answer = (approve) => this.onAnswer?.(this, callId, approve);
-    const approve = h('button', { class: 'small approve', type: 'button', onclick: () => answer(true) }, 'Approve');
+    const approve = h('button', { class: 'primary small approve', type: 'button', onclick: () => answer(true) }, 'Approve');
     const reject = h('button', { class: 'ghost danger small reject', type: 'button', onclick: () => answer(false) }, 'Reject');
     const state = h('span', { class: 'approval-state muted' }, `waiting for you until ${new Date(expiresAt).toLocaleTimeString()}`);
     const card = h('div', { class: 'approval', dataset: { callId, tool } },

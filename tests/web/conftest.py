@@ -158,8 +158,11 @@ def web(browser: Browser, stack: LocalStack, request: pytest.FixtureRequest) -> 
 @pytest.fixture(scope="module")
 @starts_servers
 def own_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalStack]:
-    """A stack of the browser tests' own, for a test that loses Redis's data."""
-    with LocalStack(StackConfig.for_tests(tmp_path_factory.mktemp("web"))) as running:
+    """A stack of the browser tests' own, for a test that loses Redis's data and for
+    tool approvals (its ``clock`` tool needs the user's approval)."""
+    config = StackConfig.for_tests(tmp_path_factory.mktemp("web"),
+                                   env={"WORKER_APPROVAL_TOOLS": '["clock"]'})
+    with LocalStack(config) as running:
         yield running
 
 

@@ -378,3 +378,33 @@ def test_lost_history_makes_the_page_resync_and_reload(web_on_own_stack: Web) ->
     expect(again).to_have_attribute("data-status", "succeeded")
     expect(again.locator(".final-text")).to_have_text("6 * 7 = 42")
     web.screenshot("resynced")
+
+
+def test_a_call_waiting_for_approval_is_approved_or_rejected_on_the_page(
+        web_on_own_stack: Web) -> None:
+    """The clock needs approval on this stack: the page shows the pending call with its
+    arguments and Approve and Reject; each answer goes on with the run."""
+    page = web_on_own_stack.page
+    sign_up(page)
+    new_thread(page)
+    run = ask(page, "what time is it in Europe/Paris")
+    card = run.locator(".approval")
+    expect(card).to_be_visible()
+    expect(card.locator(".tool-name")).to_have_text("clock")
+    expect(card.locator("pre.json")).to_contain_text('"timezone": "Europe/Paris"')
+    expect(run).to_have_attribute("data-status", "running")
+    web_on_own_stack.screenshot("approval-pending")
+    card.get_by_role("button", name="Approve").click()
+    expect(run).to_have_attribute("data-status", "succeeded")
+    expect(card.locator(".approval-state")).to_have_text("approved")
+    expect(card.get_by_role("button")).to_have_count(0)
+    expect(run.locator("details.tool .tool-state")).to_contain_text("ok")
+    expect(run.locator(".final-text")).to_contain_text("Europe/Paris")
+
+    rejected = ask(page, "what time is it")
+    card = rejected.locator(".approval")
+    card.get_by_role("button", name="Reject").click()
+    expect(rejected).to_have_attribute("data-status", "succeeded")
+    expect(card.locator(".approval-state")).to_have_text("rejected")
+    expect(rejected.locator("details.tool .tool-state")).to_have_text("error · rejected")
+    expect(rejected.locator(".final-text")).to_contain_text("rejected")
