@@ -4,6 +4,7 @@ puts one resume entry on the queue, a stop none, and the paused state is taken o
 from __future__ import annotations
 
 import time
+from typing import Any
 
 from redis.asyncio import Redis
 
@@ -39,7 +40,7 @@ async def test_an_approval_resumes_once_and_only_the_first_answer_counts(redis: 
         is Answered.ANSWERED
     assert await approvals.stop("usr_a", "run_a", "user", now_ms=_now()) is Answered.ANSWERED
 
-    entries = await redis.xrange(RUN_QUEUE)
+    entries: Any = await redis.xrange(RUN_QUEUE)
     assert len(entries) == 1
     assert RunRequest.from_fields(entries[0][1]) == RunRequest(**{**REQUEST.fields(),
                                                                   "resume": "1"})
