@@ -90,8 +90,13 @@ class OpenAIPlanner:
     def _body(self, transcript: Transcript) -> dict[str, Any]:
         messages: list[dict[str, Any]] = [{"role": "system", "content": self._system_prompt}]
         for turn in transcript.history:  # the thread's memory, oldest first
+            # what that turn's tools returned, summarised, heads its answer (one
+            # assistant message: every chat template takes that, where a system
+            # message mid-conversation is refused by some)
+            answer = (f"[tool results: {turn.tools}]\n{turn.answer}" if turn.tools
+                      else turn.answer)
             messages += [{"role": "user", "content": turn.input},
-                         {"role": "assistant", "content": turn.answer}]
+                         {"role": "assistant", "content": answer}]
         messages.append({"role": "user", "content": transcript.input})
         for n, outcome in enumerate(transcript.outcomes, 1):
             call_id = f"call_{n}"  # stable: the same transcript gives the same messages

@@ -29,6 +29,7 @@ from agents.planner import Final, Planner, ToolCall, ToolOutcome, Transcript
 from agents.tools import ToolRegistry
 from bridge.errors import BridgeError
 from bridge.events import Cause, cancelled, completed, failed, utc_timestamp
+from bridge.memory import tool_note
 
 __all__ = ["ANSWER_CUT", "MAX_ANSWER_CHARS", "MAX_RESULT_CHARS", "PAUSED", "Agent", "Resumed",
            "Runtime", "bounded_result"]
@@ -105,8 +106,13 @@ class Runtime:
                     await self._park(ctx, transcript, pause,
                                      elapsed_s=time.monotonic() - started)
                     return PAUSED
+            # what the tools returned, summarised, goes with the end to the run's
+            # record: the memory of the thread's later runs (bridge.memory)
+            note = tool_note((o.call.tool, o.call.arguments, o.ok, o.result)
+                             for o in transcript.outcomes)
             await emit("agent_completed", completed(answer, duration_ms=_ms_since(started),
-                                                    tool_calls=ctx.tool_calls))
+                                                    tool_calls=ctx.tool_calls),
+                       lifecycle_extra={"tools_note": note} if note else None)
             return "agent_completed"
         except TimeoutError:
             await self._fail(ctx, "run_timeout", "the run exceeded its deadline", "timeout")

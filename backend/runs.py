@@ -125,7 +125,7 @@ WHERE user_id = ANY($1::text[]) AND status = 'queued' AND dispatched_at IS NULL
 _FINISH = """
 WITH done AS (
     UPDATE app.runs SET status = $2, result = $3, error = $4::jsonb, finished_at = $5,
-                        started_at = coalesce(started_at, $5)
+                        started_at = coalesce(started_at, $5), tools_note = $10
     WHERE id = $1 AND status IN ('queued', 'running') RETURNING *
 ), answer AS (
     INSERT INTO app.messages (id, thread_id, user_id, role, content, run_id)
@@ -165,10 +165,10 @@ AND created_at < now() - make_interval(secs => $1) LIMIT $2
 
 #: The earlier answered runs of each run's thread, newest first (at most $4 each).
 _TURNS = """
-SELECT r.id AS run_id, p.input, p.result, p.created_at
+SELECT r.id AS run_id, p.input, p.result, p.tools_note, p.created_at
 FROM unnest($1::text[], $2::text[], $3::timestamptz[]) AS r(id, thread_id, created_at)
 CROSS JOIN LATERAL (
-    SELECT input, result, created_at FROM app.runs p
+    SELECT input, result, tools_note, created_at FROM app.runs p
     WHERE p.thread_id = r.thread_id AND p.created_at < r.created_at
       AND p.status = 'succeeded' AND p.result IS NOT NULL
     ORDER BY p.created_at DESC LIMIT $4) p
@@ -411,7 +411,8 @@ class RunTransitions:
             row = await conn.fetchrow(
                 _FINISH, run_id, status, result, error, ts, new_id("msg"),
                 int(payload.get("duration_ms") or 0), int(payload.get("tool_calls") or 0),
-                str((payload.get("error") or {}).get("code", "")))
+                str((payload.get("error") or {}).get("code", "")),
+                str(payload.get("tools_note") or "") or None)
             rows: list[asyncpg.Record] = []
             if row is not None and row["waiting"]:  # the thread's next run, the window
                 await _lock_user(conn, owner["user_id"])
@@ -454,7 +455,7 @@ class RunTransitions:
         newest_first: dict[str, list[Turn]] = {}
         for turn in sorted(earlier, key=lambda t: t["created_at"], reverse=True):
             newest_first.setdefault(turn["run_id"], []).append(
-                Turn(input=turn["input"], answer=turn["result"]))
+                Turn(input=turn["input"], answer=turn["result"], tools=turn["tools_note"] or ""))
         return {run_id: encode_memory(within_budget(turns, self._memory_tokens))
                 for run_id, turns in newest_first.items()}
 

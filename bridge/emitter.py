@@ -108,14 +108,19 @@ class EventEmitter:
         type: EventType,
         payload: dict[str, Any],
         number: int = 0,
+        lifecycle_extra: dict[str, Any] | None = None,
     ) -> EmittedEvent:
         """Store and publish one event; returns it with its ``seq`` and ``epoch``.
 
         ``number`` is the event's position in its run (0: append without the
-        duplicate check). Raises :class:`RunFinished` when the run already ended.
+        duplicate check). ``lifecycle_extra``: members the lifecycle entry of a
+        start or an end carries besides the payload, for the backend only (the
+        event is sent without them). Raises :class:`RunFinished` when the run
+        already ended.
         """
         events = await self.emit_batch(user_id=user_id, run_id=run_id, thread_id=thread_id,
-                                       items=[(agent, type, payload)], first_number=number)
+                                       items=[(agent, type, payload)], first_number=number,
+                                       lifecycle_extra=lifecycle_extra)
         return events[0]
 
     async def emit_batch(
@@ -126,6 +131,7 @@ class EventEmitter:
         thread_id: str,
         items: Sequence[tuple[str, EventType, dict[str, Any]]],
         first_number: int = 0,
+        lifecycle_extra: dict[str, Any] | None = None,
     ) -> list[EmittedEvent]:
         """Store and publish consecutive events of one run in one script call.
 
@@ -150,7 +156,8 @@ class EventEmitter:
                 body["payload"] = payload = cap_payload(payload, self._event_max_bytes)
                 stored = json.dumps(body, separators=(",", ":"), default=str)
             bodies.append(body)
-            lifecycle = json.dumps(payload, default=str) if type in LIFECYCLE_TYPES else ""
+            lifecycle = (json.dumps({**payload, **(lifecycle_extra or {})}, default=str)
+                         if type in LIFECYCLE_TYPES else "")
             args += [body_tail(stored), type, ts, "1" if type in TERMINAL_TYPES else "0", lifecycle]
         first_type = items[0][1] if items else "?"
         reply = await self._run_script(
@@ -238,7 +245,8 @@ class RunEmitter:
         return self._finished
 
     async def emit(
-        self, type: EventType, payload: dict[str, Any], *, agent: str | None = None
+        self, type: EventType, payload: dict[str, Any], *, agent: str | None = None,
+        lifecycle_extra: dict[str, Any] | None = None,
     ) -> EmittedEvent:
         self._check(type, payload)
         if type in TERMINAL_TYPES:
@@ -252,6 +260,7 @@ class RunEmitter:
                 type=type,
                 payload=payload,
                 number=self._take(1),
+                lifecycle_extra=lifecycle_extra,
             )
         except RunFinished:
             self._finished = True

@@ -2,7 +2,10 @@
 
 The backend builds it when it appends a run to the queue (the thread's earlier
 answered runs, newest kept first, the oldest dropped once the budget is spent)
-and the worker hands it to the planner. Only the run's own thread is read.
+and the worker hands it to the planner. Only the run's own thread is read. A turn
+carries what its tools returned, summarised (:func:`tool_note`: one line a call,
+each cut to :data:`NOTE_CALL_CHARS`, all to :data:`NOTE_CHARS`), written by the
+worker with the run's end and kept with the run's record.
 
 Tokens are estimated, not counted: a quarter of the text's UTF-8 bytes, rounded
 up (BPE tokenizers of the common models average 3.5 to 4.5 bytes a token on
@@ -16,19 +19,54 @@ import json
 import math
 from collections.abc import Iterable
 from dataclasses import asdict, dataclass
+from typing import Any
 
-__all__ = ["Turn", "decode_memory", "encode_memory", "estimate_tokens", "within_budget"]
+__all__ = ["NOTE_CALL_CHARS", "NOTE_CHARS", "Turn", "decode_memory", "encode_memory",
+           "estimate_tokens", "tool_note", "within_budget"]
+
+#: the most of one call's line in a turn's tool note, and of the whole note
+NOTE_CALL_CHARS = 300
+NOTE_CHARS = 1500
+_CUT = "…"
 
 
 @dataclass(frozen=True, slots=True)
 class Turn:
-    """One earlier run of the thread: what was asked and what was answered."""
+    """One earlier run of the thread: what was asked, what its tools returned
+    (summarised; empty: none called) and what was answered."""
 
     input: str
     answer: str
+    tools: str = ""
 
     def tokens(self) -> int:
-        return estimate_tokens(self.input) + estimate_tokens(self.answer)
+        return (estimate_tokens(self.input) + estimate_tokens(self.answer)
+                + estimate_tokens(self.tools))
+
+
+def tool_note(calls: Iterable[tuple[str, Any, bool, Any]]) -> str:
+    """What a run's tool calls (tool, arguments, ok, result or error) returned, a
+    line each: ``calculator {"expression":"6 * 7"} -> {"value":42}``; each line
+    and the whole bounded (an answer already states what mattered)."""
+    lines: list[str] = []
+    left = NOTE_CHARS
+    for tool, arguments, ok, result in calls:
+        outcome = _compact(result) if ok else "failed: " + _compact(result)
+        line = _cut(f"{tool} {_compact(arguments)} -> {outcome}", NOTE_CALL_CHARS)
+        if len(line) + 1 > left:
+            lines.append(_CUT)
+            break
+        lines.append(line)
+        left -= len(line) + 1
+    return "\n".join(lines)
+
+
+def _compact(value: Any) -> str:
+    return json.dumps(value, ensure_ascii=False, separators=(",", ":"), default=str)
+
+
+def _cut(text: str, limit: int) -> str:
+    return text if len(text) <= limit else text[:limit - len(_CUT)] + _CUT
 
 
 def estimate_tokens(text: str) -> int:
@@ -51,7 +89,8 @@ def within_budget(newest_first: Iterable[Turn], budget_tokens: int) -> list[Turn
 
 
 def encode_memory(turns: list[Turn]) -> str:
-    return json.dumps([asdict(turn) for turn in turns], ensure_ascii=False,
+    return json.dumps([{k: v for k, v in asdict(turn).items() if v or k != "tools"}
+                       for turn in turns], ensure_ascii=False,
                       separators=(",", ":"))
 
 
@@ -59,7 +98,7 @@ def decode_memory(text: str) -> tuple[Turn, ...]:
     """The turns of a queue entry's memory; anything malformed is no memory."""
     try:
         items = json.loads(text)
-        return tuple(Turn(input=str(item["input"]), answer=str(item["answer"]))
-                     for item in items)
-    except (ValueError, TypeError, KeyError):
+        return tuple(Turn(input=str(item["input"]), answer=str(item["answer"]),
+                          tools=str(item.get("tools", ""))) for item in items)
+    except (ValueError, TypeError, KeyError, AttributeError):
         return ()

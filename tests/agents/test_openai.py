@@ -169,12 +169,15 @@ async def test_the_request_carries_model_tools_and_the_rebuilt_conversation() ->
 async def test_the_threads_memory_goes_before_the_question_as_turns() -> None:
     server = Server(SSEStream(content_events("ok")))
     transcript = Transcript(input="and the week before?", history=(
-        Turn("how much did I spend this week?", "$12.30"), Turn("only gpt-4o?", "$8.00")))
+        Turn("how much did I spend this week?", "$12.30",
+             tools='query_usage {"days":7} -> {"items":[]}'),
+        Turn("only gpt-4o?", "$8.00")))
     await collect(_final(await planner(server).next_step(transcript)).stream)
     assert server.body(0)["messages"] == [
         {"role": "system", "content": "Be exact."},
         {"role": "user", "content": "how much did I spend this week?"},
-        {"role": "assistant", "content": "$12.30"},
+        {"role": "assistant",
+         "content": '[tool results: query_usage {"days":7} -> {"items":[]}]\n$12.30'},
         {"role": "user", "content": "only gpt-4o?"},
         {"role": "assistant", "content": "$8.00"},
         {"role": "user", "content": "and the week before?"},

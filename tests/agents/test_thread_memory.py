@@ -7,9 +7,12 @@ from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from typing import Any
 
+import asyncpg
+
 from agents.pricing import cents
 from e2e.client import ChatClient
 from e2e.scenarios import PASSWORD, Target, unique_email
+from e2e.stack import LocalStack
 from tests.waiting import usage_visible
 
 #: (days ago, model, cost): far from every window's edge (7, 14, 30 days)
@@ -71,3 +74,23 @@ async def test_follow_ups_are_answered_exactly(target: Target) -> None:
         elsewhere = (await client.create_thread())["id"]
         alone = await _ask(client, elsewhere, "and the 7 days before that?")
         assert alone.startswith("I am the built-in planner")
+
+
+async def test_what_the_tools_returned_is_kept_with_the_run(target: Target,
+                                                            stack: LocalStack) -> None:
+    async with ChatClient(target.auth_url, target.backend_url) as client:
+        await client.signup(unique_email("notes"), PASSWORD)
+        thread = (await client.create_thread())["id"]
+        run = await client.start_run(thread, "what is 6 * 7")
+        assert (await client.wait_run(run["id"], timeout=30))["status"] == "succeeded"
+        plain = await client.start_run(thread, "hello there")
+        assert (await client.wait_run(plain["id"], timeout=30))["status"] == "succeeded"
+    conn = await asyncpg.connect(stack.database_url)
+    try:
+        notes = dict(await conn.fetch("SELECT id, tools_note FROM app.runs WHERE id = ANY($1)",
+                                      [run["id"], plain["id"]]))
+    finally:
+        await conn.close()
+    assert notes == {run["id"]: 'calculator {"expression":"6 * 7"} -> '
+                                '{"expression":"6 * 7","value":42}',
+                     plain["id"]: None}

@@ -4,6 +4,7 @@ the budget, oldest first, and nothing of another thread."""
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from typing import cast
@@ -34,7 +35,8 @@ def no_worker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalStack]:
 
 
 async def _answered(stack: LocalStack, user_id: str, thread_id: str,
-                    turns: list[tuple[str, str]]) -> None:
+                    turns: list[tuple[str, str]], tools: list[str | None] | None = None
+                    ) -> None:
     """Earlier runs of the thread, answered (as the lifecycle would have left them)."""
     conn = await asyncpg.connect(stack.database_url)
     try:
@@ -43,9 +45,10 @@ async def _answered(stack: LocalStack, user_id: str, thread_id: str,
             at = start + timedelta(minutes=n)
             await conn.execute(
                 "INSERT INTO app.runs (id, thread_id, user_id, agent, status, input, result, "
-                "created_at, started_at, finished_at, dispatched_at) "
-                "VALUES ($1, $2, $3, 'supervisor', 'succeeded', $4, $5, $6, $6, $6, $6)",
-                f"run_mem_{thread_id}_{n}", thread_id, user_id, question, answer, at)
+                "created_at, started_at, finished_at, dispatched_at, tools_note) "
+                "VALUES ($1, $2, $3, 'supervisor', 'succeeded', $4, $5, $6, $6, $6, $6, $7)",
+                f"run_mem_{uuid.uuid4().hex}", thread_id, user_id, question, answer, at,
+                (tools or [None] * len(turns))[n])
     finally:
         await conn.close()
 
@@ -75,3 +78,18 @@ async def test_a_run_gets_its_threads_newest_turns_within_the_budget(
             Turn("question number 2", "answer 2"), Turn("question number 3", "answer 3"))
         fresh = await client.start_run((await client.create_thread())["id"], "hello")
         assert await _memory_of(no_worker, fresh["id"]) == ()
+
+
+async def test_a_turn_brings_what_its_tools_returned_within_the_budget(
+        no_worker: LocalStack) -> None:
+    note = 'calculator {"expression":"6*7"} -> 42'  # 10 estimated tokens
+    async with ChatClient(no_worker.auth_url, no_worker.backend_url()) as client:
+        await client.signup(unique_email("memory"), PASSWORD)
+        thread = await client.create_thread()
+        await _answered(no_worker, client.user["id"], thread["id"],
+                        [("question number 0", "answer 0"), ("question number 1", "answer 1")],
+                        tools=[None, note])
+        run = await client.start_run(thread["id"], "and then?")
+        # the newest turn with its note (7 + 10 tokens) leaves no room for the older one
+        assert await _memory_of(no_worker, run["id"]) == (
+            Turn("question number 1", "answer 1", tools=note),)

@@ -2,7 +2,16 @@
 
 from __future__ import annotations
 
-from bridge.memory import Turn, decode_memory, encode_memory, estimate_tokens, within_budget
+from bridge.memory import (
+    NOTE_CALL_CHARS,
+    NOTE_CHARS,
+    Turn,
+    decode_memory,
+    encode_memory,
+    estimate_tokens,
+    tool_note,
+    within_budget,
+)
 
 
 def test_tokens_are_a_quarter_of_the_bytes_rounded_up() -> None:
@@ -30,3 +39,24 @@ def test_memory_round_trips_and_malformed_is_none() -> None:
     assert decode_memory("[]") == ()
     for bad in ("", "{", '[{"input": 1}]', '"text"', "[1]"):
         assert decode_memory(bad) == ()
+
+
+def test_a_tool_note_is_a_bounded_line_per_call() -> None:
+    note = tool_note([("calculator", {"expression": "6 * 7"}, True, {"value": 42}),
+                      ("clock", {}, False, {"code": "rejected", "message": "no"})])
+    assert note.splitlines() == [
+        'calculator {"expression":"6 * 7"} -> {"value":42}',
+        'clock {} -> failed: {"code":"rejected","message":"no"}']
+    huge = tool_note([("query_usage", {"days": 7}, True, {"items": ["x" * 100] * 100})])
+    assert len(huge) == NOTE_CALL_CHARS and huge.endswith("…")
+    many = tool_note([("calculator", {"expression": str(n)}, True, "y" * 200)
+                      for n in range(50)])
+    assert len(many) <= NOTE_CHARS and many.endswith("\n…")
+    assert tool_note([]) == ""
+
+
+def test_tools_count_in_the_budget_and_round_trip() -> None:
+    turn = Turn("q", "a", tools="calculator {} -> 1")
+    assert turn.tokens() == 1 + 1 + estimate_tokens("calculator {} -> 1")
+    assert decode_memory(encode_memory([turn, Turn("q2", "a2")])) == (turn, Turn("q2", "a2"))
+    assert '"tools"' not in encode_memory([Turn("q2", "a2")])  # none: not sent
