@@ -94,8 +94,10 @@ async def delete_thread(thread_id: str, user: CurrentUser, state: State) -> Resp
     active = await state.store.delete_thread(user.user_id, thread_id)
     if active is None:
         raise _not_found("thread")
-    for run_id in active:
-        await request_cancel(state.redis, run_id, by="user")
+    for run_id, agent in active:  # one waiting for an approval ends here, the others
+        await request_cancel(state.redis, run_id, by="user")  # on their worker
+        await state.approvals.stop(user.user_id, run_id, "user", thread_id=thread_id,
+                                   agent=agent)
     await (await state.runs.top_up([user.user_id])).send()  # its runs left the window
     return Response(status_code=204)
 

@@ -62,16 +62,22 @@ class RunApprovals:
             raise ProblemError(status, code, detail.format(call=call_id))
         log.info("run %s: call %s %s", run_id, call_id, "approved" if approve else "rejected")
 
-    async def stop(self, user_id: str, run_id: str, by: StoppedBy) -> bool:
+    async def stop(self, user_id: str, run_id: str, by: StoppedBy, *,
+                   thread_id: str | None = None, agent: str | None = None) -> bool:
         """End the run with ``agent_cancelled`` if it waits for an answer; whether it
-        did (a run on a worker is stopped there: ``bridge.cancel``)."""
+        did (a run on a worker is stopped there: ``bridge.cancel``). ``thread_id``
+        and ``agent``: the run's, when its record is gone (its thread deleted)."""
         if await self._approvals.stop(user_id, run_id, by, now_ms=_now_ms()) is not Answered.OK:
             return False
-        row = await self._pool.fetchrow(
-            "SELECT thread_id, agent FROM app.runs WHERE id = $1", run_id)
-        if row is None:  # its thread was deleted: nothing is left to tell
-            return True
-        await self._cancel(user_id, run_id, row["thread_id"], row["agent"], by)
+        if thread_id is None or agent is None:
+            row = await self._pool.fetchrow(
+                "SELECT thread_id, agent FROM app.runs WHERE id = $1", run_id)
+            if row is None:
+                log.warning("run %s waited for an approval and has no record; not told",
+                            run_id)
+                return True
+            thread_id, agent = row["thread_id"], row["agent"]
+        await self._cancel(user_id, run_id, thread_id, agent, by)
         return True
 
     async def sweep(self, unleased: Sequence[asyncpg.Record]) -> set[str]:

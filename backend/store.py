@@ -74,18 +74,20 @@ class Store:
             "WHERE id = $1 AND user_id = $2 RETURNING *", thread_id, user_id, title)
         return thread_json(row) if row else None
 
-    async def delete_thread(self, user_id: str, thread_id: str) -> list[str] | None:
-        """Delete the thread (its messages and runs cascade); returns its active runs."""
+    async def delete_thread(self, user_id: str, thread_id: str
+                            ) -> list[tuple[str, str]] | None:
+        """Delete the thread (its messages and runs cascade); returns its active runs
+        (id, agent)."""
         async with self.pool.acquire() as conn, conn.transaction():
             owner = await conn.fetchval(
                 "SELECT user_id FROM app.threads WHERE id = $1 FOR UPDATE", thread_id)
             if owner != user_id:
                 return None
             active = await conn.fetch(
-                "SELECT id FROM app.runs WHERE thread_id = $1 AND status = ANY($2::text[])",
-                thread_id, list(ACTIVE))
+                "SELECT id, agent FROM app.runs WHERE thread_id = $1 "
+                "AND status = ANY($2::text[])", thread_id, list(ACTIVE))
             await conn.execute("DELETE FROM app.threads WHERE id = $1", thread_id)
-        return [row["id"] for row in active]
+        return [(row["id"], row["agent"]) for row in active]
 
     async def threads(self, user_id: str, limit: int, cursor: str | None
                       ) -> tuple[list[dict[str, Any]], str | None]:

@@ -153,6 +153,7 @@ async def test_the_backend_store_works_as_agentchat_app(roles_server: RolesServe
         assert [m["content"] for m in messages] == ["hello"]
         stored = await store.run("usr_roles", run["id"])
         assert stored is not None and stored["status"] == "queued"
-        assert await store.delete_thread("usr_roles", thread["id"]) == [run["id"]]
+        assert await store.delete_thread("usr_roles", thread["id"]) == [(run["id"],
+                                                                         run["agent"])]
     finally:
         await pool.close()

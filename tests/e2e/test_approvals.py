@@ -183,3 +183,17 @@ async def test_a_waiting_run_survives_a_killed_worker_and_a_backend_restart(
     assert types.count("agent_started") == 1 and types[-1] == "agent_completed"
     assert [e["payload"]["call_id"] for e in events if e["type"] == "tool_executing"] \
         == [asked["call_id"]]
+
+
+async def test_deleting_its_thread_ends_a_waiting_run(client: ChatClient,
+                                                     approval_stack: LocalStack) -> None:
+    socket = await client.connect(approval_stack.ws_url())
+    try:
+        run = await _start(client)
+        await _asked(socket, run["id"])
+        await client._call("DELETE", f"{client.backend_url}/api/threads/{run['thread_id']}")
+        terminal = await socket.wait_terminal(run["id"], timeout=20)
+        assert terminal["type"] == "agent_cancelled" and terminal["payload"] == {"by": "user"}
+        assert check_all(socket.events, {run["id"]}, client.user["id"]) == []
+    finally:
+        await socket.close()
