@@ -127,7 +127,8 @@ def create_app(settings: BackendSettings) -> ServiceApps:
                                history_max_bytes=settings.history_max_bytes,
                                event_max_bytes=settings.event_max_bytes)
         approvals = RunApprovals(pool, Approvals(redis, hash_ttl_s=settings.history_ttl_s),
-                                 emitter)
+                                 emitter, counted=lambda outcome: approvals_counted.labels(
+                                     outcome).inc())
         runs = RunTransitions(store, redis, ThreadRunRegistry(redis),
                               max_active_per_user=settings.max_active_runs_per_user,
                               max_waiting_per_thread=settings.max_queued_runs_per_thread,
@@ -193,6 +194,9 @@ def create_app(settings: BackendSettings) -> ServiceApps:
                          "1 INITIALIZING, 2 ACTIVE, 3 DEGRADED, 4 FAILED", registry=registry)
     dead_letters = Counter("analytics_dead_letters", "ingest entries moved to analytics:dead",
                            registry=registry)
+    approvals_counted = Counter("tool_approvals", "tool calls that waited for their user, by "
+                                "how they ended: approved, rejected, timeout, stopped",
+                                ["outcome"], registry=registry)
     Gauge("ws_connections", "open WebSocket connections", registry=registry).set_function(
         lambda: gateway.connections)
 

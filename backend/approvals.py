@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import asyncpg
 
@@ -39,7 +39,9 @@ _PROBLEMS = {
 class RunApprovals:
     """One per process; holds no run's state."""
 
-    def __init__(self, pool: asyncpg.Pool, approvals: Approvals, emitter: EventEmitter) -> None:
+    def __init__(self, pool: asyncpg.Pool, approvals: Approvals, emitter: EventEmitter, *,
+                 counted: Callable[[str], None] = lambda outcome: None) -> None:
+        self._counted = counted  # a metric: approved, rejected, timeout, stopped
         self._pool = pool
         self._approvals = approvals
         self._emitter = emitter
@@ -60,7 +62,9 @@ class RunApprovals:
         if outcome is not Answered.OK:
             status, code, detail = _PROBLEMS[outcome]
             raise ProblemError(status, code, detail.format(call=call_id))
-        log.info("run %s: call %s %s", run_id, call_id, "approved" if approve else "rejected")
+        outcome_name = "approved" if approve else "rejected"
+        self._counted(outcome_name)
+        log.info("run %s: call %s %s", run_id, call_id, outcome_name)
 
     async def stop(self, user_id: str, run_id: str, by: StoppedBy, *,
                    thread_id: str | None = None, agent: str | None = None) -> bool:
@@ -106,6 +110,7 @@ class RunApprovals:
                                      agent=agent, type="agent_cancelled", payload=cancelled(by))
         except RunFinished:
             return
+        self._counted("timeout" if by == "approval_timeout" else "stopped")
         log.info("run %s waited for an approval; cancelled (%s)", run_id, by)
 
 

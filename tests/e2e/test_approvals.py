@@ -6,9 +6,11 @@ with SIGKILL and a backend restart, and is never declared lost."""
 from __future__ import annotations
 
 import asyncio
+import re
 from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
+import httpx
 import pytest
 
 from e2e.checks import check_all, check_run_invariants, check_schema
@@ -81,6 +83,10 @@ async def test_approved_on_the_socket_the_call_runs_and_the_run_completes(
         await socket.close()
     final = await client.wait_run(run["id"])
     assert final["status"] == "succeeded" and final["result"] == "6 * 7 = 42"
+    async with httpx.AsyncClient() as http:
+        metrics = (await http.get(f"{approval_stack.backend_internal_url()}/metrics")).text
+    approved = re.search(r'^tool_approvals_total\{outcome="approved"\} (\S+)$', metrics, re.M)
+    assert approved is not None and float(approved.group(1)) >= 1
 
 
 async def test_rejected_over_rest_the_call_never_runs(client: ChatClient,
