@@ -64,13 +64,16 @@ class _Tee(httpx.AsyncByteStream):
 
 
 class RecordingTransport(httpx.AsyncBaseTransport):
-    """A real HTTP transport that keeps a copy of each response's bytes."""
+    """A real HTTP transport that keeps each request's body and a copy of each
+    response's bytes."""
 
     def __init__(self) -> None:
         self._inner = httpx.AsyncHTTPTransport()
+        self.requests: list[dict[str, Any]] = []
         self.responses: list[bytearray] = []
 
     async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        self.requests.append(json.loads(await request.aread()))
         response = await self._inner.handle_async_request(request)
         sink = bytearray()
         self.responses.append(sink)
@@ -106,7 +109,8 @@ class RealRun:
     question: str
     ending: str
     events: list[dict[str, Any]]
-    streams: list[list[dict[str, Any]]]  # each request's chunks, in order
+    requests: list[dict[str, Any]]  # each request's body, in order
+    streams: list[list[dict[str, Any]]]  # each response's chunks, in order
     seconds: float
     timings: list[dict[str, Any]] = field(default_factory=list)  # llama.cpp's, per request
 
@@ -149,7 +153,7 @@ async def real_run(redis: Redis, llama: LlamaServer, *, user: str, question: str
     events = [json.loads(raw) for _, raw in page.events]
     streams = [chunks(bytes(raw)) for raw in transport.responses]
     timings = [c["timings"] for s in streams for c in s if isinstance(c.get("timings"), dict)]
-    run = RealRun(question, ending, events, streams, seconds, timings)
+    run = RealRun(question, ending, events, transport.requests, streams, seconds, timings)
     print(run.report())
     return run
 
@@ -182,8 +186,11 @@ def test_an_arithmetic_question_calls_the_calculator_and_ends_cleanly(
     assert expression.replace(" ", "") == "1234*5678"
     assert results[0]["ok"] is True
     assert results[0]["result"] == {"expression": expression, "value": 7006652}
-    # the result went back to the model: the next request was made after it
-    assert len(arithmetic.streams) >= 2
+    # the result went back to the model with the next request
+    assert len(arithmetic.requests) >= 2
+    sent_back = [m for m in arithmetic.requests[1]["messages"] if m["role"] == "tool"]
+    assert [json.loads(m["content"])["value"] for m in sent_back] == [7006652]
+    assert all(r["temperature"] == 0.0 for r in arithmetic.requests)
     terminal = arithmetic.events[-1]
     if arithmetic.ending == "agent_completed":
         deltas = [p["delta"] for p in arithmetic.of("partial_result")]
