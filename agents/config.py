@@ -78,6 +78,9 @@ class WorkerSettings(ServiceSettings, EventPathLimits):
     openai_model: str = "gpt-4o-mini"
     # per connect / read / write: the longest silence of a streaming answer
     openai_timeout_s: float = Field(default=60.0, gt=0)
+    # the sampling temperature sent with each request; unset: none is sent (the
+    # server's default). 0 makes a local model's answers repeatable
+    openai_temperature: float | None = Field(default=None, ge=0, le=2)
 
     def production_problems(self) -> Mapping[str, Iterable[str]]:
         token = self.backend_token.get_secret_value() if self.backend_token else None

@@ -4,10 +4,13 @@
     ├── ToolError       a tool failed; the run is told (tool_completed ok=false) and goes on
     │   └── ToolArgumentsError   the arguments did not validate against the tool's model
     ├── PlannerError    the planner (model) produced something unusable; the run fails
-    └── ProviderError   a model provider failed (HTTP error, unreachable, malformed stream)
+    ├── ProviderError   a model provider failed (HTTP error, unreachable, malformed stream)
+    └── StepLimitError  the run used its ``max_steps`` without an answer; the run fails
+                        with the code ``step_limit``
 """
 
-__all__ = ["AgentError", "PlannerError", "ProviderError", "ToolArgumentsError", "ToolError"]
+__all__ = ["AgentError", "PlannerError", "ProviderError", "StepLimitError", "ToolArgumentsError",
+           "ToolError"]
 
 
 class AgentError(Exception):
@@ -40,3 +43,14 @@ class ProviderError(AgentError):
     def __init__(self, message: str, status: int | None = None) -> None:
         super().__init__(message)
         self.status = status
+
+
+class StepLimitError(AgentError):
+    """The planner took ``steps`` steps (tool calls, thoughts) without a final answer:
+    a model that keeps calling tools ends here, not at the run's deadline."""
+
+    code = "step_limit"
+
+    def __init__(self, steps: int) -> None:
+        super().__init__(f"no answer within {steps} steps (the run's step limit)")
+        self.steps = steps

@@ -47,6 +47,8 @@ class OpenAISettings(Protocol):
     def openai_model(self) -> str: ...
     @property
     def openai_timeout_s(self) -> float: ...
+    @property
+    def openai_temperature(self) -> float | None: ...
 
 
 @dataclass
@@ -64,6 +66,7 @@ class OpenAIPlanner:
                  transport: httpx.AsyncBaseTransport | None = None) -> None:
         self._url = settings.openai_base_url.rstrip("/") + "/chat/completions"
         self._model = settings.openai_model
+        self._temperature = settings.openai_temperature
         self._system_prompt = system_prompt
         self._tools = [{"type": "function", "function": tool.schema()} for tool in tools]
         key = settings.openai_api_key.get_secret_value() if settings.openai_api_key else ""
@@ -108,6 +111,8 @@ class OpenAIPlanner:
             messages.append({"role": "tool", "tool_call_id": call_id,
                              "content": json.dumps(result, ensure_ascii=False)})
         body: dict[str, Any] = {"model": self._model, "messages": messages, "stream": True}
+        if self._temperature is not None:
+            body["temperature"] = self._temperature
         if self._tools:  # OpenAI refuses parallel_tool_calls without tools
             body.update(tools=self._tools, parallel_tool_calls=False)
         return body

@@ -2,11 +2,12 @@
 
 planner → ``tool_executing`` → validated call with a timeout → ``tool_completed`` →
 planner … → ``agent_completed``. A tool error is reported to the planner and the
-run goes on; a deadline, a cancellation or an unexpected error end the run with
-the matching terminal event, whatever step it was in. A call of a tool that needs
-its user's approval pauses the run: its state is stored (``agents.pause``,
-``bridge.approvals``), ``approval_required`` is emitted and the worker's slot is
-free; the answered run goes on from there on any worker (:class:`Resumed`).
+run goes on; a deadline, a cancellation, ``max_steps`` steps without an answer
+(``step_limit``) or an unexpected error end the run with the matching terminal
+event, whatever step it was in. A call of a tool that needs its user's approval
+pauses the run: its state is stored (``agents.pause``, ``bridge.approvals``),
+``approval_required`` is emitted and the worker's slot is free; the answered run
+goes on from there on any worker (:class:`Resumed`).
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ from typing import Any
 from ulid import ULID
 
 from agents.context import RunContext, ToolRecord
-from agents.errors import AgentError, ToolError
+from agents.errors import AgentError, StepLimitError, ToolError
 from agents.pause import Paused, encode
 from agents.planner import Final, Planner, ToolCall, ToolOutcome, Transcript
 from agents.tools import ToolRegistry
@@ -126,6 +127,10 @@ class Runtime:
             return await self.end_stopped(ctx)
         except BridgeError:
             raise  # events cannot be delivered: nothing more can be told to the user
+        except StepLimitError as exc:
+            log.info("run %s: %s", ctx.run_id, exc)
+            await self._fail(ctx, exc.code, str(exc), "error")
+            return "agent_failed"
         except Exception as exc:
             log.exception("run %s failed", ctx.run_id)
             code = "agent_error" if isinstance(exc, AgentError) else "internal_error"
@@ -169,7 +174,7 @@ class Runtime:
                 transcript.outcomes.append(await self._call(ctx, agent, decision))
             else:
                 transcript.thoughts.append(decision)
-        raise AgentError(f"no answer within {self._max_steps} steps")
+        raise StepLimitError(self._max_steps)
 
     async def _stream(self, ctx: RunContext, final: Final) -> str:
         """Emit the answer as ``partial_result`` events; returns the answer. Paced

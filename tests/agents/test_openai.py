@@ -192,6 +192,17 @@ async def test_no_tools_means_no_tool_fields() -> None:
     assert "tools" not in server.body() and "parallel_tool_calls" not in server.body()
 
 
+async def test_a_temperature_is_sent_only_when_set() -> None:
+    server = Server(SSEStream(content_events("a")), SSEStream(content_events("b")))
+    await collect(_final(await planner(server).next_step(Transcript(input="hi"))).stream)
+    greedy = OpenAIPlanner(settings().model_copy(update={"openai_temperature": 0.0}),
+                           ToolRegistry([CALCULATOR]), system_prompt="s",
+                           transport=httpx.MockTransport(server))
+    await collect(_final(await greedy.next_step(Transcript(input="hi"))).stream)
+    assert "temperature" not in server.body(0)
+    assert server.body(1)["temperature"] == 0.0
+
+
 async def test_an_http_error_names_the_status_and_the_servers_message() -> None:
     async def unauthorized(request: httpx.Request) -> httpx.Response:
         return httpx.Response(401, json={"error": {

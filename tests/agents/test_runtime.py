@@ -130,11 +130,21 @@ async def test_cancel_during_a_tool_ends_within_a_second(redis: Redis) -> None:
     assert events[-1]["payload"] == {"by": "user"}
 
 
-async def test_too_many_steps_fail_cleanly(redis: Redis) -> None:
+async def test_too_many_steps_fail_cleanly_with_the_step_limit_code(redis: Redis) -> None:
     steps = [ToolCall("calculator", {"expression": "1+1"}, "again")] * 6
     ending, events = await _run(redis, "run_steps", *steps)
     assert ending == "agent_failed"
-    assert events[-1]["payload"]["error"]["code"] == "agent_error"
+    assert [e["type"] for e in events].count("tool_completed") == 5  # max_steps=5, all ran
+    assert events[-1]["payload"]["cause"] == "error"
+    assert events[-1]["payload"]["error"] == {
+        "code": "step_limit", "message": "no answer within 5 steps (the run's step limit)"}
+
+
+async def test_an_answer_at_the_last_step_is_not_a_step_limit(redis: Redis) -> None:
+    steps = [ToolCall("calculator", {"expression": "1+1"}, "again")] * 4
+    ending, events = await _run(redis, "run_last_step", *steps, Final("2"))
+    assert ending == "agent_completed"
+    assert events[-1]["payload"]["result"] == "2"
 
 
 def test_a_result_within_the_bound_is_kept_whole() -> None:
