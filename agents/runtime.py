@@ -112,7 +112,8 @@ class Runtime:
         await ctx.emitter.emit("agent_failed", failed(code, message, cause))
 
     async def _steps(self, ctx: RunContext, agent: Agent) -> str:
-        transcript = Transcript(input=ctx.input, history=ctx.memory)
+        transcript = Transcript(input=ctx.input, history=ctx.memory,
+                                model_calls=ctx.model_calls)
         for step in range(1, self._max_steps + 1):
             decision = await agent.planner.next_step(transcript)
             if decision.thought:
