@@ -347,3 +347,27 @@ async def test_usage_records_at_times_analytics_cannot_hold_are_422(
         {**record, "ts": "1900-01-01T00:00:00Z"}, {**record, "ts": "2299-12-31T23:59:59Z"}]})
     assert response.status_code == 202 and response.json() == {"accepted": 2}
 
+
+async def test_a_user_cannot_post_records_as_the_platforms_agents(
+        signed_in: httpx.AsyncClient) -> None:
+    """``source`` is the user's (the default, or "user"): "agents" is a 422 naming it,
+    and the records accepted count as the user's, never the agents'."""
+    record = {"ts": datetime.now(UTC).isoformat(), "model": "gpt-4o", "prompt_tokens": 10,
+              "completion_tokens": 5, "cost_usd": "0.125", "latency_ms": 7, "status": "ok"}
+    for source in ("agents", "Agents", "", None, 1):
+        response = await signed_in.post("/api/analytics/usage", json={"records": [
+            record, {**record, "source": source}]})
+        assert response.status_code == 422, (source, response.text)
+        assert [error["loc"] for error in response.json()["errors"]] == [
+            ["body", "records", 1, "source"]]
+    response = await signed_in.post("/api/analytics/usage", json={"records": [
+        record, {**record, "source": "user"}]})
+    assert response.status_code == 202 and response.json() == {"accepted": 2}
+    for _ in range(200):
+        items = (await signed_in.get("/api/analytics/usage")).json()["items"]
+        if items:
+            break
+        await asyncio.sleep(0.1)
+    assert items == [{"key": "gpt-4o", "requests": 2, "prompt_tokens": 20,
+                      "completion_tokens": 10, "cost_usd": 0.25, "p50_latency_ms": 7,
+                      "agents_requests": 0, "agents_cost_usd": 0.0}]
