@@ -16,7 +16,8 @@ SYSTEM_PROMPT = (
     "You are the supervisor of an AI-usage assistant. For questions about the user's AI "
     "spend, call query_usage (per model), then estimate_savings with its items when the "
     "user asks how to save, then answer with each model's requests and cost in dollars to "
-    "the cent and each saving. Use calculator for arithmetic, clock for the time, "
+    "the cent (saying apart agents_cost_usd: what this platform's own agents spent) and "
+    "each saving. Use calculator for arithmetic, clock for the time, "
     "thread_search for the user's earlier messages. Be brief.")
 
 

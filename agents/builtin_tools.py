@@ -54,8 +54,9 @@ async def _query_usage(ctx: RunContext, args: QueryUsageArgs) -> dict[str, Any]:
             "items": answer["items"]}
 
 
-QUERY_USAGE = Tool("query_usage", "Your AI usage (requests, tokens, cost, latency) per model "
-                   "or per day over N days, ending now or offset_days ago.", QueryUsageArgs,
+QUERY_USAGE = Tool("query_usage", "Your AI usage (requests, tokens, cost, latency; agents_*: "
+                   "the part of this platform's own agents) per model or per day over N days, "
+                   "ending now or offset_days ago.", QueryUsageArgs,
                    _query_usage)
 
 

@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import socket
 from collections.abc import Iterable, Mapping
-from typing import Literal
+from decimal import Decimal, InvalidOperation
+from typing import Annotated, Literal
 
-from pydantic import Field, SecretStr
+from pydantic import AfterValidator, Field, SecretStr
 from pydantic_settings import SettingsConfigDict
 
+from agents.pricing import Price
 from bridge.limits import EventPathLimits
 from servicekit.settings import (
     ServiceSettings,
@@ -18,7 +20,26 @@ from servicekit.settings import (
     url_password_problems,
 )
 
-__all__ = ["WorkerSettings"]
+__all__ = ["WorkerSettings", "parse_price"]
+
+
+def parse_price(text: str) -> Price:
+    """``"0.20,0.80"``: dollars per million input tokens, then output tokens."""
+    parts = text.split(",")
+    try:
+        values = [Decimal(part.strip()) for part in parts]
+    except InvalidOperation:
+        values = []
+    if len(values) != 2 or not all(v.is_finite() and 0 <= v <= 1_000_000 for v in values):
+        raise ValueError("expected two prices in dollars per million tokens, input then "
+                         "output: e.g. 0.20,0.80")
+    return Price(values[0], values[1])
+
+
+def _price_text(text: str | None) -> str | None:
+    if text is not None:
+        parse_price(text)
+    return text
 
 
 class WorkerSettings(ServiceSettings, EventPathLimits):
@@ -81,6 +102,17 @@ class WorkerSettings(ServiceSettings, EventPathLimits):
     # the sampling temperature sent with each request; unset: none is sent (the
     # server's default). 0 makes a local model's answers repeatable
     openai_temperature: float | None = Field(default=None, ge=0, le=2)
+    # the price of openai_model, "input,output" in dollars per million tokens, for
+    # the agents' own usage records (agents.usage): a self-hosted model's, or a
+    # contract price. Unset: the list price (agents.pricing), or $0 for a model
+    # not in it (logged)
+    openai_price_per_million: Annotated[str | None, AfterValidator(_price_text)] = None
+
+    def own_prices(self) -> dict[str, Price]:
+        """The prices this worker sets itself, by model."""
+        if self.openai_price_per_million is None:
+            return {}
+        return {self.openai_model: parse_price(self.openai_price_per_million)}
 
     def production_problems(self) -> Mapping[str, Iterable[str]]:
         token = self.backend_token.get_secret_value() if self.backend_token else None

@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 from typing import Literal
 
 from agents.backend_client import BackendClient
+from agents.usage import ModelCall
 from bridge.approvals import Approvals
 from bridge.emitter import RunEmitter
 from bridge.events import StoppedBy
@@ -63,3 +64,5 @@ class RunContext:
     stopping: bool = False
     tool_calls: int = field(default=0)
     tool_records: list[ToolRecord] = field(default_factory=list)
+    # the run's calls to a model, for the analytics usage table (agents.usage)
+    model_calls: list[ModelCall] = field(default_factory=list)

@@ -11,15 +11,24 @@ The answer streams: the first content the model sends decides the step is
 arrives. A tool call is read to the end of the stream (its arguments come in
 fragments) and becomes a :class:`ToolCall`. Every failure to get a usable answer
 raises :class:`ProviderError`, which ends the run with ``agent_failed``.
+
+Each call is recorded in the run's ``transcript.model_calls`` (``agents.usage``)
+when it ends: for a tool call, at the end of its stream; for an answer, when its
+stream ends, is closed early or fails. The request asks for the usage in the
+stream (``stream_options.include_usage``): the tokens are those of the chunk that
+carries ``usage`` (a closing chunk with no choices, or the last one with them); a
+server that sends none has its calls recorded with 0 tokens (logged once).
 """
 
 from __future__ import annotations
 
 import json
 import logging
+import math
+import time
 from collections.abc import AsyncGenerator, AsyncIterator
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any, Literal, Protocol
 
 import httpx
 from pydantic import SecretStr
@@ -28,12 +37,16 @@ from agents.config import WorkerSettings
 from agents.errors import ProviderError
 from agents.planner import Decision, Final, ToolCall, Transcript
 from agents.tools import ToolRegistry
+from agents.usage import ModelCall
+from bridge.events import utc_timestamp
 
 __all__ = ["OpenAIPlanner", "OpenAISettings", "make_openai_planner"]
 
 log = logging.getLogger(__name__)
 
 _ERROR_BODY_LIMIT = 16_384
+#: a token count beyond this (the usage table's UInt32) is not a count
+_MAX_TOKENS = 0xFFFF_FFFF
 
 
 class OpenAISettings(Protocol):
@@ -58,6 +71,35 @@ class _PendingCall:
     arguments: str = ""
 
 
+class _Meter:
+    """One model call, from its request on: appended to the run's calls once, when
+    it ends, with the usage its stream reported (None: none came)."""
+
+    def __init__(self, model: str, calls: list[ModelCall]) -> None:
+        self._model = model
+        self._calls = calls
+        self._started = time.monotonic()
+        self._ts = utc_timestamp()
+        self._ended = False
+        self.usage: tuple[int, int] | None = None
+
+    def read(self, usage: Any) -> None:
+        if isinstance(usage, dict):  # OpenAI sends "usage": null in the other chunks
+            self.usage = (_tokens(usage.get("prompt_tokens")),
+                          _tokens(usage.get("completion_tokens")))
+
+    def end(self, status: Literal["ok", "error"]) -> bool:
+        """Record the call (the first time only); whether it was recorded now."""
+        if self._ended:
+            return False
+        self._ended = True
+        prompt, completion = self.usage or (0, 0)
+        self._calls.append(ModelCall(
+            self._model, prompt, completion, status=status, ts=self._ts,
+            latency_ms=math.ceil((time.monotonic() - self._started) * 1000)))
+        return True
+
+
 class OpenAIPlanner:
     """One step is one streamed chat completion. The HTTP client (a connection
     pool) is shared; closing it is :meth:`aclose`'s job."""
@@ -76,19 +118,37 @@ class OpenAIPlanner:
             headers["Authorization"] = f"Bearer {key}"
         self._client = httpx.AsyncClient(transport=transport, headers=headers,
                                          timeout=httpx.Timeout(settings.openai_timeout_s))
+        self._told_no_usage = False  # about the server, said once: no run's data
 
     async def aclose(self) -> None:
         await self._client.aclose()
 
     async def next_step(self, transcript: Transcript) -> Decision:
-        response = await self._open(self._body(transcript))
-        deltas = self._deltas(response)
+        body = self._body(transcript)
+        meter = _Meter(self._model, transcript.model_calls)
         try:
-            return await self._decide(deltas)
+            response = await self._open(body)
+        except BaseException:
+            self._end(meter, "error")
+            raise
+        deltas = self._deltas(response, meter)
+        try:
+            decision = await self._decide(deltas, meter)
         except BaseException:
             await deltas.aclose()
             await response.aclose()  # the generator may never have started
+            self._end(meter, "error")
             raise
+        if not isinstance(decision, Final):  # a tool call: its stream was read to the end
+            self._end(meter, "ok")
+        return decision
+
+    def _end(self, meter: _Meter, status: Literal["ok", "error"]) -> None:
+        if meter.end(status) and status == "ok" and meter.usage is None \
+                and not self._told_no_usage:
+            self._told_no_usage = True
+            log.warning("the model server at %s sends no usage in its stream: the agents' "
+                        "calls are recorded with 0 tokens", self._url)
 
     def _body(self, transcript: Transcript) -> dict[str, Any]:
         messages: list[dict[str, Any]] = [{"role": "system", "content": self._system_prompt}]
@@ -110,7 +170,8 @@ class OpenAIPlanner:
             result = outcome.result if outcome.ok else {"error": outcome.result}
             messages.append({"role": "tool", "tool_call_id": call_id,
                              "content": json.dumps(result, ensure_ascii=False)})
-        body: dict[str, Any] = {"model": self._model, "messages": messages, "stream": True}
+        body: dict[str, Any] = {"model": self._model, "messages": messages, "stream": True,
+                                "stream_options": {"include_usage": True}}
         if self._temperature is not None:
             body["temperature"] = self._temperature
         if self._tools:  # OpenAI refuses parallel_tool_calls without tools
@@ -140,16 +201,16 @@ class OpenAIPlanner:
         raise ProviderError(self._scrub(f"{message}: {detail}" if detail else message),
                             status=response.status_code)
 
-    async def _deltas(self, response: httpx.Response
+    async def _deltas(self, response: httpx.Response, meter: _Meter
                       ) -> AsyncGenerator[dict[str, Any], None]:
-        """The ``delta`` of each chunk's first choice; the response is closed when this
-        ends, is closed, or is cancelled."""
+        """The ``delta`` of each chunk's first choice (a chunk's usage goes to the
+        meter); the response is closed when this ends, is closed, or is cancelled."""
         events = _sse_data(response.aiter_lines())
         try:
             async for data in events:
                 if data == "[DONE]":
                     return
-                delta = self._delta(data)
+                delta = self._delta(data, meter)
                 if delta is not None:
                     yield delta
         except httpx.HTTPError as exc:
@@ -158,7 +219,7 @@ class OpenAIPlanner:
             await events.aclose()
             await response.aclose()
 
-    def _delta(self, data: str) -> dict[str, Any] | None:
+    def _delta(self, data: str, meter: _Meter) -> dict[str, Any] | None:
         try:
             chunk = json.loads(data)
         except json.JSONDecodeError:
@@ -169,11 +230,12 @@ class OpenAIPlanner:
         if "error" in chunk:  # OpenAI and vLLM report failures inside the stream too
             raise ProviderError(self._scrub(
                 f"the model provider failed mid-stream: {_describe(chunk['error'])}"))
+        meter.read(chunk.get("usage"))
         choices = chunk.get("choices")
         if not isinstance(choices, list):
             raise ProviderError(f"chunk without choices in the model's stream: {data[:200]!r}")
         if not choices:
-            return None  # e.g. a closing usage chunk
+            return None  # e.g. the closing usage chunk
         choice = choices[0]
         delta = choice.get("delta") if isinstance(choice, dict) else None
         if delta is None:
@@ -182,7 +244,8 @@ class OpenAIPlanner:
             raise ProviderError(f"malformed delta in the model's stream: {data[:200]!r}")
         return delta
 
-    async def _decide(self, deltas: AsyncGenerator[dict[str, Any], None]) -> Decision:
+    async def _decide(self, deltas: AsyncGenerator[dict[str, Any], None], meter: _Meter
+                      ) -> Decision:
         # content is held while blank; once a tool call began, content is its thought
         held: list[str] = []
         calls: dict[int, _PendingCall] = {}
@@ -194,7 +257,7 @@ class OpenAIPlanner:
             if isinstance(content, str) and content:
                 held.append(content)
                 if not calls and content.strip():
-                    return Final("", stream=self._answer(held, deltas))
+                    return Final("", stream=self._answer(held, deltas, meter))
         if not calls:
             raise ProviderError("the model's stream ended without content or a tool call")
         first = calls[min(calls)]
@@ -206,9 +269,11 @@ class OpenAIPlanner:
         return ToolCall(first.name, _arguments(first.arguments),
                         thought="".join(held).strip() or f"Calling {first.name}.")
 
-    async def _answer(self, head: list[str], deltas: AsyncGenerator[dict[str, Any], None]
-                      ) -> AsyncIterator[str]:
-        """The answer's pieces: those already read, then the rest as they arrive."""
+    async def _answer(self, head: list[str], deltas: AsyncGenerator[dict[str, Any], None],
+                      meter: _Meter) -> AsyncIterator[str]:
+        """The answer's pieces: those already read, then the rest as they arrive. The
+        call is recorded when this ends: ``ok`` only when the stream was read whole."""
+        whole = False
         try:
             for piece in head:
                 yield piece
@@ -218,8 +283,12 @@ class OpenAIPlanner:
                 content = delta.get("content")
                 if isinstance(content, str) and content:
                     yield content
+            whole = True
         finally:
-            await deltas.aclose()
+            try:
+                await deltas.aclose()
+            finally:
+                self._end(meter, "ok" if whole else "error")
 
     def _transport_error(self, exc: httpx.HTTPError) -> ProviderError:
         kind = "timed out" if isinstance(exc, httpx.TimeoutException) else "failed"
@@ -278,6 +347,13 @@ def _add_fragments(calls: dict[int, _PendingCall], fragments: Any) -> None:
             call.arguments += arguments
         elif isinstance(arguments, dict):  # a server that sends them parsed
             call.arguments += json.dumps(arguments)
+
+
+def _tokens(value: Any) -> int:
+    """A usage count as the server sent it; anything else is unknown: 0."""
+    if isinstance(value, int) and not isinstance(value, bool) and 0 <= value <= _MAX_TOKENS:
+        return value
+    return 0
 
 
 def _arguments(text: str) -> dict[str, Any]:

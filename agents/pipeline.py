@@ -9,7 +9,8 @@ stage (agent) that produced it:
   names ("last N days", "week" 7, "month" 30, "today" 1; else 7) → when the
   request asks how to cut, save, reduce or optimise, ``optimization`` calls
   ``estimate_savings`` on that data → ``report`` writes the answer: each model
-  with its requests and cost to the cent, then each saving;
+  with its requests and cost to the cent, the part this platform's own agents
+  spent calling a model (when there is one), then each saving;
 - **arithmetic** (an expression): ``calculator``, answer ``<expression> = <value>``;
 - **time** ("time", "date", "today", "clock"): ``clock`` (a zone named like
   ``Europe/Paris`` in the request, else UTC);
@@ -173,7 +174,21 @@ def compare_report(query: SpendQuery, now: list[dict[str, Any]],
         lines[-1] += f" ({abs(change) / spent_before * 100:.0f}%)."
     elif change:
         lines[-1] += "."
+    if _agents_requests(now) or _agents_requests(before):
+        lines.append(f"Of these, this platform's agents spent {_agents_part(now)} and "
+                     f"{_agents_part(before)}.")
     return "\n".join(lines)
+
+
+def _agents_requests(items: list[dict[str, Any]]) -> int:
+    return sum(int(i.get("agents_requests", 0)) for i in items)
+
+
+def _agents_part(items: list[dict[str, Any]]) -> str:
+    """What the platform's own agents spent of ``items``: ``$0.42 (3 model calls)``."""
+    spent = sum((Decimal(str(i.get("agents_cost_usd", 0))) for i in items), Decimal(0))
+    calls = _agents_requests(items)
+    return f"{cents(spent)} ({calls:,} model call{'' if calls == 1 else 's'})"
 
 
 def _total(items: list[dict[str, Any]]) -> Decimal:
@@ -206,6 +221,8 @@ def spend_report(days: int, items: list[dict[str, Any]], savings: dict[str, Any]
     lines = [f"Over {period} you spent {cents(total)} on {requests:,} requests {models}:"]
     lines += [f"- {i['key']}: {int(i['requests']):,} requests, {cents(i['cost_usd'])}"
               for i in items]
+    if _agents_requests(items):
+        lines.append(f"Of this, this platform's agents spent {_agents_part(items)}.")
     if wants_cuts:
         recommendations = (savings or {}).get("recommendations", [])
         if not recommendations:

@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from agents.errors import PlannerError
+from agents.usage import ModelCall
 from bridge.memory import Turn
 
 __all__ = ["MAX_TICKS", "MAX_TICK_BYTES", "MAX_TICK_INTERVAL_MS", "Decision", "Final",
@@ -69,12 +70,15 @@ class ToolOutcome:
 class Transcript:
     """What happened in the run so far: its input, the tool calls' outcomes and the
     reasoning-only steps (in order), and the thread's earlier turns (its memory,
-    oldest first)."""
+    oldest first). A planner that calls a model appends each call to
+    ``model_calls`` (the run's own list: the runtime passes its context's), also
+    when the call ends after the step returned (a streamed answer)."""
 
     input: str
     outcomes: list[ToolOutcome] = field(default_factory=list)
     thoughts: list[Think] = field(default_factory=list)
     history: tuple[Turn, ...] = ()
+    model_calls: list[ModelCall] = field(default_factory=list)
 
 
 class Planner(Protocol):

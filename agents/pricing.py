@@ -11,7 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from decimal import ROUND_HALF_UP, Decimal
 
-__all__ = ["CHEAPER", "PRICES", "Price", "cents", "cost_usd"]
+__all__ = ["CHEAPER", "PRICES", "Price", "cents", "cost_at", "cost_usd"]
 
 
 @dataclass(frozen=True)
@@ -39,7 +39,11 @@ CHEAPER: dict[str, str] = {
 
 def cost_usd(model: str, prompt_tokens: int, completion_tokens: int) -> Decimal:
     """The list price of one request, to the micro-dollar."""
-    price = PRICES[model]
+    return cost_at(PRICES[model], prompt_tokens, completion_tokens)
+
+
+def cost_at(price: Price, prompt_tokens: int, completion_tokens: int) -> Decimal:
+    """One request at ``price``, to the micro-dollar."""
     total = (price.input_per_million * prompt_tokens
              + price.output_per_million * completion_tokens) / 1_000_000
     return total.quantize(Decimal("0.000001"), rounding=ROUND_HALF_UP)

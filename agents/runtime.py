@@ -86,12 +86,14 @@ class Runtime:
         waits for its user's approval (the run's state is then stored, not held)."""
         if resumed is None:
             started = time.monotonic()
-            transcript = Transcript(input=ctx.input, history=ctx.memory)
+            transcript = Transcript(input=ctx.input, history=ctx.memory,
+                                    model_calls=ctx.model_calls)
             first_step = 1
         else:
             paused = resumed.paused
             started = time.monotonic() - paused.elapsed_s
             transcript = paused.transcript
+            transcript.model_calls = ctx.model_calls  # this worker's, recorded at its end
             ctx.tool_calls = paused.tool_calls
             first_step = paused.step + 1
         emit = ctx.emitter.emit

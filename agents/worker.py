@@ -34,6 +34,7 @@ from agents.context import RunContext, Services, StopReason
 from agents.fairshare import FairShare
 from agents.pause import decode
 from agents.runtime import Agent, Resumed, Runtime
+from agents.usage import ModelPrices, usage_rows
 from bridge.approvals import Approvals
 from bridge.cancel import parse_cancel_message, parse_stop
 from bridge.emitter import EventEmitter, RunEmitter
@@ -83,6 +84,7 @@ class Worker:
                                      emit_timeout_s=settings.emit_timeout_s)
         self._leases = RunLeases(redis, lease_ttl_s=settings.lease_ttl_s)
         self._auto = AutoPipeline(redis)  # the runs' own commands share round trips
+        self._prices = ModelPrices(settings.own_prices())  # of the agents' model calls
         self._runtime = Runtime(max_steps=settings.max_steps,
                                 max_answer_chars=settings.max_answer_chars,
                                 approval_timeout_s=settings.approval_timeout_s,
@@ -323,21 +325,24 @@ class Worker:
 
     async def _finish(self, entry_id: bytes, ctx: RunContext) -> None:
         """Release the lease, acknowledge and delete the queue entry (the queue keeps
-        only runs not yet done) and record the tool calls, in one round trip shared
-        with the other runs ending now."""
-        rows = [{**asdict(record), "run_id": ctx.run_id, "user_id": ctx.user_id}
-                for record in ctx.tool_records]
+        only runs not yet done) and record the tool calls and the model calls (usage
+        rows of the run's user, marked as the agents'), in one round trip shared with
+        the other runs ending now."""
+        tables = {
+            "tool_calls": [{**asdict(record), "run_id": ctx.run_id, "user_id": ctx.user_id}
+                           for record in ctx.tool_records],
+            "usage": usage_rows(ctx.user_id, list(ctx.model_calls), self._prices)}
         done = [self._leases.release_command(ctx.run_id), *_done_commands(entry_id)]
-        appends = [append_command("tool_calls", rows[start:start + CHUNK],
+        appends = [append_command(table, rows[start:start + CHUNK],
                                   maxlen=self._settings.ingest_maxlen)
-                   for start in range(0, len(rows), CHUNK)]
+                   for table, rows in tables.items() for start in range(0, len(rows), CHUNK)]
         # the ingest stream answers 0 while full: the rows retry with backoff
         outcomes = await asyncio.gather(
             *(self._auto.execute(*command) for command in done),
             *(append_retrying(self._auto.execute, command) for command in appends),
             return_exceptions=True)
         for error in (o for o in outcomes[len(done):] if isinstance(o, BaseException)):
-            log.warning("tool metrics of run %s not recorded: %s", ctx.run_id, error)
+            log.warning("metrics of run %s not recorded: %s", ctx.run_id, error)
         self.completed += 1
 
     async def _fail_undeliverable(self, entry_id: bytes, ctx: RunContext) -> None:

@@ -30,6 +30,7 @@ from redis.asyncio import Redis
 
 from bridge.events import parse_timestamp
 from bridge.groups import ensure_group, read_group, trim_consumed
+from bridge.ingest import AGENTS_SOURCE, USER_SOURCE
 from servicekit.rediskeys import DEAD_STREAM, INGEST_GROUP, INGEST_STREAM
 
 __all__ = ["TABLES", "TIME_MAX", "TIME_MIN", "AnalyticsStore", "Ingester"]
@@ -48,15 +49,24 @@ TABLES: dict[str, tuple[str, str]] = {
                    "tool LowCardinality(String), ok Bool, error_code LowCardinality(String), "
                    "duration_ms UInt32, ts DateTime64(3, 'UTC')",
                    "(user_id, ts)"),
+    # source: 'user' (the records users post) or 'agents' (the platform's agents' own
+    # model calls, recorded by the worker for the run's user: agents.usage)
     "usage": ("user_id String, ts DateTime64(3, 'UTC'), model LowCardinality(String), "
               "prompt_tokens UInt32, completion_tokens UInt32, cost_usd Decimal(18, 6), "
-              "latency_ms UInt32, status LowCardinality(String)",
+              "latency_ms UInt32, status LowCardinality(String), "
+              f"source LowCardinality(String) DEFAULT '{USER_SOURCE}'",
               "(user_id, ts)"),
     # one row per scenario of an end-to-end run (python -m e2e run), to trend them
     "e2e_runs": ("run_id String, started_at DateTime64(3, 'UTC'), stack LowCardinality(String), "
                  "scale LowCardinality(String), scenario LowCardinality(String), passed Bool, "
                  "metrics String, duration_ms UInt32",
                  "(scenario, started_at)"),
+}
+#: columns added to a table after its first release, (name, type, default): a
+#: database made before gets them at setup, and a row written without one (by a
+#: writer of before) takes its default
+_ADDED_COLUMNS: dict[str, list[tuple[str, str, Any]]] = {
+    "usage": [("source", f"LowCardinality(String) DEFAULT '{USER_SOURCE}'", USER_SOURCE)],
 }
 _DATETIME_COLUMNS = {"created_at", "started_at", "finished_at", "ts"}
 #: the range of ClickHouse's DateTime64 (every time column, and every bound of a
@@ -133,12 +143,16 @@ def _send(loop: asyncio.AbstractEventLoop, requests: list[_UsageRequest],
 def _usage_aggregates(short: str, day: str) -> str:
     """The usage() key and aggregates, for a request's ``short`` tokens and ``day``
     (1: per day, 0: per model). They are named s_*: a ClickHouse alias equal to a
-    column name would replace that column inside the other aggregates."""
+    column name would replace that column inside the other aggregates. The agents_*
+    ones are the part of the platform's agents (``source``)."""
     cond = f"u.completion_tokens < {short}"
+    agents = f"u.source = '{AGENTS_SOURCE}'"
     return (f"if({day} = 1, toString(toDate(u.ts)), toString(u.model)) AS key, "
             "count() AS s_requests, sum(u.prompt_tokens) AS s_prompt_tokens, "
             "sum(u.completion_tokens) AS s_completion_tokens, sum(u.cost_usd) AS s_cost_usd, "
             "quantileExact(0.5)(u.latency_ms) AS s_p50_latency_ms, "
+            f"countIf({agents}) AS s_agents_requests, "
+            f"sumIf(u.cost_usd, {agents}) AS s_agents_cost_usd, "
             f"countIf({cond}) AS s_short_requests, "
             f"sumIf(u.prompt_tokens, {cond}) AS s_short_prompt_tokens, "
             f"sumIf(u.completion_tokens, {cond}) AS s_short_completion_tokens, "
@@ -206,6 +220,10 @@ class AnalyticsStore:
         for table, (columns, order) in TABLES.items():
             client.command(f"CREATE TABLE IF NOT EXISTS {self._db}.{table} ({columns}) "
                            f"ENGINE = MergeTree ORDER BY {order}")
+        for table, added in _ADDED_COLUMNS.items():
+            for name, kind, _ in added:
+                client.command(f"ALTER TABLE {self._db}.{table} ADD COLUMN IF NOT EXISTS "
+                               f"{name} {kind}")
 
     async def ping(self) -> None:
         await self._call(lambda: self._connect().command("SELECT 1"))
@@ -215,7 +233,9 @@ class AnalyticsStore:
 
     def _insert(self, table: str, rows: list[dict[str, Any]]) -> None:
         columns = sorted({k for row in rows for k in row})
-        data = [[row.get(c) for c in columns] for row in rows]
+        # an added column that a row (from a writer of before) leaves out: its default
+        defaults = {name: default for name, _, default in _ADDED_COLUMNS.get(table, ())}
+        data = [[row.get(c, defaults.get(c)) for c in columns] for row in rows]
         self._connect().insert(f"{self._db}.{table}", data, column_names=columns)
 
     async def query(self, sql: str, parameters: dict[str, Any]) -> list[dict[str, Any]]:

@@ -183,6 +183,11 @@ class UsageRecord(BaseModel):
     cost_usd: Decimal = Field(ge=0, le=1_000_000, decimal_places=6)
     latency_ms: int = Field(ge=0, le=86_400_000)
     status: StorableStr = Field(min_length=1, max_length=32)
+    # a user's records are the user's own: "agents" (the platform's agents' model
+    # calls, which only the workers record) is refused with a 422 naming the field
+    source: Literal["user"] = Field(
+        default="user", description="Always \"user\": the platform's agents record their "
+                                    "own model calls themselves.")
 
 
 class UsageBody(BaseModel):

@@ -24,10 +24,16 @@ from bridge.errors import IngestBusy
 from bridge.limits import INGEST_MAXLEN
 from servicekit.rediskeys import INGEST_STREAM
 
-__all__ = ["CHUNK", "IngestBusy", "append_command", "append_retrying", "append_rows"]
+__all__ = ["AGENTS_SOURCE", "CHUNK", "USER_SOURCE", "IngestBusy", "append_command",
+           "append_retrying", "append_rows"]
 
 #: rows per stream entry
 CHUNK = 1000
+
+#: a ``usage`` row's ``source``: a record its user posted, or a model call of the
+#: platform's own agents (recorded by the worker for the run's user)
+USER_SOURCE = "user"
+AGENTS_SOURCE = "agents"
 
 # KEYS[1] the stream; ARGV[1] its cap; ARGV[2] the table; ARGV[3...] one entry's rows
 # each. Returns the entries appended: 0 when the stream is full (nothing appended).

@@ -329,3 +329,112 @@ async def test_make_openai_planner_reads_the_worker_settings(
 def _final(step: object) -> Final:
     assert isinstance(step, Final)
     return step
+
+
+def usage_chunk(prompt: int, completion: int) -> bytes:
+    """The closing chunk OpenAI, vLLM and llama.cpp send when the request asks for
+    ``stream_options.include_usage``: no choices, the call's usage."""
+    body = {"id": "chatcmpl-AZx81Gq2kLmN0pQrStUvWxYz", "object": "chat.completion.chunk",
+            "created": 1730000000, "model": "gpt-4o-mini-2024-07-18", "choices": [],
+            "usage": {"prompt_tokens": prompt, "completion_tokens": completion,
+                      "total_tokens": prompt + completion,
+                      "prompt_tokens_details": {"cached_tokens": 0},
+                      "completion_tokens_details": {"reasoning_tokens": 0}}}
+    return b"data: " + json.dumps(body, separators=(",", ":")).encode() + b"\n\n"
+
+
+def with_usage(events: list[bytes], prompt: int, completion: int) -> list[bytes]:
+    """``events`` (ending with [DONE]) with the usage chunk before [DONE]; the other
+    chunks carry ``"usage": null``, as OpenAI sends them then."""
+    nulled = [event.replace(b'"choices":', b'"usage":null,"choices":') for event in events[:-1]]
+    return [*nulled, usage_chunk(prompt, completion), DONE]
+
+
+async def test_a_tool_call_step_records_the_calls_usage() -> None:
+    server = Server(SSEStream(with_usage(tool_call_events('{"expression":"17 * 23"}'),
+                                         812, 24)))
+    transcript = Transcript(input="what is 17 * 23")
+    step = await planner(server).next_step(transcript)
+    assert isinstance(step, ToolCall)
+    assert server.body()["stream_options"] == {"include_usage": True}
+    (call,) = transcript.model_calls
+    assert (call.model, call.prompt_tokens, call.completion_tokens, call.status) == (
+        "test-model", 812, 24, "ok")
+    assert call.latency_ms > 0 and call.ts.endswith("Z")
+
+
+async def test_a_streamed_answer_is_recorded_when_its_stream_ends() -> None:
+    gate = asyncio.Event()
+    events = with_usage(content_events("17 * 23", " = 391"), 1030, 7)
+    stream = SSEStream(events, gate=gate, gate_at=len(events) - 2)
+    transcript = Transcript(input="what is 17 * 23")
+    step = _final(await planner(Server(stream)).next_step(transcript))
+    assert step.stream is not None
+    assert [await anext(step.stream), await anext(step.stream)] == ["17 * 23", " = 391"]
+    assert transcript.model_calls == []  # its usage is still to come
+    gate.set()
+    assert await collect(step.stream) == []
+    (call,) = transcript.model_calls
+    assert (call.prompt_tokens, call.completion_tokens, call.status) == (1030, 7, "ok")
+    assert call.latency_ms > 0
+
+
+async def test_usage_on_the_last_chunk_with_choices_counts_too() -> None:
+    last = chunk({}, "stop").replace(
+        b'"choices":', b'"usage":{"prompt_tokens":90,"completion_tokens":3},"choices":')
+    stream = SSEStream([*content_events("hi")[:-2], last, DONE])
+    transcript = Transcript(input="hi")
+    assert await collect(_final(await planner(Server(stream)).next_step(transcript)).stream) \
+        == ["hi"]
+    assert [(c.prompt_tokens, c.completion_tokens, c.status)
+            for c in transcript.model_calls] == [(90, 3, "ok")]
+
+
+async def test_a_server_without_usage_is_recorded_with_0_tokens_and_said_once(
+        caplog: pytest.LogCaptureFixture) -> None:
+    server = Server(SSEStream(tool_call_events('{"expression":"1+1"}')),
+                    SSEStream(content_events("2")))
+    shared = planner(server)
+    transcript = Transcript(input="1+1")
+    with caplog.at_level(logging.WARNING, logger="agents.openai"):
+        assert isinstance(await shared.next_step(transcript), ToolCall)
+        await collect(_final(await shared.next_step(transcript)).stream)
+    assert [(c.prompt_tokens, c.completion_tokens, c.status)
+            for c in transcript.model_calls] == [(0, 0, "ok"), (0, 0, "ok")]
+    assert all(c.latency_ms > 0 for c in transcript.model_calls)
+    assert caplog.text.count("sends no usage") == 1
+
+
+async def test_an_answer_closed_early_is_an_error_with_what_was_known() -> None:
+    stream = SSEStream(with_usage(content_events("one", "two", "three"), 50, 3))
+    transcript = Transcript(input="hi")
+    step = _final(await planner(Server(stream)).next_step(transcript))
+    assert step.stream is not None
+    assert await anext(step.stream) == "one"
+    await step.stream.aclose()  # type: ignore[attr-defined]
+    assert [(c.prompt_tokens, c.completion_tokens, c.status)
+            for c in transcript.model_calls] == [(0, 0, "error")]
+
+
+async def test_failed_calls_are_recorded_as_errors() -> None:
+    async def unavailable(request: httpx.Request) -> httpx.Response:
+        return httpx.Response(503, json={"error": {"message": "overloaded"}})
+
+    transcript = Transcript(input="hi")
+    with pytest.raises(ProviderError):
+        await planner(unavailable).next_step(transcript)
+    error = b'data: {"error":{"message":"The server had an error","type":"server_error"}}\n\n'
+    with pytest.raises(ProviderError):
+        await planner(Server(SSEStream([usage_chunk(7, 0), error, DONE]))).next_step(transcript)
+    assert [(c.prompt_tokens, c.completion_tokens, c.status)
+            for c in transcript.model_calls] == [(0, 0, "error"), (7, 0, "error")]
+
+
+@pytest.mark.parametrize("usage", [{"prompt_tokens": -1, "completion_tokens": "3"},
+                                   {"prompt_tokens": 2**40, "completion_tokens": True}])
+async def test_usage_that_is_not_a_count_is_unknown(usage: dict[str, Any]) -> None:
+    odd = b'data: {"choices":[],"usage":' + json.dumps(usage).encode() + b"}\n\n"
+    stream = SSEStream([*tool_call_events('{"expression":"1+1"}')[:-1], odd, DONE])
+    transcript = Transcript(input="1+1")
+    assert isinstance(await planner(Server(stream)).next_step(transcript), ToolCall)
+    assert [(c.prompt_tokens, c.completion_tokens) for c in transcript.model_calls] == [(0, 0)]

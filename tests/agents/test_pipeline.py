@@ -7,7 +7,7 @@ import pytest
 
 from agents.builtin_tools import EstimateSavingsArgs, _estimate_savings
 from agents.followups import resolve_spend
-from agents.pipeline import PipelinePlanner, classify, spend_report
+from agents.pipeline import PipelinePlanner, classify, compare_report, spend_report
 from agents.planner import Decision, Final, Think, ToolCall, ToolOutcome, Transcript
 
 SPEND = "What did I spend on each model over the last 7 days, and how can I cut it?"
@@ -93,3 +93,30 @@ async def test_arithmetic_clock_and_search() -> None:
 
 def test_empty_usage_is_said_plainly() -> None:
     assert spend_report(7, [], None, True) == "No AI usage was recorded in the last 7 days."
+
+
+def test_the_agents_own_part_of_the_spend_is_said_apart() -> None:
+    items = [{**USAGE["items"][0], "agents_requests": 0, "agents_cost_usd": 0.0},
+             {**USAGE["items"][1], "agents_requests": 2, "agents_cost_usd": 0.415}]
+    report = spend_report(7, items, None, False)
+    assert report.splitlines() == [
+        "Over the last 7 days you spent $12.85 on 13 requests across 2 models:",
+        "- gpt-4o: 10 requests, $12.35", "- gpt-4o-mini: 3 requests, $0.50",
+        "Of this, this platform's agents spent $0.42 (2 model calls)."]
+    one = [{**items[1], "agents_requests": 1}]
+    assert spend_report(7, one, None, False).endswith("spent $0.42 (1 model call).")
+    # none of it: no such line
+    assert "agents" not in spend_report(7, items[:1], None, False)
+
+
+def test_a_comparison_says_the_agents_part_of_each_period() -> None:
+    query = resolve_spend([], "compare my spend with the week before")
+    assert query is not None and query.compare
+    now = [{"key": "gpt-4o-mini", "requests": 3, "cost_usd": 0.5, "agents_requests": 2,
+            "agents_cost_usd": 0.42}]
+    before = [{"key": "gpt-4o", "requests": 1, "cost_usd": 1.0, "agents_requests": 0,
+               "agents_cost_usd": 0.0}]
+    assert compare_report(query, now, before).splitlines()[-1] == (
+        "Of these, this platform's agents spent $0.42 (2 model calls) and $0.00 "
+        "(0 model calls).")
+    assert "agents" not in compare_report(query, before, before)

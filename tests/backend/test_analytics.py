@@ -53,9 +53,10 @@ class Seeded:
 
 
 def _rows(user: str) -> list[dict[str, Any]]:
+    """The user's records; one in five is a model call of the platform's agents."""
     rows = []
-    for record in generate(user, 7, end=END, per_day=30):
-        row = {**_parse_row(record), "user_id": user}
+    for n, record in enumerate(generate(user, 7, end=END, per_day=30)):
+        row = {**_parse_row(record), "user_id": user, "source": "user" if n % 5 else "agents"}
         row["ts"] = row["ts"].replace(microsecond=row["ts"].microsecond // 1000 * 1000)
         rows.append(row)
     return rows
@@ -93,12 +94,15 @@ def _expected(rows: list[dict[str, Any]], call: Call) -> list[dict[str, Any]]:
     items = []
     for key, members in groups.items():
         latencies = sorted(r["latency_ms"] for r in members)
+        agents = [r for r in members if r["source"] == "agents"]
         item: dict[str, Any] = {
             "key": key, "requests": len(members),
             "prompt_tokens": sum(r["prompt_tokens"] for r in members),
             "completion_tokens": sum(r["completion_tokens"] for r in members),
             "cost_usd": sum((r["cost_usd"] for r in members), Decimal(0)),
-            "p50_latency_ms": latencies[len(latencies) // 2]}
+            "p50_latency_ms": latencies[len(latencies) // 2],
+            "agents_requests": len(agents),
+            "agents_cost_usd": sum((r["cost_usd"] for r in agents), Decimal(0))}
         if short is not None:
             few = [r for r in members if r["completion_tokens"] < short]
             item |= {"short_requests": len(few),
@@ -137,6 +141,9 @@ async def test_concurrent_calls_answer_as_sequential_ones(seeded: Seeded) -> Non
     for call, answer in zip(calls, sequential, strict=True):
         assert _exact(answer) == _exact(_expected(seeded.rows.get(call[0], []), call)), call
     assert sum(1 for answer in sequential if answer) > 40  # most windows hold rows
+    # the agents' part is apart in most answers, and never all of them
+    assert sum(1 for answer in sequential for item in answer
+               if 0 < item["agents_requests"] < item["requests"]) > 40
     # alone, each call was a statement; together, the 60 took very few
     assert store.usage_batches - batches <= 3
 
@@ -339,3 +346,28 @@ async def test_usage_records_at_times_analytics_cannot_hold_are_422(
     response = await signed_in.post("/api/analytics/usage", json={"records": [
         {**record, "ts": "1900-01-01T00:00:00Z"}, {**record, "ts": "2299-12-31T23:59:59Z"}]})
     assert response.status_code == 202 and response.json() == {"accepted": 2}
+
+
+async def test_a_user_cannot_post_records_as_the_platforms_agents(
+        signed_in: httpx.AsyncClient) -> None:
+    """``source`` is the user's (the default, or "user"): "agents" is a 422 naming it,
+    and the records accepted count as the user's, never the agents'."""
+    record = {"ts": datetime.now(UTC).isoformat(), "model": "gpt-4o", "prompt_tokens": 10,
+              "completion_tokens": 5, "cost_usd": "0.125", "latency_ms": 7, "status": "ok"}
+    for source in ("agents", "Agents", "", None, 1):
+        response = await signed_in.post("/api/analytics/usage", json={"records": [
+            record, {**record, "source": source}]})
+        assert response.status_code == 422, (source, response.text)
+        assert [error["loc"] for error in response.json()["errors"]] == [
+            ["body", "records", 1, "source"]]
+    response = await signed_in.post("/api/analytics/usage", json={"records": [
+        record, {**record, "source": "user"}]})
+    assert response.status_code == 202 and response.json() == {"accepted": 2}
+    for _ in range(200):
+        items = (await signed_in.get("/api/analytics/usage")).json()["items"]
+        if items:
+            break
+        await asyncio.sleep(0.1)
+    assert items == [{"key": "gpt-4o", "requests": 2, "prompt_tokens": 20,
+                      "completion_tokens": 10, "cost_usd": 0.25, "p50_latency_ms": 7,
+                      "agents_requests": 0, "agents_cost_usd": 0.0}]
