@@ -20,6 +20,7 @@ import json
 import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
+from decimal import ROUND_HALF_UP, Decimal
 from typing import Any
 
 import httpx
@@ -29,8 +30,10 @@ from redis.asyncio import Redis
 from agents.config import WorkerSettings
 from agents.context import RunContext
 from agents.openai import OpenAIPlanner
+from agents.pricing import Price
 from agents.runtime import Agent, Runtime
 from agents.tools import CALCULATOR, ToolRegistry
+from agents.usage import AGENTS_SOURCE, ModelCall, ModelPrices, usage_rows
 from bridge.emitter import EventEmitter, RunEmitter
 from bridge.events import TERMINAL_TYPES
 from bridge.streams import UserStreams
@@ -113,6 +116,7 @@ class RealRun:
     streams: list[list[dict[str, Any]]]  # each response's chunks, in order
     seconds: float
     timings: list[dict[str, Any]] = field(default_factory=list)  # llama.cpp's, per request
+    model_calls: list[ModelCall] = field(default_factory=list)  # what the run recorded
 
     def of(self, kind: str) -> list[dict[str, Any]]:
         return [e["payload"] for e in self.events if e["type"] == kind]
@@ -153,7 +157,8 @@ async def real_run(redis: Redis, llama: LlamaServer, *, user: str, question: str
     events = [json.loads(raw) for _, raw in page.events]
     streams = [chunks(bytes(raw)) for raw in transport.responses]
     timings = [c["timings"] for s in streams for c in s if isinstance(c.get("timings"), dict)]
-    run = RealRun(question, ending, events, transport.requests, streams, seconds, timings)
+    run = RealRun(question, ending, events, transport.requests, streams, seconds, timings,
+                  list(ctx.model_calls))
     print(run.report())
     return run
 
@@ -215,6 +220,28 @@ def test_a_plain_question_is_answered_in_streamed_pieces(plain: RealRun) -> None
     sent = [d["content"] for c in plain.streams[0] for choice in c.get("choices", [])
             if (d := choice.get("delta") or {}).get("content")]
     assert deltas == sent
+
+
+def test_each_model_call_is_recorded_with_the_servers_own_usage(arithmetic: RealRun,
+                                                                plain: RealRun) -> None:
+    """The agents' own usage: a record per request, its tokens those llama.cpp
+    reported in its stream's usage chunk, priced at the worker's own price of its
+    model and marked as the agents'."""
+    for run in (arithmetic, plain):
+        reported = [next(c["usage"] for c in stream if c.get("usage")) for stream in run.streams]
+        assert [(c.prompt_tokens, c.completion_tokens) for c in run.model_calls] == [
+            (u["prompt_tokens"], u["completion_tokens"]) for u in reported]
+        assert all(c.status == "ok" and c.latency_ms > 0 for c in run.model_calls)
+        assert all(u["prompt_tokens"] > 0 and u["completion_tokens"] > 0 for u in reported)
+        price = Price(input_per_million=Decimal("0.10"), output_per_million=Decimal("0.40"))
+        rows = usage_rows("usr_llm", run.model_calls, ModelPrices({run.model_calls[0].model:
+                                                                   price}))
+        for row, used in zip(rows, reported, strict=True):
+            assert row["source"] == AGENTS_SOURCE and row["user_id"] == "usr_llm"
+            expected = (Decimal("0.10") * used["prompt_tokens"]
+                        + Decimal("0.40") * used["completion_tokens"]) / 1_000_000
+            assert Decimal(row["cost_usd"]) == expected.quantize(Decimal("0.000001"),
+                                                                  rounding=ROUND_HALF_UP)
 
 
 def test_every_event_of_the_real_runs_keeps_the_contract(arithmetic: RealRun,
