@@ -10,7 +10,6 @@ hide a broken install.
 from __future__ import annotations
 
 import functools
-import os
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -25,8 +24,7 @@ from tests.model import (
     model_file,
     xllamacpp_problem,
 )
-
-_not_run: dict[str, int] = {}  # why the real-model tests did not run -> how many
+from tests.prerequisites import Prerequisite
 
 
 @functools.cache
@@ -41,31 +39,17 @@ def _model() -> Path | str:
         return str(exc)
 
 
-def _in_ci() -> bool:
-    return os.environ.get("CI", "").lower() in {"true", "1", "yes"}
+MODEL = Prerequisite("llama", tests="real-model tests", what="model", how=HOW_TO_INSTALL,
+                     missing=lambda: None if isinstance(_model(), Path) else str(_model()))
 
 
 @pytest.hookimpl(tryfirst=True)
 def pytest_runtest_setup(item: pytest.Item) -> None:
-    """Before any fixture (so no server starts for nothing): skip, or in CI fail, a
-    test that needs the real model when it is missing."""
-    if "llama" not in getattr(item, "fixturenames", ()):
-        return
-    found = _model()
-    if isinstance(found, Path):
-        return
-    message = f"real-model tests did not run: {found}; to enable them, {HOW_TO_INSTALL}"
-    _not_run[message] = _not_run.get(message, 0) + 1
-    if _in_ci():
-        pytest.fail(f"{message} (CI=true: a missing model is a failure)", pytrace=False)
-    pytest.skip(message)
+    MODEL.setup(item)
 
 
 def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
-    for message, count in _not_run.items():
-        terminalreporter.write_sep("!", f"{count} REAL-MODEL TESTS DID NOT RUN", red=True,
-                                   bold=True)
-        terminalreporter.write_line(message)
+    MODEL.summary(terminalreporter)
 
 
 @pytest.fixture(scope="session")

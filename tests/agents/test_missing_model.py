@@ -38,8 +38,8 @@ def test_without_the_model_the_tests_are_skipped_and_the_summary_says_so(
         tmp_path: Path) -> None:
     result = run_real_model_tests(tmp_path, ci=False)
     assert result.returncode == 0, result.stdout[-3000:]
-    assert "3 skipped" in result.stdout
-    assert "3 REAL-MODEL TESTS DID NOT RUN" in result.stdout
+    assert "4 skipped" in result.stdout
+    assert "4 REAL-MODEL TESTS DID NOT RUN" in result.stdout
     assert "xllamacpp 9.9.9 is installed; the real-model tests need 0.2.12" in result.stdout
     assert "make install" in result.stdout
 
@@ -47,7 +47,7 @@ def test_without_the_model_the_tests_are_skipped_and_the_summary_says_so(
 def test_without_the_model_in_ci_the_tests_fail(tmp_path: Path) -> None:
     result = run_real_model_tests(tmp_path, ci=True)
     assert result.returncode == 1, result.stdout[-3000:]
-    assert "3 errors" in result.stdout
+    assert "4 errors" in result.stdout
     assert "CI=true: a missing model is a failure" in result.stdout
 
 

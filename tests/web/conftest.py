@@ -21,6 +21,7 @@ import pytest
 
 from e2e.stack import LocalStack, StackConfig
 from tests.conftest import starts_servers
+from tests.prerequisites import Prerequisite
 
 if TYPE_CHECKING:
     from playwright.sync_api import Browser, ConsoleMessage, Page
@@ -33,7 +34,6 @@ CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-
                  "--disable-sync"]
 HOW_TO_ENABLE = ("install Debian's Chromium (`apt-get install chromium`, as root) and the "
                  "dev dependencies (`make install`)")
-_not_run: dict[str, int] = {}  # why the browser tests did not run -> how many
 
 
 def browser_missing() -> str | None:
@@ -45,30 +45,17 @@ def browser_missing() -> str | None:
     return None
 
 
-def _in_ci() -> bool:
-    return os.environ.get("CI", "").lower() in {"true", "1", "yes"}
+BROWSER = Prerequisite("browser", tests="browser tests", what="browser", how=HOW_TO_ENABLE,
+                       missing=browser_missing)
 
 
 @pytest.hookimpl(tryfirst=True)
 def pytest_runtest_setup(item: pytest.Item) -> None:
-    """Before any fixture (so no stack starts for nothing): skip, or in CI fail, a
-    test that needs the browser when there is none."""
-    if "browser" not in getattr(item, "fixturenames", ()):
-        return
-    why = browser_missing()
-    if why is None:
-        return
-    message = f"browser tests did not run: {why}; to enable them, {HOW_TO_ENABLE}"
-    _not_run[message] = _not_run.get(message, 0) + 1
-    if _in_ci():
-        pytest.fail(f"{message} (CI=true: a missing browser is a failure)", pytrace=False)
-    pytest.skip(message)
+    BROWSER.setup(item)
 
 
 def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
-    for message, count in _not_run.items():
-        terminalreporter.write_sep("!", f"{count} BROWSER TESTS DID NOT RUN", red=True, bold=True)
-        terminalreporter.write_line(message)
+    BROWSER.summary(terminalreporter)
 
 
 @pytest.fixture(scope="module")
