@@ -181,15 +181,14 @@ def strategic_merge(target: Any, patch: Any, *, builtin: bool, field: str = "") 
     if isinstance(patch, list) and isinstance(target, list) and builtin:
         key = _merge_key(field, patch + target)
         if key is not None and all(isinstance(i, dict) and key in i for i in patch + target):
-            result = [copy.deepcopy(i) for i in target]
-            for item in patch:
-                index = next((n for n, old in enumerate(result) if old[key] == item[key]), None)
-                if index is None:
-                    result.append(_strip_nulls(item))
-                else:
-                    result[index] = strategic_merge(result[index], item, builtin=builtin,
-                                                    field=field)
-            return result
+            # kustomize's order: the patch's elements (merged into the target's of the
+            # same key), then the target's other elements
+            old = {item[key]: item for item in target}
+            result = [strategic_merge(copy.deepcopy(old[item[key]]), item, builtin=builtin,
+                                      field=field) if item[key] in old else _strip_nulls(item)
+                      for item in patch]
+            patched = {item[key] for item in patch}
+            return result + [copy.deepcopy(i) for i in target if i[key] not in patched]
     return _strip_nulls(copy.deepcopy(patch))
 
 
@@ -310,11 +309,20 @@ def _generated(directory: Path, kind: str, entry: Obj, hash_by_default: bool) ->
     obj: Obj = {"apiVersion": "v1", "kind": kind, "metadata": {"name": entry["name"]}}
     if kind == "Secret":
         obj["type"] = entry.get("type", "Opaque")
-        obj["data"] = {k: base64.b64encode(v.encode()).decode() for k, v in data.items()}
+        obj["data"] = {k: _base64(v) for k, v in data.items()}
     else:
         obj["data"] = data
     hashed = not options.get("disableNameSuffixHash", not hash_by_default)
     return Resource(obj, hashed=hashed)
+
+
+def _base64(value: str) -> str:
+    """As kustomize encodes a Secret's value: base64 in lines of 70 characters, each
+    ended by a newline when there is more than one (Kubernetes' decoder skips them)."""
+    encoded = base64.b64encode(value.encode()).decode()
+    if len(encoded) < 70:
+        return encoded
+    return "".join(encoded[i:i + 70] + "\n" for i in range(0, len(encoded), 70))
 
 
 def _go_json(value: Any) -> str:
@@ -328,9 +336,11 @@ def _go_json(value: Any) -> str:
 
 def name_hash(obj: Obj) -> str:
     """kustomize's suffix (api/hasher): sha256 of the object's essentials as JSON, its
-    first 10 hex digits with 0, 1, 3, a, e swapped for letters."""
-    essentials: Obj = {"kind": obj["kind"], "name": obj["metadata"]["name"],
-                       "data": obj.get("data") or {}}
+    first 10 hex digits with 0, 1, 3, a, e swapped for letters. The name is empty
+    there: kustomize looks it up as one field named "metadata/name", which no object
+    has (so two generators with the same data get the same suffix); compared with
+    ``kubectl kustomize`` by ``check``."""
+    essentials: Obj = {"kind": obj["kind"], "name": "", "data": obj.get("data") or {}}
     if obj["kind"] == "Secret":
         essentials["type"] = obj.get("type", "")
     digest = hashlib.sha256(_go_json(essentials).encode()).hexdigest()[:10]
@@ -418,7 +428,8 @@ def _order(obj: Obj) -> tuple[int, str, str, str]:
 def overlay_dir(name: str) -> Path:
     """An overlay by name (``production``) or any kustomization directory."""
     candidate = HERE / "overlays" / name
-    return candidate if candidate.is_dir() else Path(name)
+    plain = "/" not in name and name not in (".", "..")
+    return candidate if plain and candidate.is_dir() else Path(name)
 
 
 def render(directory: Path | str) -> list[Obj]:
