@@ -15,6 +15,7 @@ help:
 	@echo "make test       install if needed, then lint, type-check and run every test"
 	@echo "make e2e        run the end-to-end scenarios on a fresh local stack, with a report"
 	@echo "make compose-e2e  the same on the compose stack, images built here without a registry"
+	@echo "make k8s-check  render the Kubernetes manifests (deploy/k8s) and validate them offline"
 	@echo "make bench      run the benchmarks (auth, delivery, runs, fairness); figures beside same-run baselines"
 	@echo "make clean      remove the virtual environment, caches and local stack data"
 
@@ -90,6 +91,17 @@ compose-images: $(STAMP)
 compose-e2e: compose-images
 	@echo "==> end-to-end suite on docker compose (offline images)"
 	@$(BIN)/python -m e2e run --stack compose --offline --report-dir reports/compose $(E2E_ARGS)
+
+# deploy/k8s: each overlay rendered as kustomize would (deploy/k8s/render.py, compared
+# with `kubectl kustomize` where kubectl is installed), validated against the
+# Kubernetes schemas bundled in kubernetes-validate (no cluster, no network), then
+# the manifests' tests
+.PHONY: k8s-check
+k8s-check: $(STAMP)
+	@echo "==> deploy/k8s: render and validate each overlay"
+	@$(BIN)/python deploy/k8s/render.py check
+	@echo "==> pytest tests/deploy/test_k8s.py"
+	@$(BIN)/pytest -q tests/deploy/test_k8s.py
 
 bench: $(STAMP)
 	@$(BIN)/python -m benchmarks.auth
