@@ -43,6 +43,7 @@ from e2e.readiness import (
     RedisCommandReady,
     port_is_free,
 )
+from e2e.redis_cluster import CLUSTER_NODES, form_cluster, node_command
 from servicekit.rediskeys import worker_alive_key
 
 __all__ = ["LocalStack", "StackConfig", "StackError", "StackPorts"]
@@ -104,6 +105,9 @@ class StackConfig:
     env: dict[str, str] = field(default_factory=dict)  # extra settings for the services
     # Redis' memory bound; at it, writes fail (noeviction: docs/architecture.md)
     redis_maxmemory: str = "512mb"
+    # a Redis Cluster of three masters with a replica each (e2e/redis_cluster.py)
+    # in place of the one redis-server
+    redis_cluster: bool = False
 
     @classmethod
     def for_tests(cls, root: Path, **options: object) -> StackConfig:
@@ -244,6 +248,45 @@ class RedisService(Service):
         shutil.rmtree(self.data, ignore_errors=True)
 
 
+class RedisNodeService(Service):
+    """One node of the stack's Redis Cluster (``StackConfig.redis_cluster``); the last
+    to start forms the cluster (once: a node started again rejoins by itself)."""
+
+    def __init__(self, name: str, stack: LocalStack, port: int, *, forms: bool) -> None:
+        super().__init__(name, stack)
+        self._port = port
+        self._bus_port = free_port()
+        self._forms = forms
+
+    @property
+    def port(self) -> int:
+        return self._port
+
+    @property
+    def ports(self) -> tuple[int, ...]:
+        return (self._port, self._bus_port)
+
+    @property
+    def data(self) -> Path:
+        return self.stack.root / self.name
+
+    def readiness(self) -> Readiness:
+        return RedisCommandReady(f"{self.name} answers PING", self.port, ("PING",), b"+PONG")
+
+    def spawn(self) -> None:
+        self.data.mkdir(parents=True, exist_ok=True)
+        self.process.spawn(node_command(self.port, self._bus_port, self.data,
+                                        self.stack.config.redis_maxmemory),
+                           env=self.stack.base_env(), cwd=self.stack.root)
+
+    def after_ready(self) -> None:
+        if self._forms:
+            try:
+                form_cluster(self.stack.redis_cluster_ports)
+            except RuntimeError as exc:
+                raise StackError(f"{self.name}: {exc}") from None
+
+
 class PythonService(Service):
     def __init__(self, name: str, stack: LocalStack, module: str,
                  settings: Callable[[], dict[str, str]], readiness: Callable[[], Readiness],
@@ -320,7 +363,15 @@ class LocalStack:
         self.backend_ports = [ports.backend] + [free_port() for _ in more]
         self.backend_internal_ports = [ports.backend_internal] + [free_port() for _ in more]
         self.services["postgres"] = PostgresService("postgres", self)
-        self.services["redis"] = RedisService("redis", self)
+        if self.config.redis_cluster:
+            self.redis_cluster_ports = [ports.redis] + [free_port()
+                                                        for _ in range(CLUSTER_NODES - 1)]
+            for number, port in enumerate(self.redis_cluster_ports, start=1):
+                self.services[f"redis-{number}"] = RedisNodeService(
+                    f"redis-{number}", self, port, forms=number == CLUSTER_NODES)
+        else:
+            self.redis_cluster_ports = []
+            self.services["redis"] = RedisService("redis", self)
         self.services["auth"] = PythonService(
             "auth", self, "auth", self._auth_settings,
             lambda: HttpReady("auth /readyz answers 200", f"{self.auth_url}/readyz"),
