@@ -217,6 +217,7 @@ class Created:
     run: dict[str, Any]
     dispatch: Dispatch
     interrupt: tuple[str, ...] = ()
+    user_id: str = ""
 
 
 @dataclass(frozen=True, slots=True)
@@ -314,7 +315,7 @@ class RunTransitions:
         """What follows a creation's commit: the interrupted runs' cancellations,
         then the new run's queue entry."""
         for run_id in created.interrupt:
-            await self._stop(created.run["user_id"], run_id, "interrupt")
+            await self._stop(created.user_id, run_id, "interrupt")
         await created.dispatch.send()
 
     async def _stop(self, user_id: str, run_id: str, by: StoppedBy) -> None:
@@ -369,7 +370,7 @@ class RunTransitions:
                 # it is dispatched when the thread's last run ends
                 row = await conn.fetchrow(_CREATE, *args, False, window_free and not live)
         dispatch = Dispatch([row] if row["dispatched_at"] is not None else [], self)
-        return Created(run_json(row), dispatch, tuple(interrupt))
+        return Created(run_json(row), dispatch, tuple(interrupt), user_id)
 
     # -- start and finish (the lifecycle stream) --------------------------------------
     async def start(self, started: Sequence[tuple[str, datetime]]) -> Dispatch:

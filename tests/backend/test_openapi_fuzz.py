@@ -31,7 +31,7 @@ _NO_CONSTANTS = providers.Constants()
 def test_backend_api_conforms_to_its_schema(target: Target) -> None:
     schema = schemathesis.openapi.from_url(f"{target.backend_url}/openapi.json")
     operations = [result.ok() for result in schema.get_all_operations()]  # type: ignore[union-attr]
-    assert len(operations) == 15  # every /api call
+    assert len(operations) == 16  # every /api call
     # one user: its threads and runs meet their limits too
     headers = signed_in_headers(target, FUZZ_ADDRESS)
     for operation in operations:
@@ -52,7 +52,7 @@ def test_created_threads_and_runs_link_to_their_operations(target: Target) -> No
     document = httpx.get(f"{target.backend_url}/openapi.json").json()
     operations = {op["operationId"]: (path, op) for path, item in document["paths"].items()
                   for op in item.values()}
-    assert len(operations) == 15  # ids are unique
+    assert len(operations) == 16  # ids are unique
 
     def links(operation_id: str, status: str) -> dict[str, Any]:
         found: dict[str, Any] = operations[operation_id][1]["responses"][status]["links"]

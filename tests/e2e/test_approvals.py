@@ -203,3 +203,20 @@ async def test_deleting_its_thread_ends_a_waiting_run(client: ChatClient,
         assert check_all(socket.events, {run["id"]}, client.user["id"]) == []
     finally:
         await socket.close()
+
+
+async def test_an_interrupt_ends_a_waiting_run_and_the_new_one_runs(
+        client: ChatClient, approval_stack: LocalStack) -> None:
+    socket = await client.connect(approval_stack.ws_url())
+    try:
+        run = await _start(client)
+        await _asked(socket, run["id"])
+        newer = await client.start_run(run["thread_id"], "hello", multitask="interrupt")
+        terminal = await socket.wait_terminal(run["id"], timeout=20)
+        assert terminal["type"] == "agent_cancelled"
+        assert terminal["payload"] == {"by": "interrupt"}
+        assert (await socket.wait_terminal(newer["id"], timeout=30))["type"] \
+            == "agent_completed"
+        assert check_all(socket.events, {run["id"], newer["id"]}, client.user["id"]) == []
+    finally:
+        await socket.close()
