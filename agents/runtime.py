@@ -111,11 +111,9 @@ class Runtime:
                     return PAUSED
             # what the tools returned, summarised, goes with the end to the run's
             # record: the memory of the thread's later runs (bridge.memory)
-            note = tool_note((o.call.tool, o.call.arguments, o.ok, o.result)
-                             for o in transcript.outcomes)
             await emit("agent_completed", completed(answer, duration_ms=_ms_since(started),
                                                     tool_calls=ctx.tool_calls),
-                       lifecycle_extra={"tools_note": note} if note else None)
+                       lifecycle_extra=_memory_extra(ctx, transcript) or None)
             return "agent_completed"
         except TimeoutError:
             await self._fail(ctx, "run_timeout", "the run exceeded its deadline", "timeout")
@@ -298,6 +296,22 @@ def bounded_result(result: Any, max_chars: int) -> Any:
     if len(text) <= max_chars:
         return result
     return {"truncated": True, "chars": len(text), "preview": text[:max_chars]}
+
+
+def _memory_extra(ctx: RunContext, transcript: Transcript) -> dict[str, Any]:
+    """What goes with the run's end to its record for the memory of the thread's later
+    runs (bridge.memory), not in the event: what the tools returned, summarised, and
+    the answer's tokens as the model provider counted them (its last call, complete:
+    the answer's; none from the built-in rules or a cut answer: estimated then)."""
+    extra: dict[str, Any] = {}
+    note = tool_note((o.call.tool, o.call.arguments, o.ok, o.result)
+                     for o in transcript.outcomes)
+    if note:
+        extra["tools_note"] = note
+    last = ctx.model_calls[-1] if ctx.model_calls else None
+    if last is not None and last.status == "ok" and last.completion_tokens > 0:
+        extra["answer_tokens"] = last.completion_tokens
+    return extra
 
 
 def _ms_since(started: float) -> int:

@@ -125,7 +125,8 @@ WHERE user_id = ANY($1::text[]) AND status = 'queued' AND dispatched_at IS NULL
 _FINISH = """
 WITH done AS (
     UPDATE app.runs SET status = $2, result = $3, error = $4::jsonb, finished_at = $5,
-                        started_at = coalesce(started_at, $5), tools_note = $10
+                        started_at = coalesce(started_at, $5), tools_note = $10,
+                        answer_tokens = $11
     WHERE id = $1 AND status IN ('queued', 'running') RETURNING *
 ), answer AS (
     INSERT INTO app.messages (id, thread_id, user_id, role, content, run_id)
@@ -165,10 +166,10 @@ AND created_at < now() - make_interval(secs => $1) LIMIT $2
 
 #: The earlier answered runs of each run's thread, newest first (at most $4 each).
 _TURNS = """
-SELECT r.id AS run_id, p.input, p.result, p.tools_note, p.created_at
+SELECT r.id AS run_id, p.input, p.result, p.tools_note, p.answer_tokens, p.created_at
 FROM unnest($1::text[], $2::text[], $3::timestamptz[]) AS r(id, thread_id, created_at)
 CROSS JOIN LATERAL (
-    SELECT input, result, tools_note, created_at FROM app.runs p
+    SELECT input, result, tools_note, answer_tokens, created_at FROM app.runs p
     WHERE p.thread_id = r.thread_id AND p.created_at < r.created_at
       AND p.status = 'succeeded' AND p.result IS NOT NULL
     ORDER BY p.created_at DESC LIMIT $4) p
@@ -413,7 +414,8 @@ class RunTransitions:
                 _FINISH, run_id, status, result, error, ts, new_id("msg"),
                 int(payload.get("duration_ms") or 0), int(payload.get("tool_calls") or 0),
                 str((payload.get("error") or {}).get("code", "")),
-                str(payload.get("tools_note") or "") or None)
+                str(payload.get("tools_note") or "") or None,
+                _count(payload.get("answer_tokens")))
             rows: list[asyncpg.Record] = []
             if row is not None and row["waiting"]:  # the thread's next run, the window
                 await _lock_user(conn, owner["user_id"])
@@ -456,7 +458,8 @@ class RunTransitions:
         newest_first: dict[str, list[Turn]] = {}
         for turn in sorted(earlier, key=lambda t: t["created_at"], reverse=True):
             newest_first.setdefault(turn["run_id"], []).append(
-                Turn(input=turn["input"], answer=turn["result"], tools=turn["tools_note"] or ""))
+                Turn(input=turn["input"], answer=turn["result"], tools=turn["tools_note"] or "",
+                     answer_tokens=turn["answer_tokens"] or 0))
         return {run_id: encode_memory(within_budget(turns, self._memory_tokens))
                 for run_id, turns in newest_first.items()}
 
@@ -544,6 +547,13 @@ class RunTransitions:
         if status not in ACTIVE:
             raise ProblemError(409, "run_finished", f"the run already ended ({status})")
         await self._stop(user_id, run_id, "user")
+
+
+def _count(value: Any) -> int | None:
+    """A token count from a lifecycle entry, or None (absent or not a count)."""
+    if isinstance(value, int) and not isinstance(value, bool) and 0 < value < 2**31:
+        return value
+    return None
 
 
 async def _lock_user(conn: asyncpg.Connection, user_id: str) -> None:

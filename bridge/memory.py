@@ -7,10 +7,12 @@ carries what its tools returned, summarised (:func:`tool_note`: one line a call,
 each cut to :data:`NOTE_CALL_CHARS`, all to :data:`NOTE_CHARS`), written by the
 worker with the run's end and kept with the run's record.
 
-Tokens are estimated, not counted: a quarter of the text's UTF-8 bytes, rounded
-up (BPE tokenizers of the common models average 3.5 to 4.5 bytes a token on
-English; a byte-level count never underestimates non-Latin text by much, where a
-character count would). Nothing is downloaded to count them.
+An answer's tokens are the model provider's own count where it gave one (the
+usage of the call that streamed the answer, kept with the run); everything else
+is estimated, not counted: a quarter of the text's UTF-8 bytes, rounded up (BPE
+tokenizers of the common models average 3.5 to 4.5 bytes a token on English; a
+byte-level count never underestimates non-Latin text by much, where a character
+count would). Nothing is downloaded to count them.
 """
 
 from __future__ import annotations
@@ -38,9 +40,11 @@ class Turn:
     input: str
     answer: str
     tools: str = ""
+    #: the answer's tokens as the model provider counted them (0: not known, estimated)
+    answer_tokens: int = 0
 
     def tokens(self) -> int:
-        return (estimate_tokens(self.input) + estimate_tokens(self.answer)
+        return (estimate_tokens(self.input) + (self.answer_tokens or estimate_tokens(self.answer))
                 + estimate_tokens(self.tools))
 
 
@@ -89,7 +93,7 @@ def within_budget(newest_first: Iterable[Turn], budget_tokens: int) -> list[Turn
 
 
 def encode_memory(turns: list[Turn]) -> str:
-    return json.dumps([{k: v for k, v in asdict(turn).items() if v or k != "tools"}
+    return json.dumps([{k: v for k, v in asdict(turn).items() if v or k in ("input", "answer")}
                        for turn in turns], ensure_ascii=False,
                       separators=(",", ":"))
 
@@ -99,6 +103,7 @@ def decode_memory(text: str) -> tuple[Turn, ...]:
     try:
         items = json.loads(text)
         return tuple(Turn(input=str(item["input"]), answer=str(item["answer"]),
-                          tools=str(item.get("tools", ""))) for item in items)
+                          tools=str(item.get("tools", "")),
+                          answer_tokens=int(item.get("answer_tokens", 0))) for item in items)
     except (ValueError, TypeError, KeyError, AttributeError):
         return ()

@@ -13,6 +13,7 @@ from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from typing import Any
 
+import asyncpg
 import pytest
 from aiohttp import web
 
@@ -120,6 +121,13 @@ async def test_the_agents_own_spend_is_recorded_and_answered_apart(
 
         answered = await _finished(client, "what is 17 * 23")
         assert answered["result"] == "17 * 23 = 391"
+        # the answer's tokens as the provider counted them, kept for the thread's memory
+        conn = await asyncpg.connect(model_stack.database_url)
+        try:
+            assert await conn.fetchval("SELECT answer_tokens FROM app.runs WHERE id = $1",
+                                       answered["id"]) == ANSWER[1]
+        finally:
+            await conn.close()
         assert [len(body["messages"]) for body in model_server.requests] == [2, 4]
         assert all(body["stream_options"] == {"include_usage": True} and body["model"] == MODEL
                    for body in model_server.requests)

@@ -35,8 +35,8 @@ def no_worker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalStack]:
 
 
 async def _answered(stack: LocalStack, user_id: str, thread_id: str,
-                    turns: list[tuple[str, str]], tools: list[str | None] | None = None
-                    ) -> None:
+                    turns: list[tuple[str, str]], tools: list[str | None] | None = None,
+                    answer_tokens: list[int | None] | None = None) -> None:
     """Earlier runs of the thread, answered (as the lifecycle would have left them)."""
     conn = await asyncpg.connect(stack.database_url)
     try:
@@ -45,10 +45,10 @@ async def _answered(stack: LocalStack, user_id: str, thread_id: str,
             at = start + timedelta(minutes=n)
             await conn.execute(
                 "INSERT INTO app.runs (id, thread_id, user_id, agent, status, input, result, "
-                "created_at, started_at, finished_at, dispatched_at, tools_note) "
-                "VALUES ($1, $2, $3, 'supervisor', 'succeeded', $4, $5, $6, $6, $6, $6, $7)",
+                "created_at, started_at, finished_at, dispatched_at, tools_note, answer_tokens) "
+                "VALUES ($1, $2, $3, 'supervisor', 'succeeded', $4, $5, $6, $6, $6, $6, $7, $8)",
                 f"run_mem_{uuid.uuid4().hex}", thread_id, user_id, question, answer, at,
-                (tools or [None] * len(turns))[n])
+                (tools or [None] * len(turns))[n], (answer_tokens or [None] * len(turns))[n])
     finally:
         await conn.close()
 
@@ -93,3 +93,19 @@ async def test_a_turn_brings_what_its_tools_returned_within_the_budget(
         # the newest turn with its note (7 + 10 tokens) leaves no room for the older one
         assert await _memory_of(no_worker, run["id"]) == (
             Turn("question number 1", "answer 1", tools=note),)
+
+
+async def test_an_answers_counted_tokens_take_the_place_of_the_estimate(
+        no_worker: LocalStack) -> None:
+    async with ChatClient(no_worker.auth_url, no_worker.backend_url()) as client:
+        await client.signup(unique_email("memory"), PASSWORD)
+        thread = await client.create_thread()
+        long = "x" * 400  # estimated at 100 tokens: over the budget alone
+        await _answered(no_worker, client.user["id"], thread["id"],
+                        [("question number 0", "answer 0"), ("question number 1", long)],
+                        answer_tokens=[None, 3])
+        run = await client.start_run(thread["id"], "and then?")
+        # counted by the provider at 3 tokens, the long answer fits, and the older turn
+        assert await _memory_of(no_worker, run["id"]) == (
+            Turn("question number 0", "answer 0"),
+            Turn("question number 1", long, answer_tokens=3))

@@ -60,3 +60,11 @@ def test_tools_count_in_the_budget_and_round_trip() -> None:
     assert turn.tokens() == 1 + 1 + estimate_tokens("calculator {} -> 1")
     assert decode_memory(encode_memory([turn, Turn("q2", "a2")])) == (turn, Turn("q2", "a2"))
     assert '"tools"' not in encode_memory([Turn("q2", "a2")])  # none: not sent
+
+
+def test_the_providers_count_of_an_answer_replaces_the_estimate() -> None:
+    counted = Turn("q", "a" * 400, answer_tokens=7)  # estimated: 100
+    assert counted.tokens() == 1 + 7
+    assert within_budget([counted], 8) == [counted]
+    assert decode_memory(encode_memory([counted])) == (counted,)
+    assert '"answer_tokens"' not in encode_memory([Turn("q", "a")])  # unknown: not sent
