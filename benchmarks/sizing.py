@@ -21,10 +21,11 @@ from counters read before and after a workload, never from a timed assertion:
   bytes a run leaves in Redis (``MEMORY USAGE`` of its user's keys);
 - **Postgres**: transactions per run (``pg_stat_database``) and bytes per run
   (relation sizes);
-- **ClickHouse**: rows per second the ingester stores, from the first
+- **ClickHouse**: rows per second stored, from the first
   ``POST /api/analytics/usage`` until ``GET /api/analytics/usage`` counts them
-  all, and the number of INSERT statements (the ingester acknowledges each batch
-  with one ``XACK`` after its insert: one INSERT per batch and table).
+  all; then the ingester alone, the same rows appended straight to the ingest
+  stream; and the number of INSERT statements (the ingester acknowledges each
+  batch with one ``XACK`` after its insert: one INSERT per batch and table).
 
 The stack's idle background (the reaper's sweeps, leases, heartbeats) is measured
 first and taken off each workload's counters. Each figure is printed with the
@@ -55,6 +56,7 @@ from websockets.asyncio.client import ClientConnection, connect
 
 from benchmarks.runs import WORKLOADS
 from bridge.events import TERMINAL_TYPES, parse_timestamp
+from bridge.ingest import append_rows
 from e2e.client import FINAL_STATUSES, ChatClient
 from e2e.measure import cpu_seconds, percentile, rss_kib
 from e2e.scenarios import PASSWORD, unique_email
@@ -81,6 +83,17 @@ def command_calls(commandstats: dict[str, Any]) -> dict[str, int]:
             for name, stats in commandstats.items() if name.startswith("cmdstat_")}
 
 
+def max_overlap(intervals: Iterable[tuple[float, float]]) -> int:
+    """The most intervals (start, end) open at one time."""
+    edges = sorted([(start, 1) for start, _ in intervals] + [(end, -1) for _, end in intervals],
+                   key=lambda edge: (edge[0], edge[1]))  # an end before a start at a tie
+    most = now = 0
+    for _, step in edges:
+        now += step
+        most = max(most, now)
+    return most
+
+
 def net(delta: float, background_per_s: float, seconds: float) -> float:
     """A counter's growth during a workload less what the idle stack adds in the same
     time (never below zero)."""
@@ -91,13 +104,14 @@ def net(delta: float, background_per_s: float, seconds: float) -> float:
 class Measured:
     """The figures a deployment is worked out from (one process, this machine)."""
 
-    backend_cpu_ms_per_delivery: float  # one socket per user
+    backend_cpu_ms_per_delivery: float
     backend_rss_kib_per_socket: float  # idle, authenticated
+    backend_idle_cpu_ms_per_s_per_1000_sockets: float  # heartbeats, socket leases
     backend_base_rss_mib: float
     backend_cpu_ms_per_run: float  # POST, record, lifecycle, its events to one socket
     worker_cpu_ms_per_run: float
-    worker_rss_kib_per_concurrent_run: float
-    worker_base_rss_mib: float
+    worker_rss_kib_per_concurrent_run: float  # (peak - at start) / most runs at once
+    worker_base_rss_mib: float  # at start
     redis_commands_per_run: float
     redis_cpu_ms_per_run: float
     redis_bytes_per_event: float  # one event in a user's history
@@ -156,11 +170,13 @@ def plan(m: Measured, a: Assumptions) -> list[Step]:
                  "deliveries/s")
     # backend: a run's own CPU (its POST, record, lifecycle, tool queries and its events
     # to one socket), the deliveries to further sockets, and memory per socket
+    idle = m.backend_idle_cpu_ms_per_s_per_1000_sockets
     backend_cores = step(
         "backend cores (CPU)", f"({runs_s:,.0f} runs/s x {m.backend_cpu_ms_per_run:.2f} ms + "
-        f"{extra:,.0f} deliveries/s x {m.backend_cpu_ms_per_delivery:.4f} ms) / 1,000",
-        (runs_s * m.backend_cpu_ms_per_run + extra * m.backend_cpu_ms_per_delivery) / 1000,
-        "cores")
+        f"{extra:,.0f} deliveries/s x {m.backend_cpu_ms_per_delivery:.4f} ms + "
+        f"{sockets / 1000:,.0f} x {idle:.1f} ms for idle sockets) / 1,000",
+        (runs_s * m.backend_cpu_ms_per_run + extra * m.backend_cpu_ms_per_delivery
+         + sockets / 1000 * idle) / 1000, "cores")
     per_pod = step("sockets per backend pod (memory)",
                    f"({a.pod_memory_mib:,.0f} MiB - {m.backend_base_rss_mib:.0f} MiB) / "
                    f"{m.backend_rss_kib_per_socket:.1f} KiB",
@@ -210,10 +226,10 @@ def plan(m: Measured, a: Assumptions) -> list[Step]:
     memory = step("Redis memory", f"({history:,.1f} + {states:,.1f} GiB) x {h:g} headroom",
                   (history + states) * h, "GiB")
     by_commands = commands_s / a.redis_ops_per_core
-    step("Redis shards", f"max({commands_s:,.0f} / {a.redis_ops_per_core:,.0f} a core, "
+    step("Redis primaries", f"max({commands_s:,.0f} / {a.redis_ops_per_core:,.0f} a core, "
          f"{redis_cores:.1f} cores x {h:g}, {memory:,.0f} / {a.redis_shard_memory_gib:g} GiB)",
          math.ceil(max(by_commands * h, redis_cores * h,
-                       memory / a.redis_shard_memory_gib)), "shards")
+                       memory / a.redis_shard_memory_gib)), "primaries")
     # Postgres: transactions and CPU per run, bytes per run
     step("Postgres transactions per second", f"{runs_s:,.0f} runs/s x "
          f"{m.postgres_xacts_per_run:.2f}", runs_s * m.postgres_xacts_per_run, "xacts/s")
@@ -264,6 +280,7 @@ class Tally:
         self.reached = asyncio.Event()
         self.events: Counter[str] = Counter()
         self.ended: dict[str, tuple[float, float]] = {}
+        self.started: dict[str, float] = {}  # run → its agent_started timestamp
 
     def take(self, frame: dict[str, Any]) -> None:
         run = frame.get("run_id")
@@ -275,6 +292,8 @@ class Tally:
             self.deltas += 1
             if self.deltas >= self.target > 0:
                 self.reached.set()
+        elif kind == "agent_started":
+            self.started[run] = parse_timestamp(frame["ts"]).timestamp()
         elif kind in TERMINAL_TYPES:
             self.ended[run] = (time.monotonic(), parse_timestamp(frame["ts"]).timestamp())
 
@@ -334,6 +353,8 @@ class Bench:
         self.measured: dict[str, float] = {}
         self.own_xacts = 0  # this benchmark's own transactions in the app's database
         self.settle_s = 2.0 if quick else 11.0  # idle connections report their stats late
+        self.worker_start_rss = rss_kib(self.pids["worker"])
+        self.worker_peak_rss = self.worker_start_rss
         self._stats: asyncpg.Connection | None = None
         self._app: asyncpg.Connection | None = None
 
@@ -459,9 +480,11 @@ class Bench:
         await asyncio.sleep(window)
         elapsed = time.monotonic() - at
         idle_cpu = net(cpu_seconds(pid) - cpu, self.background["cpu_backend"], elapsed)
-        self.figure("backend CPU of 1,000 idle sockets", idle_cpu / elapsed / count * 1000 * 1000,
-                    "ms/s", f"backend CPU over {window:.0f} s with the sockets open, less "
-                    "the idle background, per 1,000 sockets")
+        per_1000 = idle_cpu / elapsed / count * 1000 * 1000
+        self.measured["backend_idle_cpu_ms_per_s_per_1000_sockets"] = per_1000
+        self.figure("backend CPU of 1,000 idle sockets", per_1000, "ms/s",
+                    f"backend CPU over {window:.0f} s with the sockets open, less the idle "
+                    "background, per 1,000 sockets")
         await sockets.close()
 
     # -- delivery ----------------------------------------------------------------------
@@ -564,6 +587,7 @@ class Bench:
         bytes_before = await self.app_bytes()
         xacts_before, own_before = await self.xacts(), self.own_xacts
         cpu, cmds = self.cpu(), await self.commands()
+        clients = time.process_time()
         started = time.monotonic()
         await asyncio.gather(*(one(user, thread) for user, thread in threads))
         while len([r for r in sent if r in tally.ended]) < count:
@@ -582,6 +606,7 @@ class Bench:
             await asyncio.sleep(0.1)
         applied = time.monotonic()
         cpu2, cmds2 = self.cpu(), await self.commands()
+        clients = time.process_time() - clients
         await asyncio.sleep(self.settle_s)
         xacts_after = await self.xacts()
         own = self.own_xacts - own_before
@@ -597,6 +622,8 @@ class Bench:
         events = sum(tally.events[r] for r in ids)
         end_to_end = [(tally.ended[r][0] - at) * 1000 for r, (at, _) in sent.items()]
         on_worker = [(tally.ended[r][1] - created) * 1000 for r, (_, created) in sent.items()]
+        self.worker_peak_rss = max(self.worker_peak_rss, peak_rss)
+        gross = sum(cpu2[n] - cpu[n] for n in SERVICES) + clients
         memory = await self.redis_bytes([sockets.user_ids[u.token] for u in users])
         rows = await self.analytics_rows(users)
         figures = {
@@ -614,8 +641,12 @@ class Bench:
             "redis_bytes_per_run_state": memory["runs"] / max(1, memory["run_keys"]),
             "run_state_ttl_s": memory["run_ttl_s"],
             "analytics_rows_per_run": rows / count,
-            "worker_rss_kib_per_concurrent_run": (peak_rss - worker_rss) / count,
-            "worker_base_rss_mib": worker_rss / 1024,
+            "worker_most_runs_at_once": max_overlap(
+                (tally.started[r], tally.ended[r][1]) for r in ids if r in tally.started),
+            "worker_rss_mib_before": worker_rss / 1024,
+            "worker_rss_mib_peak": peak_rss / 1024,
+            "clients_cpu_ms_per_run": clients / count * 1000,
+            "machine_busy_percent": 100 * gross / ((os.cpu_count() or 1) * (applied - started)),
         }
         at_load = load()
         print(f"  {label} x{count} (load {at_load:.2f}): " + ", ".join(
@@ -671,37 +702,56 @@ class Bench:
 
     # -- ClickHouse ingest -------------------------------------------------------------
     async def ingest(self) -> None:
+        """Usage rows into ClickHouse twice: through the API (POSTs of 10,000), then
+        appended straight to the ingest stream, as the workers append theirs (the
+        ingester alone)."""
         rows = 10_000 if self.quick else 200_000
-        (user,) = await self.accounts("ingest", 1)
-        records = generate("sizing-ingest", 100, per_day=rows // 100)
-        assert len(records) == rows
-        cmds = await self.commands()
-        started = time.monotonic()
-        for start in range(0, rows, 10_000):
-            await self.call("POST", "/api/analytics/usage", user.token,
-                            json={"records": records[start:start + 10_000]})
-        posted = time.monotonic()
-        seen = 0
-        while seen < rows:
-            if time.monotonic() - started > 600:
-                raise RuntimeError(f"ClickHouse holds {seen} of {rows} rows after 600 s")
-            await asyncio.sleep(0.2)
-            items = (await self.call("GET", "/api/analytics/usage", user.token,
-                                     params={"from": "2000-01-01T00:00:00Z"}))["items"]
-            seen = sum(int(i["requests"]) for i in items)
-        visible = time.monotonic()
-        cmds2 = await self.commands()
-        inserts = cmds2.get("xack", 0) - cmds.get("xack", 0)
-        self.measured["clickhouse_rows_per_s"] = rows / (visible - started)
-        self.figure("usage rows accepted per second (POST, 10,000 a request)",
-                    rows / (posted - started), "rows/s",
-                    f"{rows:,} rows / seconds the POSTs took, one after the other")
-        self.figure("ClickHouse rows stored per second (embedded chDB)",
-                    rows / (visible - started), "rows/s",
-                    f"{rows:,} rows / seconds from the first POST until GET counts them all")
-        self.figure("INSERT statements for those rows", inserts, "statements",
-                    "XACK calls during the workload: the ingester acknowledges a batch "
-                    "after its one INSERT")
+        accounts = await self.accounts("ingest", 2)
+        probe = Sockets(self.stack.ws_url(), Tally())
+        ids = [await probe.add(account.token) for account in accounts]
+        await probe.close()
+        for (account, user_id), path in zip(zip(accounts, ids, strict=True),
+                                            ("api", "stream"), strict=True):
+            records = generate(f"sizing-{path}", 100, per_day=rows // 100)
+            assert len(records) == rows
+            cmds = await self.commands()
+            started = time.monotonic()
+            if path == "api":
+                for start in range(0, rows, 10_000):
+                    await self.call("POST", "/api/analytics/usage", account.token,
+                                    json={"records": records[start:start + 10_000]})
+            else:
+                for start in range(0, rows, 10_000):  # entries of 1,000 rows, as workers do
+                    await append_rows(self.redis, "usage", [
+                        {**record, "source": "user", "user_id": user_id}
+                        for record in records[start:start + 10_000]])
+            appended = time.monotonic()
+            seen = 0
+            while seen < rows:
+                if time.monotonic() - started > 600:
+                    raise RuntimeError(f"ClickHouse holds {seen} of {rows} rows after 600 s")
+                await asyncio.sleep(0.2)
+                items = (await self.call("GET", "/api/analytics/usage", account.token,
+                                         params={"from": "2000-01-01T00:00:00Z"}))["items"]
+                seen = sum(int(i["requests"]) for i in items)
+            visible = time.monotonic()
+            inserts = (await self.commands()).get("xack", 0) - cmds.get("xack", 0)
+            rate = rows / (visible - started)
+            if path == "api":
+                self.figure("usage rows accepted per second (POST, 10,000 a request)",
+                            rows / (appended - started), "rows/s",
+                            f"{rows:,} rows / seconds the POSTs took, one after the other")
+                self.figure("usage rows stored per second, through the API", rate, "rows/s",
+                            f"{rows:,} rows / seconds from the first POST until GET "
+                            "counts them all")
+            else:
+                self.measured["clickhouse_rows_per_s"] = rate
+                self.figure("usage rows stored per second, the ingester alone", rate, "rows/s",
+                            f"{rows:,} rows appended to the ingest stream in "
+                            f"{appended - started:.1f} s / seconds until GET counts them all")
+            self.figure(f"INSERT statements for those rows ({path})", inserts, "statements",
+                        "XACK calls meanwhile: the ingester acknowledges a batch after its "
+                        "one INSERT")
 
 
 def _report(bench: Bench, results: dict[str, dict[str, float]]) -> Measured:
@@ -712,8 +762,9 @@ def _report(bench: Bench, results: dict[str, dict[str, float]]) -> Measured:
             "events_per_run", *[f"{n}_cpu_ms_per_run" for n in SERVICES],
             "redis_commands_per_run", "redis_commands_per_event", "postgres_xacts_per_run",
             "postgres_bytes_per_run", "redis_bytes_per_event", "redis_bytes_per_run_state",
-            "run_state_ttl_s", "analytics_rows_per_run", "worker_rss_kib_per_concurrent_run",
-            "load"]
+            "run_state_ttl_s", "analytics_rows_per_run", "worker_most_runs_at_once",
+            "worker_rss_mib_before", "worker_rss_mib_peak", "clients_cpu_ms_per_run",
+            "machine_busy_percent", "load"]
     print(f"\n{'runs, one worker':<36}" + "".join(f"{n:>18}" for n in results))
     print(f"{'runs at once':<36}" + "".join(f"{r['runs']:>18,.0f}" for r in results.values()))
     for key in keys:
@@ -724,12 +775,13 @@ def _report(bench: Bench, results: dict[str, dict[str, float]]) -> Measured:
         backend_cpu_ms_per_delivery=max(v for k, v in m.items()
                                         if k.startswith("backend_cpu_ms_per_delivery")),
         backend_rss_kib_per_socket=m["backend_rss_kib_per_socket"],
+        backend_idle_cpu_ms_per_s_per_1000_sockets=m["backend_idle_cpu_ms_per_s_per_1000_sockets"],
         backend_base_rss_mib=m["backend_base_rss_mib"],
         backend_cpu_ms_per_run=spend["backend_cpu_ms_per_run"],
         worker_cpu_ms_per_run=spend["worker_cpu_ms_per_run"],
-        worker_rss_kib_per_concurrent_run=results["arithmetic_1000"][
-            "worker_rss_kib_per_concurrent_run"],
-        worker_base_rss_mib=arithmetic["worker_base_rss_mib"],
+        worker_rss_kib_per_concurrent_run=(bench.worker_peak_rss - bench.worker_start_rss)
+        / max(r["worker_most_runs_at_once"] for r in results.values()),
+        worker_base_rss_mib=bench.worker_start_rss / 1024,
         redis_commands_per_run=spend["redis_commands_per_run"],
         redis_cpu_ms_per_run=spend["redis_cpu_ms_per_run"],
         redis_bytes_per_event=spend["redis_bytes_per_event"],

@@ -6,11 +6,20 @@ import dataclasses
 
 import pytest
 
-from benchmarks.sizing import Assumptions, Measured, command_calls, commands_total, net, plan
+from benchmarks.sizing import (
+    Assumptions,
+    Measured,
+    command_calls,
+    commands_total,
+    max_overlap,
+    net,
+    plan,
+)
 
 MEASURED = Measured(
     backend_cpu_ms_per_delivery=0.02, backend_rss_kib_per_socket=20.0,
-    backend_base_rss_mib=100.0, backend_cpu_ms_per_run=10.0, worker_cpu_ms_per_run=5.0,
+    backend_idle_cpu_ms_per_s_per_1000_sockets=10.0, backend_base_rss_mib=100.0,
+    backend_cpu_ms_per_run=10.0, worker_cpu_ms_per_run=5.0,
     worker_rss_kib_per_concurrent_run=10.0, worker_base_rss_mib=60.0,
     redis_commands_per_run=200.0, redis_cpu_ms_per_run=2.0, redis_bytes_per_event=400.0,
     redis_bytes_per_run_state=2000.0, postgres_xacts_per_run=4.0, postgres_cpu_ms_per_run=1.5,
@@ -24,6 +33,12 @@ def test_commandstats_sums_every_command() -> None:
     assert command_calls(stats) == {"get": 3, "evalsha": 2}
 
 
+def test_max_overlap_counts_runs_open_at_once() -> None:
+    assert max_overlap([]) == 0
+    assert max_overlap([(0, 2), (1, 3), (2, 4)]) == 2  # one ends as the next starts
+    assert max_overlap([(0, 10), (1, 2), (3, 4), (3.5, 5)]) == 3
+
+
 def test_net_takes_the_background_off_and_never_goes_below_zero() -> None:
     assert net(100.0, 2.0, 10.0) == 80.0
     assert net(5.0, 2.0, 10.0) == 0.0
@@ -33,9 +48,9 @@ def test_plan_shows_each_step_and_follows_the_figures() -> None:
     steps = {s.what: s for s in plan(MEASURED, Assumptions())}
     assert steps["runs ending per second"].value == 5000
     assert steps["events emitted per second"].value == 200_000
-    # 5,000 runs/s x 10 ms + 40,000 deliveries/s x 0.02 ms = 50.8 cores, x2
-    assert steps["backend cores (CPU)"].value == pytest.approx(50.8)
-    assert steps["backend pods"].value == 102
+    # 5,000 runs/s x 10 ms + 40,000 deliveries/s x 0.02 ms + 120 x 10 ms = 52 cores, x2
+    assert steps["backend cores (CPU)"].value == pytest.approx(52.0)
+    assert steps["backend pods"].value == 104
     assert steps["worker pods"].value == 50  # 25 cores by CPU, 20 by slots: x2
     assert "5,000 runs/s" in steps["Redis commands per second"].arithmetic
     # 18M runs a day over 100,000 users: 180 runs x 40 events, below the caps
