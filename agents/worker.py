@@ -283,8 +283,9 @@ class Worker:
                 ctx.stop_reason = parse_stop(requested)
             if ctx.stop_reason is not None:  # stopped before the runtime began
                 await self._runtime.end_stopped(ctx)
-            elif agent is None:
-                await ctx.emitter.emit("agent_started", {"input": ctx.input})
+            elif agent is None:  # (a resumed run started already, on another worker)
+                if not ctx.emitter.started:
+                    await ctx.emitter.emit("agent_started", {"input": ctx.input})
                 await ctx.emitter.emit("agent_failed", failed(
                     "unknown_agent", f"no agent {ctx.agent!r}", "error"))
             else:
