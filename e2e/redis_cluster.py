@@ -53,33 +53,33 @@ def _cli(server: Path) -> Path:
     return server.with_name("redis-cli")
 
 
+def _reply(port: int, *command: str) -> str:
+    """The node's reply as text ('' if it does not answer)."""
+    try:
+        return redis_command(port, *command).decode(errors="replace")
+    except OSError:
+        return ""
+
+
+def _found(pattern: str, text: str) -> str:
+    match = re.search(pattern, text)
+    return match.group(1) if match else ""
+
+
 def cluster_state(port: int) -> str:
     """``ok`` or ``fail`` as the node on ``port`` sees the cluster ('' if it does not
     answer)."""
-    try:
-        reply = redis_command(port, "CLUSTER", "INFO").decode(errors="replace")
-    except OSError:
-        return ""
-    found = re.search(r"cluster_state:(\w+)", reply)
-    return found.group(1) if found else ""
+    return _found(r"cluster_state:(\w+)", _reply(port, "CLUSTER", "INFO"))
 
 
 def role(port: int) -> str:
     """``master`` or ``slave`` ('' if the node does not answer)."""
-    try:
-        reply = redis_command(port, "ROLE").decode(errors="replace")
-    except OSError:
-        return ""
-    found = re.search(r"(master|slave)", reply)
-    return found.group(1) if found else ""
+    return _found(r"(master|slave)", _reply(port, "ROLE"))
 
 
 def in_sync(port: int) -> bool:
     """A master, or a replica whose link to its master is up (it can take over)."""
-    try:
-        reply = redis_command(port, "INFO", "replication").decode(errors="replace")
-    except OSError:
-        return False
+    reply = _reply(port, "INFO", "replication")
     return "role:master" in reply or "master_link_status:up" in reply
 
 
@@ -87,8 +87,7 @@ def form_cluster(ports: Sequence[int], *, timeout_s: float = 30.0) -> None:
     """Create the cluster over ``ports`` unless its nodes already know each other,
     then wait until every node sees it ``ok`` and every replica is in sync with its
     master (before that, a replica cannot take over a failed master)."""
-    known = redis_command(ports[0], "CLUSTER", "INFO").decode(errors="replace")
-    if "cluster_known_nodes:1\r" in known:
+    if "cluster_known_nodes:1\r" in _reply(ports[0], "CLUSTER", "INFO"):
         result = subprocess.run(
             [str(_cli(cluster_server_bin())), "--cluster", "create",
              *(f"127.0.0.1:{port}" for port in ports), "--cluster-replicas", "1",
