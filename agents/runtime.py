@@ -226,12 +226,12 @@ class Runtime:
         paused = Paused(call_id=call_id, call=call, step=pause.step, transcript=transcript,
                         tool_calls=ctx.tool_calls, elapsed_s=elapsed_s,
                         expires_at=utc_timestamp(expires))
+        asked = {"call_id": call_id, "tool": call.tool, "arguments": call.arguments,
+                 "expires_at": paused.expires_at}
         await ctx.services.approvals.park(ctx.user_id, ctx.run_id, call_id=call_id,
                                           expires_ms=int(expires.timestamp() * 1000),
-                                          state=encode(paused))
-        await ctx.emitter.emit("approval_required", {
-            "call_id": call_id, "tool": call.tool, "arguments": call.arguments,
-            "expires_at": paused.expires_at}, agent=call.agent)
+                                          state=encode(paused), asked=asked)
+        await ctx.emitter.emit("approval_required", asked, agent=call.agent)
 
     async def _answered(self, ctx: RunContext, agent: Agent, resumed: Resumed) -> ToolOutcome:
         """The waiting call, approved (executed now) or rejected (its user's refusal

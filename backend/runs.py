@@ -493,16 +493,21 @@ class RunTransitions:
         """The run as its user sees it. Its record never lags the events already
         sent: when the emit script stored a start or an end the lifecycle stream has
         not yet applied (milliseconds behind), the read applies it first, through
-        the same transitions (applying twice changes nothing)."""
+        the same transitions (applying twice changes nothing). A run waiting for a
+        tool approval also shows the call (``pending_approval``)."""
         run = await self._store.run(user_id, run_id)
         if run is None or run["status"] not in ACTIVE:
             return run
         try:
-            settled = await self._settle(user_id, run_id)
+            if await self._settle(user_id, run_id):
+                run = await self._store.run(user_id, run_id)
+            if run is not None and run["status"] == "running" and self._approvals is not None:
+                pending = await self._approvals.pending(user_id, run_id)
+                if pending is not None:  # a call waits for its user: shown with the run
+                    run["pending_approval"] = pending
         except (RedisError, OSError) as exc:  # the record stands, if behind
             log.warning("run %s read without its live state: %s", run_id, exc)
-            return run
-        return await self._store.run(user_id, run_id) if settled else run
+        return run
 
     async def settle_thread(self, user_id: str, thread_id: str) -> None:
         """Apply what the thread's active runs' events said and their records do not

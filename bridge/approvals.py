@@ -7,14 +7,17 @@ queue in the same script (any worker takes it and *takes* the paused state back)
 a stop (the user's cancel, an interrupt, the deadline passing) appends nothing,
 and whoever claimed it emits the run's ``agent_cancelled``. Hash fields (see
 :meth:`servicekit.rediskeys.UserKeys.run`): ``wc`` the waiting call, ``wx`` its
-deadline (epoch ms), ``ws`` the paused state, ``wa`` the answer.
+deadline (epoch ms), ``ws`` the paused state, ``wp`` the ``approval_required``
+payload, ``wa`` the answer.
 """
 
 from __future__ import annotations
 
+import json
 from collections.abc import Sequence
 from dataclasses import dataclass
 from enum import StrEnum
+from typing import Any
 
 from redis.asyncio import Redis
 
@@ -55,7 +58,7 @@ local answer = redis.call('HGET', KEYS[1], 'wa')
 if answer ~= 'approve' and answer ~= 'reject' then return false end
 local state = redis.call('HGET', KEYS[1], 'ws')
 local numbers = redis.call('HGET', KEYS[1], 'n') or '0'
-redis.call('HDEL', KEYS[1], 'wc', 'wx', 'ws', 'wa')
+redis.call('HDEL', KEYS[1], 'wc', 'wx', 'ws', 'wa', 'wp')
 return {state, answer, numbers}
 """
 
@@ -114,12 +117,14 @@ class Approvals:
         self._take = redis.register_script(_TAKE_LUA)
 
     async def park(self, user_id: str, run_id: str, *, call_id: str, expires_ms: int,
-                   state: str) -> None:
-        """Store the paused run; it waits for an answer from now on."""
+                   state: str, asked: dict[str, Any]) -> None:
+        """Store the paused run; it waits for an answer from now on. ``asked``: the
+        ``approval_required`` payload, which the run's record shows meanwhile."""
         key = UserKeys(user_id).run(run_id)
         async with self._redis.pipeline(transaction=True) as pipe:
             pipe.hdel(key, "wa")
-            pipe.hset(key, mapping={"wc": call_id, "wx": expires_ms, "ws": state})
+            pipe.hset(key, mapping={"wc": call_id, "wx": expires_ms, "ws": state,
+                                    "wp": json.dumps(asked, default=str)})
             pipe.expire(key, self._ttl_s)
             await pipe.execute()
 
@@ -148,6 +153,15 @@ class Approvals:
             return None
         state, answer, events = (_text(part) for part in reply)
         return Taken(state=state, approved=answer == APPROVE, events=int(events))
+
+    async def pending(self, user_id: str, run_id: str) -> dict[str, Any] | None:
+        """The call the run waits for an answer to (its ``approval_required``
+        payload), or None."""
+        asked, answer = await self._redis.hmget(UserKeys(user_id).run(run_id), "wp", "wa")
+        if asked is None or answer is not None:
+            return None
+        found: dict[str, Any] = json.loads(asked)
+        return found
 
     async def waiting(self, runs: Sequence[tuple[str, str]]) -> dict[str, Waiting]:
         """Which of these runs (user id, run id) wait for an answer, by run id."""

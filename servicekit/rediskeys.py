@@ -154,7 +154,8 @@ class UserKeys:
         """Hash of one run: events stored (``n``), ended (``done``), its queue entry
         (``q``), its stored start and end (``st``; ``end``, ``et``, ``ep``), and
         while it waits for a tool approval the call (``wc``), its deadline (``wx``),
-        the run's paused state (``ws``) and the answer (``wa``): bridge/approvals.py."""
+        the run's paused state (``ws``), the call as shown (``wp``) and the answer
+        (``wa``): bridge/approvals.py."""
         return self._prefix + f"r:{run_id}"
 
     @property

@@ -22,7 +22,7 @@ def _now() -> int:
 
 async def _park(approvals: Approvals, *, call: str = "tcl_1", in_s: float = 60) -> None:
     await approvals.park("usr_a", "run_a", call_id=call, expires_ms=_now() + int(in_s * 1000),
-                         state='{"paused": true}')
+                         state='{"paused": true}', asked={"call_id": call, "tool": "calculator"})
 
 
 async def test_an_approval_resumes_once_and_only_the_first_answer_counts(redis: Redis) -> None:
@@ -32,10 +32,13 @@ async def test_an_approval_resumes_once_and_only_the_first_answer_counts(redis: 
     waiting = await approvals.waiting([("usr_a", "run_a"), ("usr_a", "run_other")])
     assert list(waiting) == ["run_a"] and waiting["run_a"].call_id == "tcl_1"
     assert waiting["run_a"].answer is None and waiting["run_a"].stopped_by is None
+    assert await approvals.pending("usr_a", "run_a") == {"call_id": "tcl_1",
+                                                         "tool": "calculator"}
 
     assert await approvals.answer(REQUEST, "tcl_2", approve=True, now_ms=_now()) \
         is Answered.NOT_WAITING
     assert await approvals.answer(REQUEST, "tcl_1", approve=True, now_ms=_now()) is Answered.OK
+    assert await approvals.pending("usr_a", "run_a") is None  # answered: waits no more
     assert await approvals.answer(REQUEST, "tcl_1", approve=False, now_ms=_now()) \
         is Answered.ANSWERED
     assert await approvals.stop("usr_a", "run_a", "user", now_ms=_now()) is Answered.ANSWERED

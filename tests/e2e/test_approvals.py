@@ -60,7 +60,8 @@ async def test_approved_on_the_socket_the_call_runs_and_the_run_completes(
         run = await _start(client)
         asked = await _asked(socket, run["id"])
         assert asked["tool"] == "calculator" and asked["arguments"] == {"expression": "6 * 7"}
-        assert (await client.run(run["id"]))["status"] == "running"
+        waiting = await client.run(run["id"])  # a REST client sees the call too
+        assert waiting["status"] == "running" and waiting["pending_approval"] == asked
         answer = await socket.request({"type": "approve_tool", "run_id": run["id"],
                                        "call_id": asked["call_id"]})
         assert answer == {"type": "approval_accepted", "run_id": run["id"],
@@ -83,6 +84,7 @@ async def test_approved_on_the_socket_the_call_runs_and_the_run_completes(
         await socket.close()
     final = await client.wait_run(run["id"])
     assert final["status"] == "succeeded" and final["result"] == "6 * 7 = 42"
+    assert "pending_approval" not in final
     async with httpx.AsyncClient() as http:
         metrics = (await http.get(f"{approval_stack.backend_internal_url()}/metrics")).text
     approved = re.search(r'^tool_approvals_total\{outcome="approved"\} (\S+)$', metrics, re.M)
