@@ -15,7 +15,6 @@ from backend.deps import CurrentUser, State
 from backend.quotas import WindowQuota
 from backend.shared import BackendState
 from backend.store import ACTIVE
-from bridge.cancel import request_cancel
 from bridge.ingest import append_rows
 from bridge.protocol import MAX_AFTER, ApprovalBody, RunBody
 from servicekit import ProblemError, StorableStr, problem_responses
@@ -94,10 +93,8 @@ async def delete_thread(thread_id: str, user: CurrentUser, state: State) -> Resp
     active = await state.store.delete_thread(user.user_id, thread_id)
     if active is None:
         raise _not_found("thread")
-    for run_id, agent in active:  # one waiting for an approval ends here, the others
-        await request_cancel(state.redis, run_id, by="user")  # on their worker
-        await state.approvals.stop(user.user_id, run_id, "user", thread_id=thread_id,
-                                   agent=agent)
+    for run_id, agent in active:
+        await state.runs.stop(user.user_id, run_id, "user", thread_id=thread_id, agent=agent)
     await (await state.runs.top_up([user.user_id])).send()  # its runs left the window
     return Response(status_code=204)
 

@@ -12,7 +12,6 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable, Sequence
-from typing import Any
 
 import asyncpg
 
@@ -66,10 +65,6 @@ class RunApprovals:
         outcome_name = "approved" if approve else "rejected"
         self._counted(outcome_name)
         log.info("run %s: call %s %s", run_id, call_id, outcome_name)
-
-    async def pending(self, user_id: str, run_id: str) -> dict[str, Any] | None:
-        """The call the run waits for its user to answer, or None."""
-        return await self._approvals.pending(user_id, run_id)
 
     async def stop(self, user_id: str, run_id: str, by: StoppedBy, *,
                    thread_id: str | None = None, agent: str | None = None) -> bool:

@@ -39,6 +39,7 @@ from redis.exceptions import RedisError
 
 from backend.approvals import RunApprovals
 from backend.store import ACTIVE, Store, new_id, run_json
+from bridge.approvals import PENDING_FIELDS, pending_call
 from bridge.cancel import request_cancel
 from bridge.events import StoppedBy, parse_timestamp
 from bridge.ingest import IngestBusy, append_rows
@@ -316,15 +317,17 @@ class RunTransitions:
         """What follows a creation's commit: the interrupted runs' cancellations,
         then the new run's queue entry."""
         for run_id in created.interrupt:
-            await self._stop(created.user_id, run_id, "interrupt")
+            await self.stop(created.user_id, run_id, "interrupt")
         await created.dispatch.send()
 
-    async def _stop(self, user_id: str, run_id: str, by: StoppedBy) -> None:
+    async def stop(self, user_id: str, run_id: str, by: StoppedBy, *,
+                   thread_id: str | None = None, agent: str | None = None) -> None:
         """Ask the run's worker to stop it; a run waiting for a tool approval has no
-        worker, and is ended here."""
+        worker, and is ended here (``thread_id``, ``agent``: the run's, when its
+        record is gone with its thread)."""
         await request_cancel(self._redis, run_id, by=by)
         if self._approvals is not None:
-            await self._approvals.stop(user_id, run_id, by)
+            await self._approvals.stop(user_id, run_id, by, thread_id=thread_id, agent=agent)
 
     async def _create(self, user_id: str, thread_id: str, text: str, agent: str,
                       multitask: Multitask, ended: set[str], checked: set[str] | None
@@ -499,12 +502,11 @@ class RunTransitions:
         if run is None or run["status"] not in ACTIVE:
             return run
         try:
-            if await self._settle(user_id, run_id):
+            settled, pending = await self._settle(user_id, run_id)
+            if settled:
                 run = await self._store.run(user_id, run_id)
-            if run is not None and run["status"] == "running" and self._approvals is not None:
-                pending = await self._approvals.pending(user_id, run_id)
-                if pending is not None:  # a call waits for its user: shown with the run
-                    run["pending_approval"] = pending
+            if run is not None and run["status"] == "running" and pending is not None:
+                run["pending_approval"] = pending  # a call waits for its user
         except (RedisError, OSError) as exc:  # the record stands, if behind
             log.warning("run %s read without its live state: %s", run_id, exc)
         return run
@@ -518,14 +520,18 @@ class RunTransitions:
             "AND status = ANY($3::text[])", thread_id, user_id, list(ACTIVE))]
         try:
             for run_id in await self._registry.ended(user_id, active):
-                await self._settle(user_id, run_id)
+                await self._settle(user_id, run_id)  # (an ended run waits for nothing)
         except (RedisError, OSError) as exc:  # the messages stand, if behind
             log.warning("thread %s read without its runs' live state: %s", thread_id, exc)
 
-    async def _settle(self, user_id: str, run_id: str) -> bool:
+    async def _settle(self, user_id: str, run_id: str
+                      ) -> tuple[bool, dict[str, Any] | None]:
         """Apply the run's stored start or end (its Redis hash: ``st``; ``end``,
-        ``et``, ``ep``) to its record; whether there was one."""
-        raw = await self._redis.hmget(UserKeys(user_id).run(run_id), "st", "end", "et", "ep")
+        ``et``, ``ep``) to its record; whether there was one, and the call the run
+        waits for its user to answer, read in the same round trip."""
+        *raw, asked, answer = await self._redis.hmget(
+            UserKeys(user_id).run(run_id), "st", "end", "et", "ep", *PENDING_FIELDS)
+        pending = pending_call(asked, answer)
         started, end, ended, end_payload = (v.decode() if isinstance(v, bytes) else v
                                             for v in raw)
         if end and ended:
@@ -536,11 +542,11 @@ class RunTransitions:
                 await self.flush_outbox()
             except (IngestBusy, RedisError, OSError) as exc:  # the next flush takes it
                 log.warning("analytics rows wait in the outbox: %s", exc)
-            return True
+            return True, pending
         if started:
             await (await self.start([(run_id, parse_timestamp(started))])).send()
-            return True
-        return False
+            return True, pending
+        return False, pending
 
     # -- cancel -----------------------------------------------------------------------
     async def cancel(self, user_id: str, run_id: str) -> None:
@@ -551,7 +557,7 @@ class RunTransitions:
             raise ProblemError(404, "not_found", "no such run")
         if status not in ACTIVE:
             raise ProblemError(409, "run_finished", f"the run already ended ({status})")
-        await self._stop(user_id, run_id, "user")
+        await self.stop(user_id, run_id, "user")
 
 
 def _count(value: Any) -> int | None:

@@ -25,8 +25,11 @@ from bridge.events import StoppedBy
 from bridge.queue import RunRequest
 from servicekit.rediskeys import RUN_QUEUE, UserKeys
 
-__all__ = ["APPROVE", "REJECT", "Answered", "Approvals", "Taken", "Waiting", "stop_answer"]
+__all__ = ["APPROVE", "PENDING_FIELDS", "REJECT", "Answered", "Approvals", "Taken", "Waiting",
+           "pending_call", "stop_answer"]
 
+#: the run's hash fields that tell the call waiting for an answer (:func:`pending_call`)
+PENDING_FIELDS = ("wp", "wa")
 APPROVE = "approve"
 REJECT = "reject"
 _STOP = "stop:"
@@ -157,11 +160,8 @@ class Approvals:
     async def pending(self, user_id: str, run_id: str) -> dict[str, Any] | None:
         """The call the run waits for an answer to (its ``approval_required``
         payload), or None."""
-        asked, answer = await self._redis.hmget(UserKeys(user_id).run(run_id), "wp", "wa")
-        if asked is None or answer is not None:
-            return None
-        found: dict[str, Any] = json.loads(asked)
-        return found
+        return pending_call(*await self._redis.hmget(UserKeys(user_id).run(run_id),
+                                                     *PENDING_FIELDS))
 
     async def waiting(self, runs: Sequence[tuple[str, str]]) -> dict[str, Waiting]:
         """Which of these runs (user id, run id) wait for an answer, by run id."""
@@ -177,6 +177,16 @@ class Approvals:
                 found[run_id] = Waiting(call_id=_text(call), expires_ms=int(expires or 0),
                                         answer=None if answer is None else _text(answer))
         return found
+
+
+def pending_call(asked: bytes | str | None, answer: bytes | str | None
+                 ) -> dict[str, Any] | None:
+    """The waiting call from the run's hash fields :data:`PENDING_FIELDS` (read with
+    the run's other live state): its ``approval_required`` payload while unanswered."""
+    if asked is None or answer is not None:
+        return None
+    found: dict[str, Any] = json.loads(asked)
+    return found
 
 
 def _text(value: bytes | str) -> str:
