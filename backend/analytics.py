@@ -38,6 +38,9 @@ __all__ = ["TABLES", "TIME_MAX", "TIME_MIN", "AnalyticsStore", "Ingester"]
 log = logging.getLogger(__name__)
 T = TypeVar("T")
 
+#: a usage row's source: 'user' (the records users post) or 'agents' (the platform's
+#: agents' own model calls, recorded by the worker for the run's user: agents.usage)
+_SOURCE_COLUMN = f"LowCardinality(String) DEFAULT '{USER_SOURCE}'"
 #: table -> (column definitions, ORDER BY). Rows name their columns; missing ones default.
 TABLES: dict[str, tuple[str, str]] = {
     "runs": ("run_id String, user_id String, thread_id String, agent LowCardinality(String), "
@@ -49,12 +52,9 @@ TABLES: dict[str, tuple[str, str]] = {
                    "tool LowCardinality(String), ok Bool, error_code LowCardinality(String), "
                    "duration_ms UInt32, ts DateTime64(3, 'UTC')",
                    "(user_id, ts)"),
-    # source: 'user' (the records users post) or 'agents' (the platform's agents' own
-    # model calls, recorded by the worker for the run's user: agents.usage)
     "usage": ("user_id String, ts DateTime64(3, 'UTC'), model LowCardinality(String), "
               "prompt_tokens UInt32, completion_tokens UInt32, cost_usd Decimal(18, 6), "
-              "latency_ms UInt32, status LowCardinality(String), "
-              f"source LowCardinality(String) DEFAULT '{USER_SOURCE}'",
+              f"latency_ms UInt32, status LowCardinality(String), source {_SOURCE_COLUMN}",
               "(user_id, ts)"),
     # one row per scenario of an end-to-end run (python -m e2e run), to trend them
     "e2e_runs": ("run_id String, started_at DateTime64(3, 'UTC'), stack LowCardinality(String), "
@@ -66,7 +66,7 @@ TABLES: dict[str, tuple[str, str]] = {
 #: database made before gets them at setup, and a row written without one (by a
 #: writer of before) takes its default
 _ADDED_COLUMNS: dict[str, list[tuple[str, str, Any]]] = {
-    "usage": [("source", f"LowCardinality(String) DEFAULT '{USER_SOURCE}'", USER_SOURCE)],
+    "usage": [("source", _SOURCE_COLUMN, USER_SOURCE)],
 }
 _DATETIME_COLUMNS = {"created_at", "started_at", "finished_at", "ts"}
 #: the range of ClickHouse's DateTime64 (every time column, and every bound of a
