@@ -59,10 +59,22 @@ class Reaper:
             return []
         await self._runs.resend_unsent()
         await self._runs.flush_outbox()
-        rows = await self._pool.fetch(
-            "SELECT id, thread_id, user_id, agent FROM app.runs "
-            "WHERE status = 'running' ORDER BY started_at LIMIT 1000")
-        return await self.reap(rows, now=asyncio.get_running_loop().time())
+        return await self.reap(await self._running(), now=asyncio.get_running_loop().time())
+
+    async def _running(self, page: int = 1000) -> list[asyncpg.Record]:
+        """Every running run, a page at a time: runs that wait long (for a tool
+        approval) never hide the others from the sweep."""
+        rows: list[asyncpg.Record] = []
+        while True:
+            last = rows[-1] if rows else None
+            batch = await self._pool.fetch(
+                "SELECT id, thread_id, user_id, agent, started_at FROM app.runs "
+                "WHERE status = 'running' AND ($1::timestamptz IS NULL "
+                "OR (started_at, id) > ($1, $2)) ORDER BY started_at, id LIMIT $3",
+                last["started_at"] if last else None, last["id"] if last else "", page)
+            rows += batch
+            if len(batch) < page:
+                return rows
 
     async def reap(self, running: list[asyncpg.Record], *, now: float) -> list[str]:
         """End every running run whose worker is gone; returns their ids.

@@ -1,0 +1,40 @@
+"""The reaper looks at every running run, a page at a time (real Postgres of the
+shared stack): runs that wait long never hide the others from the sweep."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import asyncpg
+
+from backend.reaper import Reaper
+from e2e.stack import LocalStack
+
+
+async def test_every_running_run_is_swept_whatever_the_page(stack: LocalStack) -> None:
+    conn = await asyncpg.connect(stack.database_url)
+    user, thread = f"usr_reap_{uuid.uuid4().hex}", f"thr_reap_{uuid.uuid4().hex}"
+    start = datetime.now(UTC) - timedelta(days=3650)  # older than any other running run
+    ids = [f"run_reap_{uuid.uuid4().hex}" for _ in range(5)]
+    try:
+        await conn.execute("INSERT INTO app.threads (id, user_id, title) VALUES ($1, $2, '')",
+                           thread, user)
+        for n, run_id in enumerate(ids):  # two share a start: the id orders them
+            await conn.execute(
+                "INSERT INTO app.runs (id, thread_id, user_id, agent, status, input, "
+                "created_at, started_at, dispatched_at) "
+                "VALUES ($1, $2, $3, 'supervisor', 'running', 'q', $4, $4, $4)",
+                run_id, thread, user, start + timedelta(seconds=min(n, 3)))
+        pool = await asyncpg.create_pool(stack.database_url, min_size=1, max_size=2)
+        try:
+            reaper: Any = Reaper.__new__(Reaper)  # only its Postgres side is used here
+            reaper._pool = pool
+            found = [r["id"] for r in await reaper._running(page=2) if r["user_id"] == user]
+        finally:
+            await pool.close()
+        assert found == ids[:3] + sorted(ids[3:])
+    finally:
+        await conn.execute("DELETE FROM app.threads WHERE id = $1", thread)
+        await conn.close()
