@@ -53,6 +53,9 @@ class WorkerSettings(ServiceSettings, EventPathLimits):
     # unique per worker process: the queue's consumer name and the liveness key
     worker_id: str = Field(default_factory=lambda: f"worker-{socket.gethostname()}")
     redis_url: str = "redis://127.0.0.1:6379/0"
+    # the URL names one node of a Redis Cluster (the others are discovered): stream
+    # shards, sharded pub/sub (servicekit.redisclient); off: one Redis
+    redis_cluster: bool = False
     concurrency: int = Field(default=50, ge=1)
     # fair share (agents.fairshare): runs start round-robin over users, and one user
     # holds at most this share of the slots (at least one) while another user's runs

@@ -17,11 +17,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import json
 import logging
 import signal
 from dataclasses import asdict, replace
 from pathlib import Path
+from typing import NamedTuple
 
 import uvloop
 from redis.asyncio import Redis
@@ -40,19 +42,21 @@ from bridge.cancel import parse_cancel_message, parse_stop
 from bridge.emitter import EventEmitter, RunEmitter
 from bridge.errors import EmitError, RunFinished
 from bridge.events import failed
-from bridge.groups import autoclaim, ensure_group, read_group, requeue
+from bridge.groups import ShardEntry, autoclaim, ensure_group, read_shards, requeue
 from bridge.ingest import CHUNK, append_command, append_retrying
 from bridge.leases import RunLeases
 from bridge.memory import decode_memory
 from bridge.queue import RunRequest
 from servicekit.autopipeline import AutoPipeline
 from servicekit.logs import configure_logging
-from servicekit.redisclient import make_redis
+from servicekit.redisclient import is_cluster, make_redis
 from servicekit.rediskeys import (
     AGENTS_CATALOG,
     CANCEL_CHANNEL,
+    INGEST_STREAM,
     RUN_QUEUE,
     WORKER_GROUP,
+    StreamShards,
     UserKeys,
     cancel_key,
     worker_alive_key,
@@ -60,7 +64,7 @@ from servicekit.rediskeys import (
 from servicekit.settings import load_settings
 from servicekit.startup import retry_until
 
-__all__ = ["Worker", "main"]
+__all__ = ["QueueEntry", "Worker", "main"]
 
 log = logging.getLogger(__name__)
 
@@ -69,11 +73,31 @@ log = logging.getLogger(__name__)
 LOOK_QUIET_S = 1.0
 
 
+# KEYS[1] the run's hash; ARGV[1] a queue entry: the run's claim, taken by the first
+# entry started (its hash exists: the dispatch marked it); returns the holder
+_CLAIM_LUA = """
+redis.call('HSETNX', KEYS[1], 'w', ARGV[1])
+return redis.call('HGET', KEYS[1], 'w')
+"""
+
+
+class QueueEntry(NamedTuple):
+    """A run's entry: the queue shard it is on and its id there."""
+
+    stream: str
+    id: bytes
+
+
 class Worker:
     def __init__(self, settings: WorkerSettings, redis: Redis, agents: dict[str, Agent],
                  services: Services | None = None) -> None:
         self._settings = settings
         self._redis = redis
+        self._queue = StreamShards.of(RUN_QUEUE, cluster=is_cluster(redis))
+        self._next_shard = 0  # the shard a read looks at first, in turn
+        self._ingest = StreamShards.of(INGEST_STREAM, cluster=is_cluster(redis))
+        self._redis_cluster = is_cluster(redis)
+        self._claim = redis.register_script(_CLAIM_LUA)
         self._agents = agents
         # what the heartbeat announces: built once (the tools' JSON schemas cost
         # about 3 % of a busy worker's CPU when rebuilt at every beat)
@@ -95,7 +119,7 @@ class Worker:
         self._running: dict[str, tuple[RunContext, asyncio.Task[None]]] = {}
         self._per_user: dict[str, int] = {}  # running runs per user
         # the entries of one read, until started or put back (never held longer)
-        self._choice: FairShare[tuple[bytes, RunRequest]] = FairShare(
+        self._choice: FairShare[tuple[QueueEntry, RunRequest]] = FairShare(
             concurrency=settings.concurrency, max_user_share=settings.max_user_share,
             enabled=settings.fair_share)
         self._look_quiet_until = 0.0
@@ -146,13 +170,19 @@ class Worker:
         run_ids = list(self._running)
         if not run_ids:
             return
-        requests = await self._redis.mget([cancel_key(run_id) for run_id in run_ids])
+        # one GET each (the keys are on different slots of a Redis Cluster), in one
+        # round trip
+        async with self._redis.pipeline(transaction=False) as pipe:
+            for run_id in run_ids:
+                pipe.get(cancel_key(run_id))
+            requests = await pipe.execute()
         for run_id, by in zip(run_ids, requests, strict=True):
             if by is not None:
                 self.cancel(run_id, parse_stop(by))
 
     async def _prepare(self) -> None:
-        await ensure_group(self._redis, RUN_QUEUE, WORKER_GROUP)
+        for stream in self._queue.keys:
+            await ensure_group(self._redis, stream, WORKER_GROUP)
         await self._announce()
         log.info("worker %s taking runs (concurrency %d, fair share %s, at most %d per "
                  "user while others wait)", self._settings.worker_id,
@@ -192,10 +222,12 @@ class Worker:
         """Read up to ``count`` new queue entries into the choice; how many came."""
         if count <= 0:
             return 0
-        entries = await read_group(self._redis, RUN_QUEUE, WORKER_GROUP,
-                                   self._settings.worker_id, count=count, block_ms=block_ms)
-        for entry_id, fields in entries:
-            self._offer(entry_id, RunRequest.from_fields(fields))
+        shards = self._queue.keys
+        self._next_shard = (self._next_shard + 1) % len(shards)
+        entries = await read_shards(self._redis, shards, WORKER_GROUP, self._settings.worker_id,
+                                    count=count, block_ms=block_ms, first=self._next_shard)
+        for entry in entries:
+            self._offer(QueueEntry(entry.stream, entry.id), RunRequest.from_fields(entry.fields))
         return len(entries)
 
     def _over_share(self) -> bool:
@@ -203,7 +235,7 @@ class Worker:
         return bool(self._settings.fair_share and self._settings.read_ahead
                     and self._choice.only_capped(self._per_user))
 
-    def _offer(self, entry_id: bytes, request: RunRequest) -> None:
+    def _offer(self, entry_id: QueueEntry, request: RunRequest) -> None:
         self._choice.add(request.user_id, (entry_id, request))
 
     async def _start_chosen(self, free: int) -> None:
@@ -223,24 +255,28 @@ class Worker:
                 return
             self._start(*chosen)
 
-    async def _requeue(self, left: list[tuple[bytes, RunRequest]]) -> None:
-        """What was read and not started goes back to the end of the queue, for any
-        worker: a worker holds no run it is not executing."""
-        if not left:
-            return
-        try:
-            await retry_until(lambda: requeue(self._redis, RUN_QUEUE, WORKER_GROUP,
-                                              [entry_id for entry_id, _ in left]),
-                              what="putting unstarted runs back in the queue", timeout=10.0)
-        except (RedisError, OSError) as exc:  # pending still: claimed back when idle
-            log.warning("%d unstarted runs not put back yet: %s", len(left), exc)
+    async def _requeue(self, left: list[tuple[QueueEntry, RunRequest]]) -> None:
+        """What was read and not started goes back to the end of its queue shard, for
+        any worker: a worker holds no run it is not executing."""
+        by_shard: dict[str, list[bytes]] = {}
+        for entry, _ in left:
+            by_shard.setdefault(entry.stream, []).append(entry.id)
+        for stream, ids in by_shard.items():
+            try:
+                await retry_until(functools.partial(requeue, self._redis, stream, WORKER_GROUP,
+                                                    ids),
+                                  what="putting unstarted runs back in the queue", timeout=10.0)
+            except (RedisError, OSError) as exc:  # pending still: claimed back when idle
+                log.warning("%d unstarted runs not put back yet: %s", len(ids), exc)
 
     async def _claim_stale(self) -> None:
         """Take queue entries that a vanished worker read but never started."""
-        entries = await autoclaim(self._redis, RUN_QUEUE, WORKER_GROUP,
-                                  self._settings.worker_id,
-                                  min_idle_ms=int(self._settings.claim_idle_s * 1000), count=50)
-        for entry_id, fields in entries:
+        entries = [ShardEntry(stream, entry_id, fields) for stream in self._queue.keys
+                   for entry_id, fields in await autoclaim(
+                       self._redis, stream, WORKER_GROUP, self._settings.worker_id,
+                       min_idle_ms=int(self._settings.claim_idle_s * 1000), count=50)]
+        for stream, raw_id, fields in entries:
+            entry_id = QueueEntry(stream, raw_id)
             request = RunRequest.from_fields(fields)
             run_key = UserKeys(request.user_id).run(request.run_id)
             # a resume entry's run started again once its paused state was taken
@@ -254,7 +290,7 @@ class Worker:
             log.info("taking over run %s, never started by its first worker", request.run_id)
             self._offer(entry_id, request)
 
-    def _start(self, entry_id: bytes, request: RunRequest) -> None:
+    def _start(self, entry_id: QueueEntry, request: RunRequest) -> None:
         agent = self._agents.get(request.agent)
         emitter = RunEmitter(self._emitter, user_id=request.user_id, run_id=request.run_id,
                              thread_id=request.thread_id, agent=request.agent)
@@ -268,17 +304,18 @@ class Worker:
         self._running[request.run_id] = (ctx, task)
         self._per_user[request.user_id] = self._per_user.get(request.user_id, 0) + 1
 
-    async def _execute(self, entry_id: bytes, ctx: RunContext, agent: Agent | None,
+    async def _execute(self, entry_id: QueueEntry, ctx: RunContext, agent: Agent | None,
                        resume: bool = False) -> None:
         try:
             # the lease, and a stop requested before the run was taken: one round trip
             # shared with the other runs starting now
-            _, requested = await asyncio.gather(
+            _, requested, claimed = await asyncio.gather(
                 self._auto.execute(*self._leases.hold_command(ctx.run_id,
                                                                 self._settings.worker_id)),
-                self._auto.execute("GET", cancel_key(ctx.run_id)))
+                self._auto.execute("GET", cancel_key(ctx.run_id)),
+                self._claimed(entry_id, ctx, resume))
             resumed = await self._resumed(ctx) if resume else None
-            if resume and resumed is None:  # taken by another worker already
+            if not claimed or (resume and resumed is None):  # taken by another worker
                 for command in _done_commands(entry_id):
                     await self._auto.execute(*command)
                 return
@@ -313,6 +350,18 @@ class Worker:
                 self._per_user[ctx.user_id] = left
             self._freed.set()
 
+    async def _claimed(self, entry_id: QueueEntry, ctx: RunContext, resume: bool) -> bool:
+        """Whether this entry is the run's: on a Redis Cluster the dispatch's append
+        and its mark are two steps, and two racing appends could queue a run twice;
+        the first entry started claims the run (the same entry, taken over from a
+        vanished worker, still holds it). One Redis appends once, atomically."""
+        if not self._redis_cluster or resume:
+            return True
+        claim = f"{entry_id.stream} {entry_id.id.decode()}"
+        holder = await self._auto.script(self._claim, [UserKeys(ctx.user_id).run(ctx.run_id)],
+                                         [claim])
+        return bool(holder == claim.encode() or holder == claim)
+
     async def _resumed(self, ctx: RunContext) -> Resumed | None:
         """Take back a run paused for a tool approval, with its user's answer: its
         emitter goes on from its stored events, its deadline from the time it had run."""
@@ -327,7 +376,7 @@ class Worker:
                  "approved" if taken.approved else "rejected")
         return Resumed(paused, taken.approved)
 
-    async def _finish(self, entry_id: bytes, ctx: RunContext) -> None:
+    async def _finish(self, entry_id: QueueEntry, ctx: RunContext) -> None:
         """Release the lease, acknowledge and delete the queue entry (the queue keeps
         only runs not yet done) and record the tool calls and the model calls (usage
         rows of the run's user, marked as the agents'), in one round trip shared with
@@ -338,7 +387,7 @@ class Worker:
             "usage": usage_rows(ctx.user_id, list(ctx.model_calls), self._prices)}
         done = [self._leases.release_command(ctx.run_id), *_done_commands(entry_id)]
         appends = [append_command(table, rows[start:start + CHUNK],
-                                  maxlen=self._settings.ingest_maxlen)
+                                  maxlen=self._settings.ingest_maxlen, stream=self._ingest.any())
                    for table, rows in tables.items() for start in range(0, len(rows), CHUNK)]
         # the ingest stream answers 0 while full: the rows retry with backoff
         outcomes = await asyncio.gather(
@@ -349,7 +398,7 @@ class Worker:
             log.warning("metrics of run %s not recorded: %s", ctx.run_id, error)
         self.completed += 1
 
-    async def _fail_undeliverable(self, entry_id: bytes, ctx: RunContext) -> None:
+    async def _fail_undeliverable(self, entry_id: QueueEntry, ctx: RunContext) -> None:
         """Keep trying to end the run with a clear error while Redis is away."""
         for _ in range(6):
             try:
@@ -414,13 +463,15 @@ class Worker:
 
 
 
-def _done_commands(entry_id: bytes) -> list[tuple[str | bytes, ...]]:
+def _done_commands(entry_id: QueueEntry) -> list[tuple[str | bytes, ...]]:
     """A queue entry whose run is done: acknowledged, then deleted."""
-    return [("XACK", RUN_QUEUE, WORKER_GROUP, entry_id), ("XDEL", RUN_QUEUE, entry_id)]
+    return [("XACK", entry_id.stream, WORKER_GROUP, entry_id.id),
+            ("XDEL", entry_id.stream, entry_id.id)]
 
 
 async def serve(settings: WorkerSettings) -> None:
-    redis = make_redis(settings.redis_url, timeout=5.0, max_connections=settings.concurrency + 8)
+    redis = make_redis(settings.redis_url, timeout=5.0, max_connections=settings.concurrency + 8,
+                       cluster=settings.redis_cluster)
     token = settings.backend_token.get_secret_value() if settings.backend_token else None
     backend = BackendClient(settings.backend_url, token, timeout_s=settings.tool_timeout_s)
     agents = builtin_agents(settings)

@@ -66,7 +66,8 @@ def create_app(settings: AuthSettings) -> ServiceApps:
                              timeout=settings.startup_timeout_s)
         pool = await create_pool(settings.database_url, max_size=10,
                                  timeout_s=settings.dependency_timeout_s)
-        redis = make_redis(settings.redis_url, timeout=settings.dependency_timeout_s)
+        redis = make_redis(settings.redis_url, timeout=settings.dependency_timeout_s,
+                           cluster=settings.redis_cluster)
         keys = KeyStore(Path(settings.keys_dir))
         passwords = Passwords(settings)
         app.state.auth = AuthState(

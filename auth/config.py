@@ -35,6 +35,9 @@ class AuthSettings(ServiceSettings):
     # only waits at start until schema auth is at the newest revision
     migrate_on_start: bool = True
     redis_url: str = "redis://127.0.0.1:6379/0"
+    # the URL names one node of a Redis Cluster (the others are discovered): stream
+    # shards, sharded pub/sub (servicekit.redisclient); off: one Redis
+    redis_cluster: bool = False
     keys_dir: Path = Path(".local-stack/keys")
     issuer: str = "agentchat-auth"
     audience: str = "agentchat"

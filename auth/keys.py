@@ -131,18 +131,19 @@ def revoke(directory: Path, kid: str, *, rotate_first: bool = False,
     return keyring
 
 
-async def _announce_key(redis_url: str, kid: str) -> int:
+async def _announce_key(redis_url: str, cluster: bool, kid: str) -> int:
     from servicekit.redisclient import make_redis
     from servicekit.revocation import KeyRevoked, announce
 
-    redis = make_redis(redis_url)
+    redis = make_redis(redis_url, cluster=cluster)
     try:
         return await announce(redis, KeyRevoked(kid))
     finally:
         await redis.aclose()
 
 
-def _revoke_command(args: argparse.Namespace, keep_retired_s: float, redis_url: str) -> int:
+def _revoke_command(args: argparse.Namespace, keep_retired_s: float, redis_url: str,
+                    cluster: bool) -> int:
     try:
         keyring = revoke(args.keys_dir, args.kid, rotate_first=args.rotate,
                          keep_retired_s=keep_retired_s)
@@ -157,7 +158,7 @@ def _revoke_command(args: argparse.Namespace, keep_retired_s: float, redis_url: 
           f"stops publishing it within 1 s")
     print(f"current signing key: {keyring['current']}")
     try:
-        receivers = asyncio.run(_announce_key(redis_url, args.kid))
+        receivers = asyncio.run(_announce_key(redis_url, cluster, args.kid))
     except (RedisError, OSError) as exc:
         print(f"NOT ANNOUNCED ({exc}): backends drop the key at their next JWKS refresh "
               f"(within 300 s); run this again once Redis answers to announce it",
@@ -231,7 +232,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "revoke":
         if not args.kid:
             parser.error("revoke needs the KID of the key to withdraw")
-        return _revoke_command(args, keep_retired_s, settings.redis_url)
+        return _revoke_command(args, keep_retired_s, settings.redis_url,
+                               settings.redis_cluster)
     if args.command == "rotate":
         # a retired key stays published while tokens it signed may live
         keyring = rotate(args.keys_dir, keep_retired_s=keep_retired_s)

@@ -23,6 +23,7 @@ from redis.asyncio import Redis
 from redis.exceptions import RedisError
 from ulid import ULID
 
+from servicekit.autopipeline import AutoPipeline
 from servicekit.rediskeys import UserKeys
 
 __all__ = ["SocketAdmission"]
@@ -57,6 +58,9 @@ class SocketAdmission:
         self.limit = limit
         self.lease_ms = max(1000, int(lease_s * 1000))
         self._lease = redis.register_script(_LEASE)
+        # renewals share round trips, and load the script on a node that lacks it (a
+        # promoted replica of a Redis Cluster)
+        self._auto = AutoPipeline(redis)
         self._live: defaultdict[str, set[str]] = defaultdict(set)  # user → lease ids here
 
     async def admit(self, user_id: str) -> str | None:
@@ -91,11 +95,9 @@ class SocketAdmission:
         snapshot = [(user, lease) for user, leases in self._live.items() for lease in leases]
         if not snapshot:
             return
-        async with self.redis.pipeline(transaction=False) as pipe:
-            for user, lease in snapshot:
-                await self._lease(keys=[UserKeys(user).sockets], args=[self.lease_ms, 0, lease],
-                                  client=pipe)
-            await pipe.execute()
+        await asyncio.gather(*(self._auto.script(self._lease, [UserKeys(user).sockets],
+                                                 [self.lease_ms, 0, lease])
+                               for user, lease in snapshot))
 
     async def run(self) -> None:
         """Renew every third of a lease until cancelled."""

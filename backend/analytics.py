@@ -31,7 +31,8 @@ from redis.asyncio import Redis
 from bridge.events import parse_timestamp
 from bridge.groups import ensure_group, read_group, trim_consumed
 from bridge.ingest import AGENTS_SOURCE, USER_SOURCE
-from servicekit.rediskeys import DEAD_STREAM, INGEST_GROUP, INGEST_STREAM
+from servicekit.redisclient import is_cluster
+from servicekit.rediskeys import DEAD_STREAM, INGEST_GROUP, INGEST_STREAM, StreamShards
 
 __all__ = ["TABLES", "TIME_MAX", "TIME_MIN", "AnalyticsStore", "Ingester"]
 
@@ -404,13 +405,18 @@ class Ingester:
         self.dead = 0
 
     async def run(self) -> None:
+        """Insert every shard's rows (one on one Redis), each shard in its own loop."""
+        shards = StreamShards.of(INGEST_STREAM, cluster=is_cluster(self._redis))
+        await asyncio.gather(*(self._run_shard(stream) for stream in shards.keys))
+
+    async def _run_shard(self, stream: str) -> None:
         backoff = 0.2
         while True:
             try:
-                await ensure_group(self._redis, INGEST_STREAM, INGEST_GROUP)
-                await self._drain("0")  # what this consumer read but did not insert
+                await ensure_group(self._redis, stream, INGEST_GROUP)
+                await self._drain(stream, "0")  # what this consumer read but did not insert
                 while True:
-                    await self._drain(">")
+                    await self._drain(stream, ">")
                     backoff = 0.2
             except asyncio.CancelledError:
                 raise
@@ -419,10 +425,10 @@ class Ingester:
                 await asyncio.sleep(backoff)
                 backoff = min(backoff * 2, 5.0)
 
-    async def _drain(self, start: str) -> None:
+    async def _drain(self, stream: str, start: str) -> None:
         while True:
             entries = await read_group(
-                self._redis, INGEST_STREAM, INGEST_GROUP, self._consumer, start=start,
+                self._redis, stream, INGEST_GROUP, self._consumer, start=start,
                 count=self._batch_size, block_ms=self._interval_ms if start == ">" else None)
             if not entries:
                 return
@@ -437,8 +443,8 @@ class Ingester:
                 by_table[table].append((entry_id, rows))
             for table, items in by_table.items():
                 await self._insert(table, items, dict(entries))
-            await self._redis.xack(INGEST_STREAM, INGEST_GROUP, *[e for e, _ in entries])
-            await trim_consumed(self._redis, INGEST_STREAM, INGEST_GROUP)
+            await self._redis.xack(stream, INGEST_GROUP, *[e for e, _ in entries])
+            await trim_consumed(self._redis, stream, INGEST_GROUP)
             self.inserted += len(parsed)
             if start == ">":
                 return

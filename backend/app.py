@@ -91,7 +91,8 @@ def create_app(settings: BackendSettings) -> ServiceApps:
         pool = await create_pool(settings.database_url, max_size=20,
                                  timeout_s=settings.dependency_timeout_s)
         redis = make_redis(settings.redis_url, timeout=settings.dependency_timeout_s,
-                           max_connections=settings.redis_max_connections)
+                           max_connections=settings.redis_max_connections,
+                           cluster=settings.redis_cluster)
         http = httpx.AsyncClient(timeout=settings.dependency_timeout_s)
         verifier = TokenVerifier(
             http=http, redis=redis, jwks_url=f"{settings.auth_url}/.well-known/jwks.json",

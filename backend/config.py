@@ -39,6 +39,9 @@ class BackendSettings(ServiceSettings, EventPathLimits):
     # only waits at start until schema app is at the newest revision
     migrate_on_start: bool = True
     redis_url: str = "redis://127.0.0.1:6379/0"
+    # the URL names one node of a Redis Cluster (the others are discovered): stream
+    # shards, sharded pub/sub (servicekit.redisclient); off: one Redis
+    redis_cluster: bool = False
     auth_url: str = "http://127.0.0.1:8001"
     # the auth service as a browser reaches it (the web page at `/` calls it directly)
     public_auth_url: str = "http://127.0.0.1:8001"

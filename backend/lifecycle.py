@@ -23,7 +23,8 @@ from backend.runs import RunTransitions
 from bridge.errors import IngestBusy
 from bridge.events import parse_timestamp
 from bridge.groups import autoclaim, ensure_group, read_group, trim_consumed
-from servicekit.rediskeys import LIFECYCLE_GROUP, LIFECYCLE_STREAM
+from servicekit.redisclient import is_cluster
+from servicekit.rediskeys import LIFECYCLE_GROUP, LIFECYCLE_STREAM, StreamShards
 
 __all__ = ["LifecycleApplier"]
 
@@ -49,11 +50,16 @@ class LifecycleApplier:
         self._claim_idle_ms = claim_idle_ms
 
     async def run(self) -> None:
+        """Apply every shard's entries (one on one Redis), each shard in its own loop."""
+        shards = StreamShards.of(LIFECYCLE_STREAM, cluster=is_cluster(self._redis))
+        await asyncio.gather(*(self._run_shard(stream) for stream in shards.keys))
+
+    async def _run_shard(self, stream: str) -> None:
         backoff = 0.1
         while True:
             try:
-                await ensure_group(self._redis, LIFECYCLE_STREAM, LIFECYCLE_GROUP)
-                await self._consume()
+                await ensure_group(self._redis, stream, LIFECYCLE_GROUP)
+                await self._consume(stream)
             except asyncio.CancelledError:
                 raise
             except (RedisError, OSError, IngestBusy, asyncpg.PostgresError,
@@ -62,30 +68,32 @@ class LifecycleApplier:
                 await asyncio.sleep(backoff)
                 backoff = min(backoff * 2, 2.0)
 
-    async def _consume(self) -> None:
+    async def _consume(self, stream: str) -> None:
         # our own pending entries first (after a restart), then new ones
         start = "0"
         loop = asyncio.get_running_loop()
         next_trim = loop.time() + TRIM_EVERY_S
         while True:
-            entries = await read_group(self._redis, LIFECYCLE_STREAM, LIFECYCLE_GROUP,
+            entries = await read_group(self._redis, stream, LIFECYCLE_GROUP,
                                        self._consumer, start=start,
                                        block_ms=1000 if start == ">" else None)
             if start == "0" and not entries:
                 start = ">"
                 continue
-            await self.apply_all(entries)
+            await self.apply_all(entries, stream)
             if start == ">" and not entries:
-                await self._claim_abandoned()
+                await self._claim_abandoned(stream)
             if loop.time() >= next_trim:  # what every replica has applied goes
                 next_trim = loop.time() + TRIM_EVERY_S
-                await trim_consumed(self._redis, LIFECYCLE_STREAM, LIFECYCLE_GROUP)
+                await trim_consumed(self._redis, stream, LIFECYCLE_GROUP)
 
-    async def _claim_abandoned(self) -> None:
-        await self.apply_all(await autoclaim(self._redis, LIFECYCLE_STREAM, LIFECYCLE_GROUP,
-                                             self._consumer, min_idle_ms=self._claim_idle_ms))
+    async def _claim_abandoned(self, stream: str) -> None:
+        await self.apply_all(await autoclaim(self._redis, stream, LIFECYCLE_GROUP,
+                                             self._consumer, min_idle_ms=self._claim_idle_ms),
+                             stream)
 
-    async def apply_all(self, entries: list[tuple[bytes, dict[bytes, bytes]]]) -> None:
+    async def apply_all(self, entries: list[tuple[bytes, dict[bytes, bytes]]],
+                        stream: str = LIFECYCLE_STREAM) -> None:
         """Apply a batch of entries, then acknowledge them together. The runs that
         started are marked in one statement; each ending is its own transaction
         (with its analytics row in the outbox); the rows go to the ingest stream
@@ -105,5 +113,5 @@ class LifecycleApplier:
         # cannot go yet stays in the outbox, and the batch is applied again)
         while await self._runs.flush_outbox(OUTBOX_BATCH) == OUTBOX_BATCH:
             pass
-        await self._redis.xack(LIFECYCLE_STREAM, LIFECYCLE_GROUP,
+        await self._redis.xack(stream, LIFECYCLE_GROUP,
                                *[entry_id for entry_id, _ in entries])

@@ -103,6 +103,10 @@ class Reaper:
                     payload=failed("worker_lost", "the worker executing the run stopped",
                                    "worker_lost"))
             except RunFinished:
+                # it ended, and its record missed it: the lifecycle entry was lost (on
+                # a Redis Cluster it is appended after the event, on another slot)
+                if (await self._runs.settle(run["user_id"], run["id"]))[0]:
+                    log.warning("run %s had ended unrecorded; its end applied", run["id"])
                 continue
             log.warning("run %s lost its worker; ended as worker_lost", run["id"])
             lost.append(run["id"])

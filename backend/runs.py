@@ -50,7 +50,8 @@ from bridge.queue import RunRequest
 from bridge.registry import ThreadRunRegistry
 from servicekit import ProblemError
 from servicekit.autopipeline import AutoPipeline
-from servicekit.rediskeys import AGENTS_CATALOG, RUN_QUEUE, UserKeys
+from servicekit.redisclient import is_cluster
+from servicekit.rediskeys import AGENTS_CATALOG, RUN_QUEUE, StreamShards, UserKeys
 
 __all__ = ["Created", "Dispatch", "Finished", "RunTransitions", "final_status"]
 
@@ -260,6 +261,8 @@ class RunTransitions:
         self._ttl_s = run_hash_ttl_s
         self._queue = AutoPipeline(redis)  # the appends of concurrent transitions
         self._append = redis.register_script(_APPEND_LUA)
+        self._cluster = is_cluster(redis)
+        self._shards = StreamShards.of(RUN_QUEUE, cluster=self._cluster)
         self._agents: set[str] | None = None
         self._agents_read_at = float("-inf")
 
@@ -436,14 +439,15 @@ class RunTransitions:
         return len(taken)
 
     # -- the queue --------------------------------------------------------------------
-    async def append(self, rows: Iterable[asyncpg.Record]) -> None:
+    async def append(self, rows: Iterable[asyncpg.Record], *, again: bool = False) -> None:
         """Append the runs' queue entries (each once, whoever else appends it), with
-        their threads' memory, in shared round trips."""
+        their threads' memory, in shared round trips. ``again``: the safety net's
+        call, for runs still queued long after their dispatch."""
         rows = list(rows)
         if not rows:
             return
         memory = await self._memory(rows)
-        await asyncio.gather(*(self._append_one(row, memory.get(row["id"], "[]"))
+        await asyncio.gather(*(self._append_one(row, memory.get(row["id"], "[]"), again)
                                for row in rows))
 
     async def _memory(self, rows: list[asyncpg.Record]) -> dict[str, str]:
@@ -466,18 +470,37 @@ class RunTransitions:
         return {run_id: encode_memory(within_budget(turns, self._memory_tokens))
                 for run_id, turns in newest_first.items()}
 
-    async def _append_one(self, row: asyncpg.Record, memory: str) -> None:
+    async def _append_one(self, row: asyncpg.Record, memory: str, again: bool) -> None:
         request = RunRequest(run_id=row["id"], user_id=row["user_id"],
                              thread_id=row["thread_id"], agent=row["agent"], input=row["input"],
                              memory=memory)
         fields = [part for pair in request.fields().items() for part in pair]
+        run_key = UserKeys(request.user_id).run(request.run_id)
         try:
-            await self._queue.script(
-                self._append, [RUN_QUEUE, UserKeys(request.user_id).run(request.run_id)],
-                [self._ttl_s, *fields])
+            if not self._cluster:
+                await self._queue.script(self._append, [RUN_QUEUE, run_key],
+                                         [self._ttl_s, *fields])
+            else:
+                await self._append_on_cluster(request, run_key, fields, again)
         except (RedisError, OSError) as exc:
             log.warning("run %s committed, its queue entry not yet appended: %s",
                         request.run_id, exc)
+
+    async def _append_on_cluster(self, request: RunRequest, run_key: str, fields: list[str],
+                                 again: bool) -> None:
+        """The queue's shard and the run's hash are on different slots: append, then
+        mark (a second entry of the run, should two appends race, is dropped by the
+        worker that finds the run claimed: agents/worker.py). The safety net appends
+        again an entry that is marked but gone from its shard: a failover can lose
+        one and keep the other."""
+        shard = self._shards.for_user(request.user_id)
+        sent = await self._queue.execute("HGET", run_key, "q")
+        if sent is not None and (not again
+                                 or await self._queue.execute("XRANGE", shard, sent, sent)):
+            return  # appended already (and, asked again, still on its shard)
+        entry_id = await self._queue.execute("XADD", shard, "*", *fields)
+        await asyncio.gather(self._queue.execute("HSET", run_key, "q", entry_id),
+                             self._queue.execute("EXPIRE", run_key, self._ttl_s))
 
     async def resend_unsent(self, *, older_than_s: float = RESEND_AFTER_S,
                             limit: int = 1000) -> int:
@@ -486,7 +509,7 @@ class RunTransitions:
         appended already), and tops up users whose runs have waited as long (a
         trigger lost with a crash). Returns how many dispatches it looked at."""
         rows = await self.pool.fetch(_UNSENT, older_than_s, limit)
-        await self.append(rows)
+        await self.append(rows, again=True)
         waiting = await self.pool.fetch(_WAITING_LONG, older_than_s, limit)
         await (await self.top_up(r["user_id"] for r in waiting)).send()
         return len(rows)
@@ -502,7 +525,7 @@ class RunTransitions:
         if run is None or run["status"] not in ACTIVE:
             return run
         try:
-            settled, pending = await self._settle(user_id, run_id)
+            settled, pending = await self.settle(user_id, run_id)
             if settled:
                 run = await self._store.run(user_id, run_id)
             if run is not None and run["status"] == "running" and pending is not None:
@@ -520,11 +543,11 @@ class RunTransitions:
             "AND status = ANY($3::text[])", thread_id, user_id, list(ACTIVE))]
         try:
             for run_id in await self._registry.ended(user_id, active):
-                await self._settle(user_id, run_id)  # (an ended run waits for nothing)
+                await self.settle(user_id, run_id)  # (an ended run waits for nothing)
         except (RedisError, OSError) as exc:  # the messages stand, if behind
             log.warning("thread %s read without its runs' live state: %s", thread_id, exc)
 
-    async def _settle(self, user_id: str, run_id: str
+    async def settle(self, user_id: str, run_id: str
                       ) -> tuple[bool, dict[str, Any] | None]:
         """Apply the run's stored start or end (its Redis hash: ``st``; ``end``,
         ``et``, ``ep``) to its record; whether there was one, and the call the run

@@ -12,12 +12,14 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import json
 import logging
 import math
 import time
 from collections import Counter
-from typing import Any
+from collections.abc import Awaitable, Callable
+from typing import Any, TypeVar
 
 from fastapi import WebSocket, WebSocketDisconnect
 from redis.exceptions import RedisError
@@ -171,10 +173,11 @@ class Connection:
                 await self.ws.send_text(action.text)
                 delivery.sent()
             elif isinstance(action, ReadPosition):
-                position = await streams.position(user_id)
+                position = await _patiently(lambda: streams.position(user_id))
                 delivery.position_read(position.epoch, position.last_seq)
             elif isinstance(action, ReadHistory):
-                page = await streams.read_after(user_id, action.after, limit=action.limit)
+                page = await _patiently(functools.partial(
+                    streams.read_after, user_id, action.after, limit=action.limit))
                 delivery.history_read(page.events, page.oldest_seq)
             else:
                 break
@@ -394,6 +397,27 @@ async def _principal(message: AuthMessage | ReauthMessage, state: BackendState) 
         return await state.verifier.redeem_ticket(message.ticket)
     assert message.token is not None
     return await state.verifier.verify(message.token)
+
+
+#: how long a socket's read of the history waits for Redis (a restart, a Redis
+#: Cluster's failover: seconds) before the socket is closed for its client to resume
+HISTORY_PATIENCE_S = 10.0
+T = TypeVar("T")
+
+
+async def _patiently(read: Callable[[], Awaitable[T]]) -> T:
+    """``read()``, again with capped backoff while Redis does not answer, for up to
+    :data:`HISTORY_PATIENCE_S`; live events wait in the socket's queue meanwhile."""
+    deadline = asyncio.get_running_loop().time() + HISTORY_PATIENCE_S
+    delay = 0.05
+    while True:
+        try:
+            return await read()
+        except RedisError:
+            if asyncio.get_running_loop().time() + delay > deadline:
+                raise
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, 1.0)
 
 
 _UNAVAILABLE: tuple[type[Exception], ...] = (RedisError, OSError, *POSTGRES_UNAVAILABLE)

@@ -9,6 +9,9 @@ and whoever claimed it emits the run's ``agent_cancelled``. Hash fields (see
 :meth:`servicekit.rediskeys.UserKeys.run`): ``wc`` the waiting call, ``wx`` its
 deadline (epoch ms), ``ws`` the paused state, ``wp`` the ``approval_required``
 payload, ``wa`` the answer.
+
+On a Redis Cluster the queue's shard is on another slot than the run's hash: the
+script records the answer, and the resume entry is appended just after it.
 """
 
 from __future__ import annotations
@@ -23,7 +26,8 @@ from redis.asyncio import Redis
 
 from bridge.events import StoppedBy
 from bridge.queue import RunRequest
-from servicekit.rediskeys import RUN_QUEUE, UserKeys
+from servicekit.redisclient import is_cluster
+from servicekit.rediskeys import RUN_QUEUE, StreamShards, UserKeys
 
 __all__ = ["APPROVE", "PENDING_FIELDS", "REJECT", "Answered", "Approvals", "Taken", "Waiting",
            "pending_call", "stop_answer"]
@@ -34,7 +38,8 @@ APPROVE = "approve"
 REJECT = "reject"
 _STOP = "stop:"
 
-# KEYS[1] the run's hash, KEYS[2] the run queue; ARGV[1] the call ('' any call),
+# KEYS[1] the run's hash, KEYS[2] the run queue (absent on a Redis Cluster: the
+# caller appends the entry); ARGV[1] the call ('' any call),
 # ARGV[2] the answer, ARGV[3] now (epoch ms), ARGV[4] the hash's ttl, then the resume
 # entry's fields (none: a stop, which appends nothing and may come after the deadline)
 _ANSWER_LUA = """
@@ -47,7 +52,7 @@ if resume and tonumber(redis.call('HGET', KEYS[1], 'wx') or '0') <= tonumber(ARG
   return 'expired'
 end
 redis.call('HSET', KEYS[1], 'wa', ARGV[2])
-if resume then
+if resume and KEYS[2] then
   redis.call('HSET', KEYS[1], 'q', redis.call('XADD', KEYS[2], '*', unpack(ARGV, 5)))
 end
 redis.call('EXPIRE', KEYS[1], ARGV[4])
@@ -118,6 +123,8 @@ class Approvals:
         self._ttl_s = hash_ttl_s
         self._answer = redis.register_script(_ANSWER_LUA)
         self._take = redis.register_script(_TAKE_LUA)
+        self._cluster = is_cluster(redis)
+        self._queue = StreamShards.of(RUN_QUEUE, cluster=self._cluster)
 
     async def park(self, user_id: str, run_id: str, *, call_id: str, expires_ms: int,
                    state: str, asked: dict[str, Any]) -> None:
@@ -137,14 +144,21 @@ class Approvals:
         on the queue."""
         entry = RunRequest(**{**request.fields(), "resume": "1"}).fields()
         fields = [part for pair in entry.items() for part in pair]
-        outcome = await self._answer(
-            keys=[UserKeys(request.user_id).run(request.run_id), RUN_QUEUE],
-            args=[call_id, APPROVE if approve else REJECT, now_ms, self._ttl_s, *fields])
-        return Answered(_text(outcome))
+        run_key = UserKeys(request.user_id).run(request.run_id)
+        outcome = Answered(_text(await self._answer(
+            keys=self._keys(run_key), args=[call_id, APPROVE if approve else REJECT, now_ms,
+                                            self._ttl_s, *fields])))
+        if self._cluster and outcome is Answered.OK:
+            entry_id = await self._redis.xadd(self._queue.for_user(request.user_id), entry)
+            await self._redis.hset(run_key, "q", entry_id)
+        return outcome
+
+    def _keys(self, run_key: str) -> list[str]:
+        return [run_key] if self._cluster else [run_key, self._queue.name]
 
     async def stop(self, user_id: str, run_id: str, by: StoppedBy, *, now_ms: int) -> Answered:
         """Claim a waiting run's stop; ``OK``: the caller emits its ``agent_cancelled``."""
-        outcome = await self._answer(keys=[UserKeys(user_id).run(run_id), RUN_QUEUE],
+        outcome = await self._answer(keys=self._keys(UserKeys(user_id).run(run_id)),
                                      args=["", stop_answer(by), now_ms, self._ttl_s])
         return Answered(_text(outcome))
 

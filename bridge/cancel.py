@@ -9,12 +9,17 @@ from __future__ import annotations
 from redis.asyncio import Redis
 
 from bridge.events import StoppedBy
+from servicekit.redisclient import is_cluster
 from servicekit.rediskeys import CANCEL_CHANNEL, cancel_key
 
 __all__ = ["parse_cancel_message", "parse_stop", "request_cancel"]
 
 
 async def request_cancel(redis: Redis, run_id: str, *, by: StoppedBy = "user") -> None:
+    if is_cluster(redis):  # its pipelines refuse PUBLISH: the key first, then the message
+        await redis.set(cancel_key(run_id), by, ex=3600)
+        await redis.publish(CANCEL_CHANNEL, f"{run_id} {by}")
+        return
     async with redis.pipeline(transaction=True) as pipe:
         pipe.set(cancel_key(run_id), by, ex=3600)
         pipe.publish(CANCEL_CHANNEL, f"{run_id} {by}")

@@ -313,7 +313,8 @@ class Delivery:
         self.cursor.sent(event.seq)
 
     def _epoch_changed(self, epoch: str, last_seq: int) -> _Steps:
-        """The user's history was lost (Redis came back empty): numbering restarted."""
+        """The user's history was lost (Redis came back empty, or lost its last
+        writes): numbering restarted, or goes on from ``last_seq``."""
         self.epoch = epoch
         self.cursor.last_sent = last_seq
         yield Send(json.dumps({"type": "resync_required", "epoch": epoch,
@@ -322,7 +323,9 @@ class Delivery:
     def _catch_up(self) -> _Steps:
         position = yield ReadPosition()
         assert isinstance(position, _Position)
-        if position.epoch != self.epoch:
+        if position.epoch != self.epoch or position.last_seq < self.cursor.last_sent:
+            # a new epoch, or one whose history went back (a promoted replica lacked
+            # events this socket was sent): the numbers sent may come again
             yield from self._epoch_changed(position.epoch, position.last_seq)
         else:
             yield from self._replay(until=position.last_seq)

@@ -32,7 +32,8 @@ from bridge.limits import (
 )
 from bridge.truncation import cap_payload
 from servicekit.autopipeline import AutoPipeline
-from servicekit.rediskeys import LIFECYCLE_STREAM, UserKeys
+from servicekit.redisclient import is_cluster
+from servicekit.rediskeys import LIFECYCLE_STREAM, StreamShards, UserKeys
 
 __all__ = ["LIFECYCLE_TYPES", "EmittedEvent", "EventEmitter", "RunEmitter", "new_epoch"]
 
@@ -70,6 +71,13 @@ class EventEmitter:
     :class:`EmitError`; nothing is dropped silently. Retrying is safe: an event
     carries its number within its run, and the script stores each number once.
 
+    On a Redis Cluster the lifecycle stream's shard is on another slot than the
+    user's keys: the script stores and publishes (``SPUBLISH``), then the lifecycle
+    entries are appended in the same round trip's wake, again on a retry (applying
+    an entry twice changes nothing). Should the process die in between, the run's
+    hash still holds its start and end, which the backend applies when it reads the
+    run or finds it without a worker (``RunTransitions.settle``).
+
     A payload over ``event_max_bytes`` (serialized) is cut and marked
     (:func:`bridge.truncation.cap_payload`) before the script sees it. The script
     keeps a user's history within ``history_maxlen`` events and ``history_max_bytes``
@@ -90,6 +98,9 @@ class EventEmitter:
     ) -> None:
         self._redis = redis
         self._script = redis.register_script(_EMIT_LUA)
+        self._cluster = is_cluster(redis)
+        self._lifecycle = StreamShards.of(LIFECYCLE_STREAM, cluster=self._cluster)
+        self._publish = "SPUBLISH" if self._cluster else "PUBLISH"
         # the emits of all runs of the process share round trips to Redis
         self._pipeline = AutoPipeline(redis)
         self._history_maxlen = history_maxlen
@@ -116,19 +127,21 @@ class EventEmitter:
         type: EventType,
         payload: dict[str, Any],
         number: int = 0,
+        acked: int = 0,
         lifecycle_extra: dict[str, Any] | None = None,
     ) -> EmittedEvent:
         """Store and publish one event; returns it with its ``seq`` and ``epoch``.
 
         ``number`` is the event's position in its run (0: append without the
-        duplicate check). ``lifecycle_extra``: members the lifecycle entry of a
+        duplicate check); ``acked``: the run's last number Redis acknowledged (0:
+        none, or no check). ``lifecycle_extra``: members the lifecycle entry of a
         start or an end carries besides the payload, for the backend only (the
         event is sent without them). Raises :class:`RunFinished` when the run
         already ended.
         """
         events = await self.emit_batch(user_id=user_id, run_id=run_id, thread_id=thread_id,
                                        items=[(agent, type, payload)], first_number=number,
-                                       lifecycle_extra=lifecycle_extra)
+                                       acked=acked, lifecycle_extra=lifecycle_extra)
         return events[0]
 
     async def emit_batch(
@@ -139,6 +152,7 @@ class EventEmitter:
         thread_id: str,
         items: Sequence[tuple[str, EventType, dict[str, Any]]],
         first_number: int = 0,
+        acked: int = 0,
         lifecycle_extra: dict[str, Any] | None = None,
     ) -> list[EmittedEvent]:
         """Store and publish consecutive events of one run in one script call.
@@ -152,8 +166,9 @@ class EventEmitter:
         keys = UserKeys(user_id)
         args: list[Any] = [new_epoch(), self._history_maxlen, self._history_ttl_s,
                            keys.channel, first_number, user_id, run_id,
-                           self._history_max_bytes, history_hour()]
+                           self._history_max_bytes, history_hour(), self._publish, acked]
         bodies = []
+        lifecycles: list[tuple[str, str, str]] = []  # (type, ts, payload) to append
         for agent, type, payload in items:
             body = {"type": type, "run_id": run_id, "thread_id": thread_id, "agent": agent,
                     "ts": ts, "payload": payload}
@@ -167,10 +182,19 @@ class EventEmitter:
             lifecycle = (json.dumps({**payload, **(lifecycle_extra or {})}, default=str)
                          if type in LIFECYCLE_TYPES else "")
             args += [body_tail(stored), type, ts, "1" if type in TERMINAL_TYPES else "0", lifecycle]
+            if lifecycle:
+                lifecycles.append((type, ts, lifecycle))
         first_type = items[0][1] if items else "?"
-        reply = await self._run_script(
-            [keys.meta, keys.history, LIFECYCLE_STREAM, keys.run(run_id)], args, first_type,
-            run_id)
+        script_keys = [keys.meta, keys.history, keys.run(run_id)]
+        appends: list[tuple[Any, ...]] = []
+        if not self._cluster:
+            script_keys.append(self._lifecycle.name)
+        else:
+            stream = self._lifecycle.for_user(user_id)
+            appends = [("XADD", stream, "*", "user_id", user_id, "run_id", run_id,
+                        "type", type, "ts", at, "payload", lifecycle)
+                       for type, at, lifecycle in lifecycles]
+        reply = await self._run_script(script_keys, args, appends, first_type, run_id)
         epoch_raw, *seqs = reply
         if not epoch_raw:
             raise RunFinished(f"{run_id} already ended; {first_type} refused")
@@ -183,10 +207,19 @@ class EventEmitter:
                                        **body))
         return events
 
-    async def _run_script(self, keys: list[str], args: list[Any], type: str,
-                          run_id: str) -> Any:
+    async def _stored(self, keys: list[str], args: list[Any],
+                      appends: list[tuple[Any, ...]]) -> Any:
+        """The script's reply, once the lifecycle entries it leaves to us are in
+        (none on one Redis; none either when the run had already ended)."""
+        reply = await self._pipeline.script(self._script, keys, args)
+        if appends and reply[0]:
+            await asyncio.gather(*(self._pipeline.execute(*command) for command in appends))
+        return reply
+
+    async def _run_script(self, keys: list[str], args: list[Any],
+                          appends: list[tuple[Any, ...]], type: str, run_id: str) -> Any:
         try:
-            return await self._pipeline.script(self._script, keys, args)
+            return await self._stored(keys, args, appends)
         except RedisError as first:
             if self._waiting >= self._max_pending:
                 raise EmitError(f"could not emit {type} of {run_id}: {first}; "
@@ -199,7 +232,7 @@ class EventEmitter:
             while True:
                 await asyncio.sleep(delay)
                 try:
-                    return await self._pipeline.script(self._script, keys, args)
+                    return await self._stored(keys, args, appends)
                 except RedisError as exc:
                     if self._clock() >= deadline:
                         raise EmitError(f"could not emit {type} of {run_id} within "
@@ -234,6 +267,7 @@ class RunEmitter:
         # (cancelled or timed out before the answer) may have been stored, so its
         # number is never given to the next event (which would pass for a retry)
         self._numbers = 0
+        self._acked = 0  # the last number Redis acknowledged as stored
 
     @property
     def started(self) -> bool:
@@ -244,7 +278,7 @@ class RunEmitter:
         run paused for a tool approval); ``pending``: the call (id, tool) that waits
         for its ``tool_completed``."""
         self._started = True
-        self._numbers = events
+        self._numbers = self._acked = events
         if pending is not None:
             self._open_calls[pending[0]] = pending[1]
 
@@ -267,12 +301,14 @@ class RunEmitter:
                 agent=agent or self.agent,
                 type=type,
                 payload=payload,
-                number=self._take(1),
+                number=(number := self._take(1)),
+                acked=self._acked,
                 lifecycle_extra=lifecycle_extra,
             )
         except RunFinished:
             self._finished = True
             raise
+        self._acked = number
         self._started = True
         self._finished = type in TERMINAL_TYPES
         self.events_emitted += 1
@@ -299,10 +335,11 @@ class RunEmitter:
             events = await self._emitter.emit_batch(
                 user_id=self.user_id, run_id=self.run_id, thread_id=self.thread_id,
                 items=[(agent or self.agent, type, payload) for payload in payloads],
-                first_number=self._take(len(payloads)))
+                first_number=(first := self._take(len(payloads))), acked=self._acked)
         except RunFinished:
             self._finished = True
             raise
+        self._acked = first + len(payloads) - 1
         self.events_emitted += len(events)
         return events
 
@@ -337,7 +374,9 @@ class RunEmitter:
                     "error": {"code": "interrupted", "message": "the run ended during the call"},
                     "duration_ms": 0,
                 },
-                number=self._take(1),
+                number=(number := self._take(1)),
+                acked=self._acked,
             )
+            self._acked = number
             self.events_emitted += 1
             del self._open_calls[call_id]

@@ -3,6 +3,13 @@
 A replica subscribes to a user's live channel while it holds at least one socket
 of that user. ``subscribe`` returns only once Redis confirmed the subscription,
 so a caller that reads history afterwards cannot miss an event in between.
+
+On a Redis Cluster the channels are sharded (``SSUBSCRIBE``; the emit script
+``SPUBLISH``-es on the user's slot), and redis-py keeps each on the node that owns
+its slot. When a failover moves a slot, messages published meanwhile may be gone,
+and the promoted replica may lack the last events its master acknowledged: every
+local subscriber is told to catch up from the history
+(:meth:`UserEventHub.resync`), which also finds a history that went back.
 """
 
 from __future__ import annotations
@@ -12,12 +19,14 @@ import contextlib
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Any, cast
 
 from redis.asyncio import Redis
 from redis.asyncio.client import PubSub
 from redis.exceptions import RedisError
 
 from bridge.batch import epoch_of_line, seq_of_line, split_batch
+from servicekit.redisclient import is_cluster, on_topology_change
 from servicekit.rediskeys import HUB_CONTROL_CHANNEL, UserKeys
 
 __all__ = ["EventSink", "Subscription", "UserEventHub"]
@@ -54,6 +63,8 @@ class UserEventHub:
         self._control = control_channel
         self._beat = 0.0
         self.connected = False
+        self._sharded = is_cluster(redis)
+        on_topology_change(redis, self.resync)
 
     async def start(self) -> None:
         """Open the pub/sub link (again, after a failed start); idempotent."""
@@ -61,7 +72,7 @@ class UserEventHub:
             return
         pubsub = self._redis.pubsub()
         try:
-            await pubsub.subscribe(self._control)
+            await self._subscribe(pubsub, self._control)
         except BaseException:
             with contextlib.suppress(RedisError, OSError):
                 await pubsub.aclose()
@@ -105,7 +116,7 @@ class UserEventHub:
             channel = self._channels.get(name)
             if channel is None:
                 channel = self._channels[name] = _Channel()
-                await self._pubsub.subscribe(name)
+                await self._subscribe(self._pubsub, name)
             channel.subscriptions.add(subscription)
         await asyncio.wait_for(channel.confirmed.wait(), timeout)
 
@@ -120,7 +131,16 @@ class UserEventHub:
             if not channel.subscriptions:
                 del self._channels[name]
                 with contextlib.suppress(RedisError, OSError):
-                    await self._pubsub.unsubscribe(name)
+                    if self._sharded:
+                        await cast(Any, self._pubsub).sunsubscribe(name)
+                    else:
+                        await self._pubsub.unsubscribe(name)
+
+    async def _subscribe(self, pubsub: PubSub, name: str) -> None:
+        if self._sharded:
+            await cast(Any, pubsub).ssubscribe(name)
+        else:
+            await pubsub.subscribe(name)
 
     async def _read_loop(self) -> None:
         assert self._pubsub is not None
@@ -128,7 +148,8 @@ class UserEventHub:
         while True:
             self._beat = asyncio.get_running_loop().time()
             try:
-                message = await self._pubsub.get_message(timeout=1.0)
+                message = await (cast(Any, self._pubsub).get_sharded_message(timeout=1.0)
+                                 if self._sharded else self._pubsub.get_message(timeout=1.0))
                 if not self.connected:
                     self.connected = True
                     self._notify_reconnect()
@@ -150,9 +171,9 @@ class UserEventHub:
         if channel is None:
             return
         kind = message.get("type")
-        if kind == "subscribe":
+        if kind in ("subscribe", "ssubscribe"):
             channel.confirmed.set()
-        elif kind == "message":
+        elif kind in ("message", "smessage"):
             data = message["data"]
             text = data.decode() if isinstance(data, bytes) else str(data)
             subscriptions = list(channel.subscriptions)

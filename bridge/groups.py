@@ -2,15 +2,29 @@
 
 from __future__ import annotations
 
-from typing import Any, cast
+from collections.abc import Sequence
+from typing import Any, NamedTuple, cast
 
 from redis.asyncio import Redis
 from redis.exceptions import ResponseError
 
-__all__ = ["Entry", "autoclaim", "ensure_group", "read_group", "requeue", "trim_consumed"]
+__all__ = ["Entry", "ShardEntry", "autoclaim", "ensure_group", "read_group", "read_shards",
+           "requeue", "trim_consumed"]
 
 #: (entry id, fields) as Redis returns them
 Entry = tuple[bytes, dict[bytes, bytes]]
+
+#: a blocking read waits this long on one shard of several before looking at the
+#: others again (a Redis Cluster cannot block on streams of different slots at once)
+SHARD_POLL_MS = 100
+
+
+class ShardEntry(NamedTuple):
+    """An entry of one shard of a sharded stream (bridge: StreamShards)."""
+
+    stream: str
+    id: bytes
+    fields: dict[bytes, bytes]
 
 
 async def ensure_group(redis: Redis, stream: str, group: str) -> None:
@@ -31,6 +45,29 @@ async def read_group(redis: Redis, stream: str, group: str, consumer: str, *,
     if not reply:
         return []
     return [(entry_id, fields) for entry_id, fields in reply[0][1] if fields is not None]
+
+
+async def read_shards(redis: Redis, streams: Sequence[str], group: str, consumer: str, *,
+                      count: int, block_ms: int | None = None, first: int = 0
+                      ) -> list[ShardEntry]:
+    """Up to ``count`` new entries from the shards, looking at them in turn from
+    ``streams[first]``. With ``block_ms`` and nothing found, waits on one shard (all
+    of ``block_ms`` when there is one; :data:`SHARD_POLL_MS` of it when there are
+    several, the caller then turning to the next shard)."""
+    found: list[ShardEntry] = []
+    order = [streams[(first + i) % len(streams)] for i in range(len(streams))]
+    if len(order) == 1:
+        return [ShardEntry(order[0], i, f) for i, f in await read_group(
+            redis, order[0], group, consumer, count=count, block_ms=block_ms)]
+    for stream in order:
+        found += [ShardEntry(stream, i, f) for i, f in await read_group(
+            redis, stream, group, consumer, count=count - len(found))]
+        if len(found) >= count:
+            return found
+    if found or block_ms is None:
+        return found
+    return [ShardEntry(order[0], i, f) for i, f in await read_group(
+        redis, order[0], group, consumer, count=count, block_ms=min(block_ms, SHARD_POLL_MS))]
 
 
 async def autoclaim(redis: Redis, stream: str, group: str, consumer: str, *,

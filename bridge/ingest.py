@@ -9,6 +9,9 @@ stream holds ``INGEST_MAXLEN`` entries (:class:`IngestBusy`: the producer's
 backpressure), and the ingester trims only what its group acknowledged
 (:func:`bridge.groups.trim_consumed`). An entry the ingester cannot insert goes to
 ``DEAD_STREAM``.
+
+On a Redis Cluster the stream has shards (:class:`servicekit.rediskeys.StreamShards`):
+each append goes to one of them (``stream``), and the cap holds per shard.
 """
 
 from __future__ import annotations
@@ -22,7 +25,8 @@ from redis.asyncio import Redis
 
 from bridge.errors import IngestBusy
 from bridge.limits import INGEST_MAXLEN
-from servicekit.rediskeys import INGEST_STREAM
+from servicekit.redisclient import is_cluster
+from servicekit.rediskeys import INGEST_STREAM, StreamShards
 
 __all__ = ["AGENTS_SOURCE", "CHUNK", "USER_SOURCE", "IngestBusy", "append_command",
            "append_retrying", "append_rows"]
@@ -47,12 +51,12 @@ return #ARGV - 2
 
 
 def append_command(table: str, rows: list[dict[str, Any]], *,
-                   maxlen: int = INGEST_MAXLEN) -> tuple[Any, ...]:
+                   maxlen: int = INGEST_MAXLEN, stream: str = INGEST_STREAM) -> tuple[Any, ...]:
     """The command that appends at most ``CHUNK`` rows as one entry, for a caller
     that sends it along with others. It answers 0 when the stream is full."""
     if len(rows) > CHUNK:
         raise ValueError(f"{len(rows)} rows: at most {CHUNK} in one entry")
-    return ("EVAL", _APPEND_LUA, 1, INGEST_STREAM, maxlen, table,
+    return ("EVAL", _APPEND_LUA, 1, stream, maxlen, table,
             json.dumps(rows, default=str))
 
 
@@ -76,6 +80,7 @@ async def append_rows(redis: Redis, table: str, rows: list[dict[str, Any]], *,
     Raises :class:`IngestBusy` when the stream is full."""
     chunks = [json.dumps(rows[start:start + CHUNK], default=str)
               for start in range(0, len(rows), CHUNK)]
-    if chunks and not await redis.eval(_APPEND_LUA, 1, INGEST_STREAM, maxlen, table,
+    stream = StreamShards.of(INGEST_STREAM, cluster=is_cluster(redis)).any()
+    if chunks and not await redis.eval(_APPEND_LUA, 1, stream, maxlen, table,
                                        *chunks):
         raise IngestBusy(f"{INGEST_STREAM} is full")

@@ -144,11 +144,12 @@ def _progress(message: str) -> None:
     print(f"[e2e {time.strftime('%H:%M:%S')}] {message}", flush=True)
 
 
-def _driver_factory(kind: str, *, offline: bool = False) -> Callable[[Shape], StackDriver]:
+def _driver_factory(kind: str, *, offline: bool = False,
+                    redis_cluster: bool = False) -> Callable[[Shape], StackDriver]:
     def make(shape: Shape) -> StackDriver:
         if kind == "compose":
             return ComposeDriver(shape, progress=_progress, offline=offline)
-        return LocalDriver(shape, progress=_progress)
+        return LocalDriver(shape, progress=_progress, redis_cluster=redis_cluster)
     return make
 
 
@@ -164,11 +165,15 @@ def cmd_run(args: argparse.Namespace) -> int:
     except thresholds.ThresholdError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
+    if args.redis_cluster and args.stack != "local":
+        print("error: --redis-cluster runs on the local stack only", file=sys.stderr)
+        return 2
     install_signal_exit()
     report_dir = Path(args.report_dir)
     started = time.monotonic()
     report = asyncio.run(run_suite(
-        _driver_factory(args.stack, offline=args.offline), [SCENARIOS[n] for n in names],
+        _driver_factory(args.stack, offline=args.offline, redis_cluster=args.redis_cluster),
+        [SCENARIOS[n] for n in names],
         settings, report_dir, stack=args.stack, progress=_progress))
     passed = sum(r.passed for r in report.results)
     print(f"{'PASSED' if report.passed else 'FAILED'}: {passed} of {len(report.results)} "
@@ -206,6 +211,10 @@ def main(argv: list[str] | None = None) -> int:
                      help="local processes (default) or docker compose (needs a Docker engine)")
     run.add_argument("--offline", action="store_true",
                      help="compose with the images of deploy/offline/build.sh (no registry)")
+    run.add_argument("--redis-cluster", action="store_true",
+                     help="a Redis Cluster of three masters with a replica each (Redis 7+: "
+                     "Debian's redis-server) in place of the one Redis; the failure "
+                     "scenario then fails a master over instead of restarting Redis")
     run.add_argument("--scenario", action="append", choices=list(SCENARIOS),
                      help="run only these (repeatable); default: all, in order")
     run.add_argument("--scale", choices=["smoke", "full"], default="full",

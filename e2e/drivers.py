@@ -22,6 +22,7 @@ from types import TracebackType
 
 from e2e.measure import rss_kib
 from e2e.processes import tail
+from e2e.redis_cluster import master_of
 from e2e.stack import LocalStack, StackConfig
 
 __all__ = ["LocalDriver", "Shape", "StackDriver", "replica_names"]
@@ -62,6 +63,8 @@ class StackDriver(abc.ABC):
     memory_source: str | None = None
     #: whether ``start_timings`` has each service's own start (not the whole stack's)
     per_service_start = True
+    #: whether Redis is a Redis Cluster (``redis_url`` names one of its nodes)
+    redis_cluster = False
 
     def __init__(self, shape: Shape, progress: Progress | None = None) -> None:
         self.shape = shape
@@ -117,9 +120,17 @@ class StackDriver(abc.ABC):
         log line carries one)."""
         return {}
 
+    def redis_names(self) -> list[str]:
+        """The Redis services: ``redis``, or a cluster's nodes."""
+        return ["redis"]
+
+    def redis_master_of(self, key: str) -> str:
+        """The Redis Cluster node (service) holding ``key`` as master now."""
+        raise NotImplementedError(f"{self.kind} stacks run one Redis")
+
     def memory_services(self) -> list[str]:
         """The services whose memory the driver reports."""
-        return ["redis", "auth", *self.backend_names(), *self.worker_names()]
+        return [*self.redis_names(), "auth", *self.backend_names(), *self.worker_names()]
 
     # -- faults ------------------------------------------------------------------------
     @abc.abstractmethod
@@ -161,13 +172,15 @@ class LocalDriver(StackDriver):
     memory_source = "/proc/<pid>/status VmRSS of each service's process"
 
     def __init__(self, shape: Shape, progress: Progress | None = None, *,
-                 root: Path | None = None, startup_timeout_s: float = 60.0) -> None:
+                 root: Path | None = None, startup_timeout_s: float = 60.0,
+                 redis_cluster: bool = False) -> None:
         super().__init__(shape, progress)
+        self.redis_cluster = redis_cluster
         self._owns_root = root is None
         self.root = Path(tempfile.mkdtemp(prefix="agentchat-e2e-")) if root is None else root
         config = StackConfig.for_tests(
             self.root, backends=shape.backends, workers=shape.workers,
-            startup_timeout_s=startup_timeout_s,
+            startup_timeout_s=startup_timeout_s, redis_cluster=redis_cluster,
             env={"WORKER_CONCURRENCY": str(shape.worker_concurrency)})
         self.stack = LocalStack(config, progress=self.progress)
 
@@ -190,6 +203,13 @@ class LocalDriver(StackDriver):
 
     def backend_url(self, replica: int = 1) -> str:
         return self.stack.backend_url(replica)
+
+    def redis_names(self) -> list[str]:
+        return self.stack.redis_names
+
+    def redis_master_of(self, key: str) -> str:
+        port = master_of(self.stack.redis_cluster_ports, key)
+        return f"redis-{self.stack.redis_cluster_ports.index(port) + 1}"
 
     def ws_url(self, replica: int = 1) -> str:
         return self.stack.ws_url(replica)

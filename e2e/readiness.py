@@ -9,8 +9,8 @@ from pathlib import Path
 
 import httpx
 
-__all__ = ["HttpReady", "PostgresReady", "Readiness", "RedisCommandReady", "port_is_free",
-           "redis_command"]
+__all__ = ["AnyNodeReady", "HttpReady", "PostgresReady", "Readiness", "RedisCommandReady",
+           "port_is_free", "redis_command"]
 
 
 class Readiness:
@@ -41,6 +41,26 @@ class RedisCommandReady(Readiness):
             return redis_command(self.port, *self.command).startswith(self.expect)
         except OSError:
             return False
+
+
+@dataclass
+class AnyNodeReady(Readiness):
+    """One node of a Redis Cluster answers ``expect`` (the one owning the key; the
+    others answer ``MOVED``)."""
+
+    name: str
+    ports: tuple[int, ...]
+    command: tuple[str, ...]
+    expect: bytes
+
+    def probe(self) -> bool:
+        for port in self.ports:
+            try:
+                if redis_command(port, *self.command).startswith(self.expect):
+                    return True
+            except OSError:
+                continue
+        return False
 
 
 @dataclass

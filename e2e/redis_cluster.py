@@ -19,10 +19,13 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
+import redis
+from redis.crc import key_slot
+
 from e2e.readiness import redis_command
 
 __all__ = ["CLUSTER_NODES", "cluster_server_bin", "cluster_state", "form_cluster",
-           "in_sync", "node_command", "role"]
+           "in_sync", "master_of", "node_command", "role"]
 
 #: three masters, each with one replica
 CLUSTER_NODES = 6
@@ -81,6 +84,24 @@ def in_sync(port: int) -> bool:
     """A master, or a replica whose link to its master is up (it can take over)."""
     reply = _reply(port, "INFO", "replication")
     return "role:master" in reply or "master_link_status:up" in reply
+
+
+def master_of(ports: Sequence[int], key: str) -> int:
+    """The port of the master that holds ``key``'s slot now, as the first node that
+    answers sees it."""
+    slot = key_slot(key.encode())
+    for port in ports:
+        client = redis.Redis(host="127.0.0.1", port=port, socket_timeout=2)
+        try:
+            ranges = client.execute_command("CLUSTER", "SLOTS")
+        except (redis.RedisError, OSError):
+            continue
+        finally:
+            client.close()
+        for start, end, master, *_ in ranges:
+            if int(start) <= slot <= int(end):
+                return int(master[1])
+    raise RuntimeError(f"no node of {list(ports)} tells who holds slot {slot}")
 
 
 def form_cluster(ports: Sequence[int], *, timeout_s: float = 30.0) -> None:

@@ -37,6 +37,7 @@ from types import TracebackType
 
 from e2e.processes import ManagedProcess, reap_recorded, tail
 from e2e.readiness import (
+    AnyNodeReady,
     HttpReady,
     PostgresReady,
     Readiness,
@@ -393,9 +394,21 @@ class LocalStack:
                                  f"http://127.0.0.1:{port}/readyz")
 
     def _worker_ready(self, name: str) -> Callable[[], Readiness]:
+        command = ("EXISTS", worker_alive_key(name))
+        if self.config.redis_cluster:
+            return lambda: AnyNodeReady(f"{name} announces itself in redis",
+                                        tuple(self.redis_cluster_ports), command, b":1")
         return lambda: RedisCommandReady(f"{name} announces itself in redis",
-                                         self.config.ports.redis,
-                                         ("EXISTS", worker_alive_key(name)), b":1")
+                                         self.config.ports.redis, command, b":1")
+
+    @property
+    def redis_names(self) -> list[str]:
+        """The stack's Redis services: ``redis``, or the cluster's nodes."""
+        return [name for name in self.services if name == "redis" or name.startswith("redis-")]
+
+    def _redis_settings(self, prefix: str) -> dict[str, str]:
+        return {f"{prefix}_REDIS_URL": self.redis_url,
+                f"{prefix}_REDIS_CLUSTER": "true" if self.config.redis_cluster else "false"}
 
     def base_env(self) -> dict[str, str]:
         env = {k: v for k, v in os.environ.items() if not k.startswith(_ENV_PREFIXES)}
@@ -406,7 +419,7 @@ class LocalStack:
         return {"AUTH_PORT": str(self.config.ports.auth),
                 "AUTH_INTERNAL_PORT": str(self.config.ports.auth_internal),
                 "AUTH_DATABASE_URL": self.database_url,
-                "AUTH_REDIS_URL": self.redis_url, "AUTH_KEYS_DIR": str(self.root / "keys"),
+                **self._redis_settings("AUTH"), "AUTH_KEYS_DIR": str(self.root / "keys"),
                 "AUTH_CORS_ORIGINS": self._origins()}
 
     def _origins(self) -> str:
@@ -419,7 +432,7 @@ class LocalStack:
             return {"BACKEND_PORT": str(self.backend_ports[replica - 1]),
                     "BACKEND_INTERNAL_PORT": str(self.backend_internal_ports[replica - 1]),
                     "BACKEND_REPLICA_ID": name, "BACKEND_DATABASE_URL": self.database_url,
-                    "BACKEND_REDIS_URL": self.redis_url, "BACKEND_AUTH_URL": self.auth_url,
+                    **self._redis_settings("BACKEND"), "BACKEND_AUTH_URL": self.auth_url,
                     "BACKEND_CLICKHOUSE_URL": f"chdb://{self.root / 'clickhouse'}",
                     "BACKEND_ANALYTICS_INGEST": "true" if owner else "false",
                     "BACKEND_WS_ALLOWED_ORIGINS": self._origins(),
@@ -430,7 +443,7 @@ class LocalStack:
     def _worker_settings(self, name: str) -> Callable[[], dict[str, str]]:
         # tools read users' data through the internal API of the replica that owns
         # ClickHouse
-        return lambda: {"WORKER_WORKER_ID": name, "WORKER_REDIS_URL": self.redis_url,
+        return lambda: {"WORKER_WORKER_ID": name, **self._redis_settings("WORKER"),
                         "WORKER_BACKEND_URL": self.backend_internal_url(1),
                         "WORKER_BACKEND_TOKEN": self.internal_token}
 

@@ -8,6 +8,12 @@ Every key of one user carries the user id as a hash tag (``u:{usr_…}:``), so a
 Redis Cluster keeps them on one slot: the emit script, which touches several of
 them at once, stays atomic there.
 
+On one Redis each stream is one key under the name below. On a Redis Cluster it
+is :data:`CLUSTER_SHARDS` keys (``runs:queue:{3}``), spread over the cluster's
+slots, each with its consumer group, and every consumer reads them all
+(:class:`StreamShards`); a user's entries always go to the same shard, so a run's
+start is applied before its end.
+
 ==========================  ======================  ==========================
 name                        written by              read by
 ==========================  ======================  ==========================
@@ -31,11 +37,14 @@ name                        written by              read by
 
 from __future__ import annotations
 
+import random
+import zlib
 from dataclasses import dataclass
 
 __all__ = [
     "AGENTS_CATALOG",
     "CANCEL_CHANNEL",
+    "CLUSTER_SHARDS",
     "DEAD_STREAM",
     "HUB_CONTROL_CHANNEL",
     "INGEST_GROUP",
@@ -46,6 +55,7 @@ __all__ = [
     "REVOCATION_CHANNEL",
     "RUN_QUEUE",
     "WORKER_GROUP",
+    "StreamShards",
     "UserKeys",
     "cancel_key",
     "lease_key",
@@ -68,6 +78,41 @@ LIFECYCLE_GROUP = "backend"
 INGEST_STREAM = "analytics:ingest"
 INGEST_GROUP = "ingester"
 DEAD_STREAM = "analytics:dead"
+
+#: how many shards each stream has on a Redis Cluster (fixed: every process must
+#: agree, and a shard nobody reads would strand its entries)
+CLUSTER_SHARDS = 8
+
+
+@dataclass(frozen=True, slots=True)
+class StreamShards:
+    """The keys of one stream: ``count`` shards (one: the plain name)."""
+
+    name: str
+    count: int = 1
+
+    @classmethod
+    def of(cls, name: str, *, cluster: bool) -> StreamShards:
+        return cls(name, CLUSTER_SHARDS if cluster else 1)
+
+    @property
+    def keys(self) -> tuple[str, ...]:
+        if self.count == 1:
+            return (self.name,)
+        return tuple(f"{self.name}:{{{shard}}}" for shard in range(self.count))
+
+    def for_user(self, user_id: str) -> str:
+        """The shard of a user's entries (the same for all of them)."""
+        if self.count == 1:
+            return self.name
+        return f"{self.name}:{{{zlib.crc32(user_id.encode()) % self.count}}}"
+
+    def any(self) -> str:
+        """A shard for an entry whose order does not matter (analytics rows)."""
+        if self.count == 1:
+            return self.name
+        return f"{self.name}:{{{random.randrange(self.count)}}}"
+
 
 # -- channels ------------------------------------------------------------------------
 #: stop requests for running runs (the key :func:`cancel_key` is their safety net)
@@ -109,19 +154,21 @@ def ws_ticket_key(ticket: str) -> str:
     return f"wsticket:{ticket}"
 
 
+# The throttle's keys share one hash tag: a login reserves an attempt of its account
+# and of its address at once, in one script, on one slot of a Redis Cluster.
 def throttle_account_key(digest: str) -> str:
     """Failed logins of one account (by a digest of its email)."""
-    return f"throttle:account:{digest}"
+    return f"throttle:{{login}}:account:{digest}"
 
 
 def throttle_address_key(address: str) -> str:
     """Failed logins from one client address."""
-    return f"throttle:address:{address}"
+    return f"throttle:{{login}}:address:{address}"
 
 
 def throttle_register_key(address: str) -> str:
     """Registrations from one client address."""
-    return f"throttle:register:{address}"
+    return f"throttle:{{login}}:register:{address}"
 
 
 @dataclass(frozen=True, slots=True)

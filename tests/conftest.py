@@ -17,13 +17,45 @@ from typing import TypeVar
 import pytest
 from redis.asyncio import Redis
 
+from e2e.redis_cluster import cluster_server_bin
 from e2e.scenarios import Target
 from e2e.stack import LocalStack, StackConfig
 from servicekit.redisclient import make_redis
+from tests.prerequisites import Prerequisite
 
 F = TypeVar("F", bound=Callable[..., object])
 #: the attribute :func:`starts_servers` sets on a fixture's function
 _STARTS_SERVERS = "_starts_servers"
+
+
+def _no_redis_7() -> str | None:
+    try:
+        cluster_server_bin()
+    except RuntimeError as exc:
+        return str(exc)
+    return None
+
+
+#: the Redis Cluster tests need a Redis 7+ server (Debian's ``redis-server``): without
+#: one they are skipped with a closing banner, and with ``CI=true`` they fail
+REDIS_7 = Prerequisite("redis7", tests="Redis Cluster tests", what="Redis 7+ server",
+                       how="install Debian's redis-server (`apt-get install redis-server`)",
+                       missing=_no_redis_7)
+
+
+@pytest.fixture(scope="session")
+def redis7() -> Path:
+    """A Redis 7+ server binary (a cluster's nodes run it)."""
+    return cluster_server_bin()
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_runtest_setup(item: pytest.Item) -> None:
+    REDIS_7.setup(item)
+
+
+def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
+    REDIS_7.summary(terminalreporter)
 
 
 def starts_servers(fixture: F) -> F:

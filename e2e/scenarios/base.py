@@ -137,10 +137,11 @@ async def eventually(probe: Callable[[], Awaitable[bool]], timeout: float,
     return False
 
 
-async def lease_holder(redis_url: str, run_id: str, *, timeout: float = 10.0) -> str:
+async def lease_holder(redis_url: str, run_id: str, *, timeout: float = 10.0,
+                       cluster: bool = False) -> str:
     """The id of the worker running ``run_id``, from its lease in Redis: the one
     thing a scenario reads outside HTTP and WebSocket, to know which worker to kill."""
-    redis = make_redis(redis_url)
+    redis = make_redis(redis_url, cluster=cluster)
     try:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:

@@ -7,6 +7,11 @@ from the fault until service is back, each checked for lost and doubled events.
   it runs on a worker.
 - ``redis_restart``: Redis restarts with its data; the socket stays open and live
   events flow again.
+- ``redis_failover`` (in its place on a Redis Cluster): kill -9 of the master that
+  holds the user's slot; its replica is promoted, the run goes on (its emits wait
+  and retry meanwhile), and the socket gets every event, or, should the replica
+  have lacked events its master had acknowledged, a ``resync_required`` and every
+  event after it: never a silent hole. The old master rejoins as a replica.
 - ``worker_kill``: kill -9 of the worker running a run: the run ends
   ``agent_failed`` (``worker_lost``) and another worker (or the restarted one)
   serves the next run.
@@ -32,8 +37,9 @@ from e2e.scenarios.base import (
     reconnect_and_resume,
     unique_email,
 )
+from servicekit.rediskeys import UserKeys
 
-__all__ = ["FAULTS", "failure_recovery"]
+__all__ = ["FAULTS", "failure_recovery", "faults"]
 
 
 def _ticks(ctx: Context) -> tuple[int, int]:
@@ -177,12 +183,57 @@ async def redis_restart(ctx: Context) -> None:
         await client.aclose()
 
 
+async def redis_failover(ctx: Context) -> None:
+    ticks, tick_ms = _ticks(ctx)
+    client, socket = await _signed_in(ctx, "failover")
+    node = ""
+    try:
+        run_id = await _stream(ctx, client, socket, ticks, tick_ms)
+        node = ctx.driver.redis_master_of(UserKeys(client.user["id"]).history)
+        await ctx.driver.kill(node)
+        killed = time.monotonic()
+        seen = len(socket.frames)
+
+        await socket.wait_terminal(run_id, timeout=60)
+        # events in flight still arrive after the kill; then the run's emits wait for
+        # the promotion: service is back with the first event after that pause
+        arrivals = [killed] + [r.at for r in socket.frames[seen:]
+                               if r.frame.get("run_id") == run_id
+                               or r.frame.get("type") == "resync_required"]
+        pause = max(range(1, len(arrivals)), key=lambda i: arrivals[i] - arrivals[i - 1],
+                    default=None)
+        _recovered(ctx, "redis_failover", killed, None if pause is None else arrivals[pause],
+                   detail=f"{node}, the master of the user's slot, killed; its replica "
+                          "promoted")
+        resyncs = [r.frame for r in socket.frames if r.frame.get("type") == "resync_required"]
+        ctx.result.count("failover_resyncs", len(resyncs))
+        if not resyncs:  # the replica had every event: the client lost nothing
+            _account(ctx, "redis_failover", socket.events, run_id, ticks + 3,
+                     client.user["id"], socket.welcome["last_seq"] + 1)
+        else:  # it reloads over REST; what follows the resync comes whole and in order
+            last = resyncs[-1]
+            ctx.say(f"redis_failover: resync_required at seq {last['last_seq']}")
+            later = [e for e in socket.events if e.get("epoch") == last["epoch"]
+                     and e["seq"] > last["last_seq"]]
+            seqs = [e["seq"] for e in later]
+            ctx.result.expect(seqs == list(range(last["last_seq"] + 1,
+                                                 last["last_seq"] + 1 + len(seqs))),
+                              f"redis_failover: events after the resync have gaps: {seqs}")
+        await _run_status(ctx, client, "redis_failover", run_id, "succeeded")
+    finally:
+        await socket.close()
+        await client.aclose()
+        if node:  # back, as a replica of the promoted one
+            ctx.result.metrics["redis_node_rejoin_s"] = await ctx.driver.start_service(node)
+
+
 async def worker_kill(ctx: Context) -> None:
     client, socket = await _signed_in(ctx, "workerkill")
     name: str | None = None
     try:
         run_id = await _stream(ctx, client, socket, 200, 100, after_tick=3)
-        holder = await lease_holder(ctx.driver.redis_url, run_id)
+        holder = await lease_holder(ctx.driver.redis_url, run_id,
+                                    cluster=ctx.driver.redis_cluster)
         name = ctx.driver.worker_service(holder)
         if name is None:
             raise RuntimeError(f"the lease holder {holder!r} is none of "
@@ -298,9 +349,20 @@ FAULTS: dict[str, Callable[[Context], Awaitable[None]]] = {
 }
 
 
+def faults(ctx: Context) -> dict[str, Callable[[Context], Awaitable[None]]]:
+    """The faults for this stack: on a Redis Cluster a master's failover takes the
+    place of the one Redis's restart."""
+    if not ctx.driver.redis_cluster:
+        return FAULTS
+    return {("redis_failover" if name == "redis_restart" else name):
+            (redis_failover if name == "redis_restart" else run)
+            for name, run in FAULTS.items()}
+
+
 async def _restore(ctx: Context) -> None:
     """Bring back whatever a failed fault left down, so the next fault starts whole."""
-    for name in ["redis", "auth", *ctx.driver.backend_names(), *ctx.driver.worker_names()]:
+    for name in [*ctx.driver.redis_names(), "auth", *ctx.driver.backend_names(),
+                 *ctx.driver.worker_names()]:
         if not ctx.driver.is_running(name):
             ctx.say(f"restoring {name}")
             await ctx.driver.start_service(name)
@@ -308,7 +370,10 @@ async def _restore(ctx: Context) -> None:
 
 async def failure_recovery(ctx: Context) -> None:
     """Each fault in turn; one that breaks is recorded and the next still runs."""
-    for fault, run in FAULTS.items():
+    # one Redis restarts; a cluster's master fails over: the other measure is not taken
+    ctx.result.unmeasurable.append("redis_restart_recovery_ms" if ctx.driver.redis_cluster
+                                   else "redis_failover_recovery_ms")
+    for fault, run in faults(ctx).items():
         ctx.say(f"{fault} …")
         try:
             await run(ctx)

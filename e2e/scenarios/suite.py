@@ -18,6 +18,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import httpx
+from redis.asyncio import Redis
 
 from bridge.ingest import append_rows
 from e2e.drivers import Shape, StackDriver
@@ -25,7 +26,7 @@ from e2e.report import Report, write_report
 from e2e.scenarios.base import Context, Scenario, ScenarioResult
 from e2e.thresholds import Settings, judge
 from servicekit.redisclient import make_redis
-from servicekit.rediskeys import INGEST_GROUP, INGEST_STREAM
+from servicekit.rediskeys import INGEST_GROUP, INGEST_STREAM, StreamShards
 
 __all__ = ["SCENARIO_TIMEOUT_S", "run_suite", "shape_for"]
 
@@ -125,16 +126,13 @@ def _say_result(result: ScenarioResult, progress: Callable[[str], None]) -> None
 async def _store_rows(driver: StackDriver, report: Report) -> str:
     """Append the report's rows to the ingest stream and wait (a little) until the
     ClickHouse owner inserted them, so a stack torn down next has them stored."""
-    redis = make_redis(driver.redis_url)
+    redis = make_redis(driver.redis_url, cluster=driver.redis_cluster)
+    shards = StreamShards.of(INGEST_STREAM, cluster=driver.redis_cluster).keys
     try:
         await append_rows(redis, "e2e_runs", report.analytics_rows())
         deadline = time.monotonic() + 15
         while time.monotonic() < deadline:
-            last = (await redis.xinfo_stream(INGEST_STREAM))["last-generated-id"]
-            group = next((g for g in await redis.xinfo_groups(INGEST_STREAM)
-                          if g["name"] in (INGEST_GROUP, INGEST_GROUP.encode())), None)
-            if group is not None and group["pending"] == 0 and (
-                    group["last-delivered-id"] == last):
+            if all([await _consumed(redis, stream) for stream in shards]):
                 return f"{len(report.results)} rows stored in ClickHouse table e2e_runs"
             await asyncio.sleep(0.2)
         return f"{len(report.results)} rows queued for e2e_runs (not inserted within 15 s)"
@@ -142,6 +140,17 @@ async def _store_rows(driver: StackDriver, report: Report) -> str:
         return f"rows for e2e_runs not written: {exc!r}"
     finally:
         await redis.aclose()
+
+
+async def _consumed(redis: Redis, stream: str) -> bool:
+    """Whether the ingester has read and acknowledged every entry of ``stream``."""
+    if not await redis.exists(stream):
+        return True
+    last = (await redis.xinfo_stream(stream))["last-generated-id"]
+    group = next((g for g in await redis.xinfo_groups(stream)
+                  if g["name"] in (INGEST_GROUP, INGEST_GROUP.encode())), None)
+    return bool(group is not None and group["pending"] == 0
+                and group["last-delivered-id"] == last)
 
 
 async def run_suite(make_driver: Callable[[Shape], StackDriver], scenarios: list[Scenario],

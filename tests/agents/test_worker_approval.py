@@ -11,10 +11,11 @@ from redis.asyncio import Redis
 
 from agents.builtin import builtin_agents
 from agents.config import WorkerSettings
-from agents.worker import Worker
+from agents.worker import QueueEntry, Worker
 from bridge.approvals import Approvals
 from bridge.queue import RunRequest
 from e2e.checks import check_run_invariants
+from servicekit.rediskeys import RUN_QUEUE
 from tests.agents.test_worker import USER, _events
 
 REQUEST = RunRequest(run_id="run_wa", user_id=USER, thread_id="thr_w", agent="supervisor",
@@ -28,7 +29,7 @@ def _worker(redis: Redis, name: str, *, agents: bool = True) -> Worker:
 
 async def _paused(redis: Redis) -> str:
     first = _worker(redis, "worker-a")
-    first._start(b"0-1", REQUEST)
+    first._start(QueueEntry(RUN_QUEUE, b"0-1"), REQUEST)
     await asyncio.wait_for(first._running["run_wa"][1], 10)
     assert first._running == {}  # the slot is free while the run waits
     events = await _events(redis, "run_wa")
@@ -43,7 +44,7 @@ async def _paused(redis: Redis) -> str:
 async def test_another_worker_takes_the_answered_run_back(redis: Redis) -> None:
     call_id = await _paused(redis)
     second = _worker(redis, "worker-b")
-    second._start(b"0-2", RunRequest(**{**REQUEST.fields(), "resume": "1"}))
+    second._start(QueueEntry(RUN_QUEUE, b"0-2"), RunRequest(**{**REQUEST.fields(), "resume": "1"}))
     await asyncio.wait_for(second._running["run_wa"][1], 10)
     events = await _events(redis, "run_wa")
     assert [e["type"] for e in events] == [
@@ -57,7 +58,7 @@ async def test_another_worker_takes_the_answered_run_back(redis: Redis) -> None:
 async def test_a_worker_without_the_agent_ends_the_resumed_run_once(redis: Redis) -> None:
     await _paused(redis)
     bare = _worker(redis, "worker-c", agents=False)
-    bare._start(b"0-3", RunRequest(**{**REQUEST.fields(), "resume": "1"}))
+    bare._start(QueueEntry(RUN_QUEUE, b"0-3"), RunRequest(**{**REQUEST.fields(), "resume": "1"}))
     await asyncio.wait_for(bare._running["run_wa"][1], 10)
     events = await _events(redis, "run_wa")
     assert [e["type"] for e in events][-2:] == ["tool_completed", "agent_failed"]

@@ -19,10 +19,10 @@ from agents.config import WorkerSettings
 from agents.openai import OpenAIPlanner
 from agents.runtime import Agent
 from agents.tools import CALCULATOR, ToolRegistry
-from agents.worker import Worker
+from agents.worker import QueueEntry, Worker
 from bridge.queue import RunRequest
 from bridge.streams import UserStreams
-from servicekit.rediskeys import INGEST_STREAM
+from servicekit.rediskeys import INGEST_STREAM, RUN_QUEUE
 from tests.agents.test_openai import (
     Server,
     SSEStream,
@@ -49,8 +49,9 @@ async def _run(redis: Redis, run_id: str, **settings: Any) -> dict[str, list[dic
                             transport=httpx.MockTransport(server))
     worker = Worker(configured, redis, {"llm": Agent("llm", "A model.", planner, tools)})
     try:
-        worker._start(b"0-1", RunRequest(run_id=run_id, user_id=USER, thread_id="thr_u",
-                                         agent="llm", input="what is 17 * 23"))
+        worker._start(QueueEntry(RUN_QUEUE, b"0-1"),
+                      RunRequest(run_id=run_id, user_id=USER, thread_id="thr_u", agent="llm",
+                                 input="what is 17 * 23"))
         await asyncio.wait_for(worker._running[run_id][1], 10)
     finally:
         await planner.aclose()

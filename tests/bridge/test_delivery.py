@@ -435,3 +435,34 @@ def test_an_action_must_be_answered_before_the_next() -> None:
     with pytest.raises(RuntimeError):
         delivery.sent()
     assert delivery.next_action() == Idle()
+
+
+def test_catch_up_to_a_history_that_went_back_is_resync_required() -> None:
+    # a promoted replica lacked the last events: same epoch, a lower last seq than
+    # this socket was already sent; the numbers 11 and 12 will be given again
+    delivery = live(epoch="e1", last_seq=8)
+    for seq in (9, 10, 11, 12):
+        delivery.event(seq, "e1", raw(seq))
+    assert seqs(drain(delivery)) == [9, 10, 11, 12]
+    assert delivery.cursor.last_sent == 12
+    assert delivery.reconnected() == Drain()
+    history = History(last_seq=10)
+    assert [json.loads(t) for t in drain(delivery, history)] == [
+        {"type": "resync_required", "epoch": "e1", "last_seq": 10}]
+    assert history.reads == [ReadPosition()]  # nothing replayed
+    assert delivery.epoch == "e1" and delivery.cursor.last_sent == 10
+    # the next event after the position is sent, though a 11 went out before
+    delivery.event(10, "e1", raw(10))  # a late duplicate of the position: dropped
+    delivery.event(11, "e1", raw(11))
+    delivery.event(12, "e1", raw(12))
+    assert seqs(drain(delivery)) == [11, 12]
+
+
+def test_catch_up_at_the_same_position_as_sent_is_not_a_resync() -> None:
+    delivery = live(epoch="e1", last_seq=8)
+    delivery.event(9, "e1", raw(9))
+    drain(delivery)
+    delivery.reconnected()
+    history = History(last_seq=9)
+    assert drain(delivery, history) == []  # last_seq == sent: nothing went back
+    assert history.reads == [ReadPosition()]

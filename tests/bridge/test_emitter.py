@@ -281,3 +281,70 @@ async def test_history_byte_count_restarts_when_the_history_is_gone(redis: Redis
     page = await UserStreams(redis).read_after("usr_gone", 0)
     assert int(await redis.hget(UserKeys("usr_gone").meta, "bytes") or 0) == sum(
         len(raw) for _, raw in page.events)
+
+
+async def test_a_run_whose_acknowledged_events_were_lost_moves_to_a_new_epoch(
+        redis: Redis) -> None:
+    keys = UserKeys("usr_lost")
+    run = RunEmitter(EventEmitter(redis), user_id="usr_lost", run_id="run_q", thread_id="thr",
+                     agent="a")
+    started = await run.emit("agent_started", {"input": "x"})
+    await run.emit("agent_thinking", {"text": "t", "step": 1})
+    await run.emit("agent_thinking", {"text": "t", "step": 2})
+    assert int(await redis.hget(keys.run("run_q"), "n") or 0) == 3
+    # a replica promoted before it had the last two writes: the run's count, the
+    # user's seq and history as they were after the first event
+    await redis.hset(keys.run("run_q"), "n", 1)
+    await redis.hset(keys.meta, "seq", 1)
+    await redis.xdel(keys.history, "2-0", "3-0")
+    after = await run.emit("partial_result", {"delta": "d"})
+    assert after["epoch"] != started["epoch"] and not after["duplicate"]
+    assert await redis.hget(keys.meta, "epoch") == after["epoch"].encode()
+    # the old epoch's history is gone: what is left is of the new epoch only
+    page = await UserStreams(redis).read_after("usr_lost", 0)
+    assert [s for s, _ in page.events] == [after["seq"]]
+    assert all(json.loads(line)["epoch"] == after["epoch"] for _, line in page.events)
+    assert int(await redis.hget(keys.run("run_q"), "n") or 0) == 4
+    # the run goes on in the new epoch
+    again = await run.emit("partial_result", {"delta": "e"})
+    assert again["epoch"] == after["epoch"] and again["seq"] == after["seq"] + 1
+    position = await UserStreams(redis).position("usr_lost")
+    assert position.epoch == after["epoch"] and position.last_seq == again["seq"]
+
+
+async def test_an_emit_that_failed_unacknowledged_keeps_the_epoch(redis: Redis) -> None:
+    class Failing(EventEmitter):
+        """``fail`` emits fail: ``before`` Redis saw them, or after it stored them."""
+
+        fail = 0
+        before = True
+
+        async def emit_batch(self, **kwargs: Any) -> Any:
+            if self.fail and self.before:
+                self.fail -= 1
+                raise EmitError("redis unreachable")
+            events = await super().emit_batch(**kwargs)
+            if self.fail:
+                self.fail -= 1
+                raise asyncio.CancelledError  # stored, the answer lost
+            return events
+
+    emitter = Failing(redis)
+    run = RunEmitter(emitter, user_id="usr_skip", run_id="run_s", thread_id="thr", agent="a")
+    started = await run.emit("agent_started", {"input": "x"})
+    emitter.fail = 2  # numbers 2 and 3 are taken, never stored
+    for _ in range(2):
+        with pytest.raises(EmitError):
+            await run.emit("agent_thinking", {"text": "t", "step": 1})
+    emitter.fail, emitter.before = 1, False  # number 4 stored, never acknowledged
+    with pytest.raises(asyncio.CancelledError):
+        await run.emit("partial_result", {"delta": "d"})
+    after = await run.emit("partial_result", {"delta": "e"})
+    done = await run.emit("agent_completed", {"result": "r", "duration_ms": 1,
+                                              "tool_calls": 0})
+    assert {after["epoch"], done["epoch"]} == {started["epoch"]}
+    assert [after["seq"], done["seq"]] == [3, 4]
+    page = await UserStreams(redis).read_after("usr_skip", 0)
+    assert [s for s, _ in page.events] == [1, 2, 3, 4]
+    assert {json.loads(line)["epoch"] for _, line in page.events} == {started["epoch"]}
+    assert int(await redis.hget(UserKeys("usr_skip").run("run_s"), "n") or 0) == 6

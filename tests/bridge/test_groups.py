@@ -2,11 +2,22 @@
 
 from __future__ import annotations
 
+import asyncio
+import time
 from typing import Any, cast
 
 from redis.asyncio import Redis
 
-from bridge.groups import autoclaim, ensure_group, read_group, requeue, trim_consumed
+from bridge.groups import (
+    SHARD_POLL_MS,
+    ShardEntry,
+    autoclaim,
+    ensure_group,
+    read_group,
+    read_shards,
+    requeue,
+    trim_consumed,
+)
 
 STREAM, GROUP = "test:queue", "workers"
 IDLE_MS = 30_000
@@ -51,3 +62,74 @@ async def test_trim_consumed_removes_only_what_the_group_acknowledged(redis: Red
     assert await trim_consumed(redis, STREAM, GROUP) == 2
     assert [e for e, _ in cast(list[Any], await redis.xrange(STREAM))] == ids[4:]
     assert len(read) == 4
+
+
+SHARDS = ["test:shard:a", "test:shard:b", "test:shard:c"]
+
+
+async def _sharded(redis: Redis, counts: list[int]) -> dict[str, list[bytes]]:
+    """The shards with their group, and ``counts[i]`` entries on ``SHARDS[i]``."""
+    ids: dict[str, list[bytes]] = {}
+    for stream, count in zip(SHARDS, counts, strict=True):
+        await ensure_group(redis, stream, GROUP)
+        ids[stream] = [cast(bytes, await redis.xadd(stream, {"s": stream, "n": str(n)}))
+                       for n in range(count)]
+    return ids
+
+
+async def test_read_shards_starts_at_first_and_reads_at_most_count(redis: Redis) -> None:
+    ids = await _sharded(redis, [2, 3, 1])
+    got = await read_shards(redis, SHARDS, GROUP, "c1", count=4, first=1)
+    # b's three, then c's one; a is looked at last and nothing is left for it
+    assert [(e.stream, e.id) for e in got] == [
+        *((SHARDS[1], i) for i in ids[SHARDS[1]]), (SHARDS[2], ids[SHARDS[2]][0])]
+    assert all(isinstance(e, ShardEntry) and e.fields[b"s"] == e.stream.encode() for e in got)
+    # wrapping around: from c (empty now) to a
+    rest = await read_shards(redis, SHARDS, GROUP, "c1", count=1, first=2)
+    assert [(e.stream, e.id) for e in rest] == [(SHARDS[0], ids[SHARDS[0]][0])]
+    rest = await read_shards(redis, SHARDS, GROUP, "c1", count=10, first=0)
+    assert [(e.stream, e.id) for e in rest] == [(SHARDS[0], ids[SHARDS[0]][1])]
+    assert await read_shards(redis, SHARDS, GROUP, "c1", count=10) == []
+    # each entry was read once, and is pending on its own shard
+    for stream, count in zip(SHARDS, [2, 3, 1], strict=True):
+        assert (await redis.xpending(stream, GROUP))["pending"] == count
+
+
+async def test_read_shards_count_stops_on_the_first_shard(redis: Redis) -> None:
+    ids = await _sharded(redis, [5, 5, 5])
+    got = await read_shards(redis, SHARDS, GROUP, "c1", count=3, first=2)
+    assert [(e.stream, e.id) for e in got] == [(SHARDS[2], i) for i in ids[SHARDS[2]][:3]]
+    assert (await redis.xpending(SHARDS[0], GROUP))["pending"] == 0
+
+
+async def test_read_shards_blocking_with_nothing_waits_one_shard_poll(redis: Redis) -> None:
+    await _sharded(redis, [0, 0, 0])
+    started = time.monotonic()
+    assert await read_shards(redis, SHARDS, GROUP, "c1", count=5, block_ms=10_000) == []
+    waited = time.monotonic() - started
+    # the poll, not all of block_ms (a wide margin: a busy machine is slow, not 50x)
+    assert SHARD_POLL_MS / 1000 * 0.8 <= waited < 5.0
+    started = time.monotonic()  # without block_ms: no wait at all
+    assert await read_shards(redis, SHARDS, GROUP, "c1", count=5) == []
+    assert time.monotonic() - started < SHARD_POLL_MS / 1000 * 20
+
+
+async def test_read_shards_on_one_stream_blocks_all_of_block_ms(redis: Redis) -> None:
+    await _sharded(redis, [0, 0, 0])
+    started = time.monotonic()
+    assert await read_shards(redis, SHARDS[:1], GROUP, "c1", count=5, block_ms=400) == []
+    assert time.monotonic() - started >= 0.35
+
+
+async def test_read_shards_blocking_wakes_for_an_entry_on_the_first_shard(
+        redis: Redis) -> None:
+    await _sharded(redis, [0, 0, 0])
+
+    async def add_later() -> bytes:
+        await asyncio.sleep(0.03)
+        return cast(bytes, await redis.xadd(SHARDS[1], {"n": "late"}))
+
+    adding = asyncio.create_task(add_later())
+    got = await read_shards(redis, SHARDS, GROUP, "c1", count=5, block_ms=1500, first=1)
+    assert [(e.stream, e.id, e.fields) for e in got] == [
+        (SHARDS[1], await adding, {b"n": b"late"})]

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 from redis.cluster import RedisCluster
@@ -17,7 +18,8 @@ from tests.conftest import starts_servers
 
 @pytest.fixture(scope="module")
 @starts_servers
-def redis_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalStack]:
+def redis_cluster(redis7: Path,
+                  tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalStack]:
     config = StackConfig.for_tests(tmp_path_factory.mktemp("cluster"), redis_cluster=True)
     stack = LocalStack(config)
     stack.start(only=tuple(f"redis-{n}" for n in range(1, 7)))

@@ -6,12 +6,15 @@ from __future__ import annotations
 import re
 from fnmatch import fnmatchcase
 from pathlib import Path
+from zlib import crc32
 
 import pytest
+from redis.crc import key_slot
 
 from servicekit.rediskeys import (
     AGENTS_CATALOG,
     CANCEL_CHANNEL,
+    CLUSTER_SHARDS,
     DEAD_STREAM,
     HUB_CONTROL_CHANNEL,
     INGEST_STREAM,
@@ -19,6 +22,7 @@ from servicekit.rediskeys import (
     REAPER_LOCK,
     REVOCATION_CHANNEL,
     RUN_QUEUE,
+    StreamShards,
     UserKeys,
     cancel_key,
     lease_key,
@@ -84,3 +88,53 @@ def test_no_service_reaches_what_only_another_uses() -> None:
     assert not _granted(REVOCATION_CHANNEL, worker_channels)
     backend_keys, _ = grants["backend"]
     assert not any(_granted(k, backend_keys) for k in AUTH_KEYS[:3])  # the login throttle
+
+
+# -- the shards of a stream on a Redis Cluster ------------------------------------------
+
+
+def test_one_shard_keeps_the_plain_name() -> None:
+    for shards in (StreamShards(RUN_QUEUE), StreamShards.of(RUN_QUEUE, cluster=False)):
+        assert shards.count == 1
+        assert shards.keys == (RUN_QUEUE,)
+        assert shards.for_user("usr_01J") == RUN_QUEUE
+        assert shards.any() == RUN_QUEUE
+
+
+@pytest.mark.parametrize("name", [RUN_QUEUE, LIFECYCLE_STREAM, INGEST_STREAM])
+def test_cluster_shards_have_distinct_names_on_distinct_slots(name: str) -> None:
+    shards = StreamShards.of(name, cluster=True)
+    assert shards.count == CLUSTER_SHARDS == 8
+    assert shards.keys == tuple(f"{name}:{{{n}}}" for n in range(CLUSTER_SHARDS))
+    assert len(set(shards.keys)) == CLUSTER_SHARDS
+    assert len({key_slot(key.encode()) for key in shards.keys}) == CLUSTER_SHARDS
+
+
+@pytest.mark.parametrize("name", [RUN_QUEUE, LIFECYCLE_STREAM, INGEST_STREAM])
+def test_every_shard_is_on_the_slot_of_its_tag(name: str) -> None:
+    for n, key in enumerate(StreamShards.of(name, cluster=True).keys):
+        assert key_slot(key.encode()) == key_slot(str(n).encode())
+        assert key_slot(key.encode()) == key_slot(f"{{{n}}}".encode())
+
+
+def test_a_user_always_maps_to_the_same_shard() -> None:
+    shards = StreamShards.of(LIFECYCLE_STREAM, cluster=True)
+    users = [f"usr_{n:04d}" for n in range(200)]
+    first = {user: shards.for_user(user) for user in users}
+    # the same answer again, and from another instance (another process)
+    assert {user: shards.for_user(user) for user in users} == first
+    other = StreamShards(LIFECYCLE_STREAM, CLUSTER_SHARDS)
+    assert {user: other.for_user(user) for user in users} == first
+    assert set(first.values()) <= set(shards.keys)
+    assert len(set(first.values())) == CLUSTER_SHARDS  # 200 users spread over them all
+    assert shards.for_user("usr_01J") == f"{LIFECYCLE_STREAM}:{{{crc32(b'usr_01J') % 8}}}"
+    # the queue's shard of a user has the same number (one function for all streams)
+    queue = StreamShards.of(RUN_QUEUE, cluster=True)
+    assert all(queue.for_user(u).rsplit(":", 1)[1] == first[u].rsplit(":", 1)[1] for u in users)
+
+
+def test_any_shard_is_one_of_the_keys() -> None:
+    shards = StreamShards.of(INGEST_STREAM, cluster=True)
+    picked = {shards.any() for _ in range(400)}
+    assert picked <= set(shards.keys)
+    assert len(picked) > 1

@@ -39,7 +39,7 @@ cat > "$ACL" <<ACL
 user default on #$(hash "$(od -An -N32 -tx1 /dev/urandom | tr -d ' \n')") ~* &* +@all
 user health on nopass resetchannels -@all +ping
 user auth on #$(hash "$REDIS_AUTH_PASSWORD") resetchannels $BASE +publish ~throttle:* ~revoked:sid:* ~wsticket:* &auth:revocations
-user backend on #$(hash "$REDIS_BACKEND_PASSWORD") resetchannels $BASE +@pubsub +time ~u:* ~runs:* ~run:* ~agents:catalog ~analytics:ingest ~analytics:dead ~reaper:lock ~worker:alive:* %R~revoked:sid:* ~wsticket:* &u:* &hub:control &runs:cancel &auth:revocations
-user worker on #$(hash "$REDIS_WORKER_PASSWORD") resetchannels $BASE +@pubsub ~u:* ~runs:queue ~runs:lifecycle ~run:* ~worker:alive:* ~agents:catalog ~analytics:ingest &u:* &runs:cancel
+user backend on #$(hash "$REDIS_BACKEND_PASSWORD") resetchannels $BASE +@pubsub +time ~u:* ~runs:* ~run:* ~agents:catalog ~analytics:ingest ~analytics:ingest:* ~analytics:dead ~reaper:lock ~worker:alive:* %R~revoked:sid:* ~wsticket:* &u:* &hub:control &runs:cancel &auth:revocations
+user worker on #$(hash "$REDIS_WORKER_PASSWORD") resetchannels $BASE +@pubsub ~u:* ~runs:queue ~runs:queue:* ~runs:lifecycle ~runs:lifecycle:* ~run:* ~worker:alive:* ~agents:catalog ~analytics:ingest ~analytics:ingest:* &u:* &runs:cancel
 ACL
 exec redis-server --aclfile "$ACL" "$@"
