@@ -2,15 +2,17 @@
 cancels runs whose tool approval went unanswered past its deadline, and appends
 the queue entries of dispatches whose append never happened.
 
-Every replica runs it; a short Redis lock lets one of them work per interval,
-and the emit script's one-terminal-event rule makes a double declaration
-impossible anyway.
+Every replica runs it; a Redis lock lets one of them work, the same one while it
+lives (its grace timers are its own: a lock passing between replicas would start
+them again), and the emit script's one-terminal-event rule makes a double
+declaration impossible anyway.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import secrets
 
 import asyncpg
 from redis.asyncio import Redis
@@ -42,6 +44,7 @@ class Reaper:
         self._interval_s = interval_s
         self._grace_s = grace_s
         self._unleased_since: dict[str, float] = {}  # run id -> first seen without lease
+        self._token = secrets.token_hex(8)  # this replica's hold on the lock
 
     async def run(self) -> None:
         while True:
@@ -53,13 +56,22 @@ class Reaper:
                 log.warning("lost-run sweep skipped: %s", exc)
 
     async def sweep(self) -> list[str]:
-        # one replica per interval; the same one tends to win, keeping its grace timers
-        if not await self._redis.set(REAPER_LOCK, "1", nx=True,
-                                     px=int(self._interval_s * 900)):
+        if not await self._hold_lock():
             return []
         await self._runs.resend_unsent()
         await self._runs.flush_outbox()
         return await self.reap(await self._running(), now=asyncio.get_running_loop().time())
+
+    async def _hold_lock(self) -> bool:
+        """Take the lock, or keep it when it is this replica's; it lapses after two
+        and a half intervals without a sweep (its holder stopped)."""
+        ttl_ms = int(self._interval_s * 2500)
+        if await self._redis.set(REAPER_LOCK, self._token, nx=True, px=ttl_ms):
+            return True
+        if await self._redis.get(REAPER_LOCK) not in (self._token, self._token.encode()):
+            return False
+        await self._redis.pexpire(REAPER_LOCK, ttl_ms)
+        return True
 
     async def _running(self, page: int = 1000) -> list[asyncpg.Record]:
         """Every running run, a page at a time: runs that wait long (for a tool

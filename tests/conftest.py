@@ -89,6 +89,21 @@ def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalStac
         stack.stop()
 
 
+@pytest.fixture(scope="module")
+@starts_servers
+def redis_cluster(redis7: Path,
+                  tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalStack]:
+    """A Redis Cluster of three masters with a replica each, formed (one per module:
+    a test may kill its nodes)."""
+    config = StackConfig.for_tests(tmp_path_factory.mktemp("cluster"), redis_cluster=True)
+    stack = LocalStack(config)
+    stack.start(only=tuple(f"redis-{n}" for n in range(1, 7)))
+    try:
+        yield stack
+    finally:
+        stack.stop()
+
+
 @contextlib.asynccontextmanager
 async def emptied(url: str) -> AsyncIterator[Redis]:
     """A client of the Redis at ``url``, its database emptied first."""

@@ -3,11 +3,13 @@ shared stack): runs that wait long never hide the others from the sweep."""
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import asyncpg
+from redis.asyncio import Redis
 
 from backend.reaper import Reaper
 from e2e.stack import LocalStack
@@ -38,3 +40,20 @@ async def test_every_running_run_is_swept_whatever_the_page(stack: LocalStack) -
     finally:
         await conn.execute("DELETE FROM app.threads WHERE id = $1", thread)
         await conn.close()
+
+
+async def test_the_lock_stays_with_the_replica_that_sweeps(redis: Redis) -> None:
+    """One replica keeps the reaper's lock while it sweeps (its grace timers are its
+    own), and another takes it once the holder stopped sweeping."""
+    first: Any = Reaper.__new__(Reaper)  # only the lock is used here
+    second: Any = Reaper.__new__(Reaper)
+    for reaper, token in ((first, "a"), (second, "b")):
+        reaper._redis, reaper._interval_s, reaper._token = redis, 0.1, token
+    assert await first._hold_lock()
+    for _ in range(4):  # longer than a lock that lapses after one interval would live
+        await asyncio.sleep(0.1)
+        assert not await second._hold_lock()
+        assert await first._hold_lock()
+    await asyncio.sleep(0.3)  # the first stopped: its lock lapses after 2.5 intervals
+    assert await second._hold_lock()
+    assert not await first._hold_lock()

@@ -12,8 +12,7 @@ import asyncio
 import json
 import time
 import uuid
-from collections.abc import AsyncIterator, Iterator
-from pathlib import Path
+from collections.abc import AsyncIterator
 from typing import Any, cast
 
 import pytest
@@ -26,7 +25,7 @@ from bridge.fanout import EventSink, Subscription, UserEventHub
 from bridge.groups import SHARD_POLL_MS, ensure_group, read_shards
 from bridge.streams import UserStreams
 from e2e.redis_cluster import master_of
-from e2e.stack import LocalStack, StackConfig
+from e2e.stack import LocalStack
 from servicekit.redisclient import is_cluster, make_redis
 from servicekit.rediskeys import (
     CANCEL_CHANNEL,
@@ -36,22 +35,8 @@ from servicekit.rediskeys import (
     UserKeys,
     cancel_key,
 )
-from tests.conftest import starts_servers
 
 LIFECYCLE = StreamShards.of(LIFECYCLE_STREAM, cluster=True)
-
-
-@pytest.fixture(scope="module")
-@starts_servers
-def redis_cluster(redis7: Path,
-                  tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalStack]:
-    config = StackConfig.for_tests(tmp_path_factory.mktemp("cluster"), redis_cluster=True)
-    stack = LocalStack(config)
-    stack.start(only=tuple(f"redis-{n}" for n in range(1, 7)))
-    try:
-        yield stack
-    finally:
-        stack.stop()
 
 
 @pytest.fixture

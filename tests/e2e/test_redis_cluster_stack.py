@@ -5,28 +5,11 @@ again it rejoins as a replica. Data written through the cluster stays readable."
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
-from pathlib import Path
 
-import pytest
 from redis.cluster import RedisCluster
 
 from e2e.redis_cluster import cluster_state, role
-from e2e.stack import LocalStack, StackConfig
-from tests.conftest import starts_servers
-
-
-@pytest.fixture(scope="module")
-@starts_servers
-def redis_cluster(redis7: Path,
-                  tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalStack]:
-    config = StackConfig.for_tests(tmp_path_factory.mktemp("cluster"), redis_cluster=True)
-    stack = LocalStack(config)
-    stack.start(only=tuple(f"redis-{n}" for n in range(1, 7)))
-    try:
-        yield stack
-    finally:
-        stack.stop()
+from e2e.stack import LocalStack
 
 
 def _wait(predicate: object, what: str, timeout: float = 30.0) -> None:
