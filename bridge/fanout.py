@@ -148,7 +148,10 @@ class UserEventHub:
         while True:
             self._beat = asyncio.get_running_loop().time()
             try:
-                message = await (cast(Any, self._pubsub).get_sharded_message(timeout=1.0)
+                # sharded: a short wait, for redis-py polls only the nodes it had
+                # subscriptions on when the wait began, and a subscription's
+                # confirmation on another node would wait it out
+                message = await (cast(Any, self._pubsub).get_sharded_message(timeout=0.02)
                                  if self._sharded else self._pubsub.get_message(timeout=1.0))
                 if not self.connected:
                     self.connected = True
