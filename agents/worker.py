@@ -93,10 +93,10 @@ class Worker:
                  services: Services | None = None) -> None:
         self._settings = settings
         self._redis = redis
-        self._queue = StreamShards.of(RUN_QUEUE, cluster=is_cluster(redis))
-        self._next_shard = 0  # the shard a read looks at first, in turn
-        self._ingest = StreamShards.of(INGEST_STREAM, cluster=is_cluster(redis))
         self._redis_cluster = is_cluster(redis)
+        self._queue = StreamShards.of(RUN_QUEUE, cluster=self._redis_cluster)
+        self._next_shard = 0  # the shard a read looks at first, in turn
+        self._ingest = StreamShards.of(INGEST_STREAM, cluster=self._redis_cluster)
         self._claim = redis.register_script(_CLAIM_LUA)
         self._agents = agents
         # what the heartbeat announces: built once (the tools' JSON schemas cost

@@ -1,6 +1,6 @@
 """Runs benchmark: the agent service under concurrent runs, beside the runtime alone.
 
-    .venv/bin/python -m benchmarks.runs [--quick]
+    .venv/bin/python -m benchmarks.runs [--quick] [--redis-cluster]
 
 At 50, 200 and 500 concurrent runs, on one worker (concurrency 500), it prints runs
 per second and p50/p95 run latency for two built-in workloads, twice: end to end
@@ -17,6 +17,10 @@ tools' logic, events emitted to the same Redis, no HTTP, no queue, no backend),
 for the arithmetic workload. It also prints the CPU seconds each process (backend,
 worker, Postgres, Redis, the clients) used during each row, and the worker's RSS
 before and after.
+
+``--redis-cluster``: the same on a local Redis Cluster (three masters with a
+replica each, on this one machine: its six nodes share the cores; their CPU is
+summed under ``redis``).
 """
 
 from __future__ import annotations
@@ -53,9 +57,9 @@ def _figures(latencies: list[float], elapsed: float) -> dict[str, float]:
             "p95_ms": percentile(latencies, 0.95)}
 
 
-async def baseline(redis_url: str, runs: int) -> dict[str, float]:
+async def baseline(redis_url: str, runs: int, *, cluster: bool = False) -> dict[str, float]:
     """The runtime alone: the same agent, its events to Redis, nothing else."""
-    redis = make_redis(redis_url, max_connections=runs + 8)
+    redis = make_redis(redis_url, max_connections=runs + 8, cluster=cluster)
     agent = builtin_agents(WorkerSettings())["supervisor"]
     runtime = Runtime(max_steps=12, tool_timeout_s=10)
     emitter = EventEmitter(redis)
@@ -121,18 +125,24 @@ async def _users(stack: LocalStack) -> list[User]:
 SERVICES = ("backend", "worker", "postgres", "redis")
 
 
+def _pids(stack: LocalStack, name: str) -> list[int]:
+    """The service's process, or a Redis Cluster's nodes for ``redis``."""
+    names = stack.redis_names if name == "redis" else [name]
+    return [_pid(stack, each) for each in names]
+
+
 def _pid(stack: LocalStack, name: str) -> int:
     pid = stack.service(name).process.pid
     assert pid is not None, f"{name} is not running"
     return pid
 
 
-def _cpu(pids: dict[str, int]) -> dict[str, float]:
-    return {**{name: cpu_seconds(pid) for name, pid in pids.items()},
+def _cpu(pids: dict[str, list[int]]) -> dict[str, float]:
+    return {**{name: sum(cpu_seconds(pid) for pid in each) for name, each in pids.items()},
             "clients": time.process_time()}
 
 
-async def full(users: list[User], runs: int, text: str, pids: dict[str, int]
+async def full(users: list[User], runs: int, text: str, pids: dict[str, list[int]]
                ) -> dict[str, float]:
     """``runs`` runs at once, spread over the users; latency = POST → terminal event.
     Also the CPU seconds each process used meanwhile (``cpu_<name>``)."""
@@ -173,8 +183,8 @@ async def full(users: list[User], runs: int, text: str, pids: dict[str, int]
 
 
 async def main_async(stack: LocalStack, levels: list[int]) -> None:
-    pids = {name: _pid(stack, name) for name in SERVICES}
-    worker = pids["worker"]
+    pids = {name: _pids(stack, name) for name in SERVICES}
+    worker = pids["worker"][0]
     users = await _users(stack)
     await asyncio.sleep(3)  # the seeded usage reaches ClickHouse
     rss_before = rss_kib(worker)
@@ -182,7 +192,8 @@ async def main_async(stack: LocalStack, levels: list[int]) -> None:
     try:
         for level in levels:
             rows.append(("baseline: runtime alone, arithmetic", level,
-                         await baseline(stack.redis_url, level)))
+                         await baseline(stack.redis_url, level,
+                                        cluster=stack.config.redis_cluster)))
             for name, text in WORKLOADS.items():
                 figures = await full(users, level, text, pids)
                 rows.append((f"full path, {name}", level, figures))
@@ -217,11 +228,14 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true", help="50 runs only")
+    parser.add_argument("--redis-cluster", action="store_true",
+                        help="a local Redis Cluster (Redis 7+) in place of the one Redis")
     args = parser.parse_args()
     levels = [50] if args.quick else [50, 200, 500]
     with tempfile.TemporaryDirectory() as tmp:
         config = StackConfig.for_tests(Path(tmp), env={
-            "WORKER_CONCURRENCY": "500", "BACKEND_WS_SEND_QUEUE": "20000"})
+            "WORKER_CONCURRENCY": "500", "BACKEND_WS_SEND_QUEUE": "20000"},
+            redis_cluster=args.redis_cluster)
         with LocalStack(config) as stack:
             asyncio.run(main_async(stack, levels))
 

@@ -75,3 +75,23 @@ def test_bad_settings_exit_2(monkeypatch: pytest.MonkeyPatch, tmp_path: Path,
     with pytest.raises(SystemExit) as caught:
         cli.main(["run", "--scenario", "nope"])
     assert caught.value.code == 2
+
+
+def test_redis_cluster_gives_a_local_driver_on_a_cluster(monkeypatch: pytest.MonkeyPatch,
+                                                         tmp_path: Path) -> None:
+    calls: list[dict[str, Any]] = []
+    monkeypatch.setattr(cli, "run_suite", _fake_suite(calls, True))
+    assert cli.main(["run", "--redis-cluster", "--report-dir", str(tmp_path)]) == 0
+    driver = calls[0]["make_driver"](Shape())
+    try:
+        assert isinstance(driver, LocalDriver) and driver.redis_cluster
+        assert driver.stack.config.redis_cluster
+    finally:
+        driver.stop()
+
+
+def test_redis_cluster_is_refused_on_compose(capsys: pytest.CaptureFixture[str],
+                                             tmp_path: Path) -> None:
+    assert cli.main(["run", "--redis-cluster", "--stack", "compose",
+                     "--report-dir", str(tmp_path)]) == 2
+    assert "--redis-cluster runs on the local stack only" in capsys.readouterr().err
