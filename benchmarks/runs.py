@@ -1,6 +1,6 @@
 """Runs benchmark: the agent service under concurrent runs, beside the runtime alone.
 
-    .venv/bin/python -m benchmarks.runs [--quick] [--redis-cluster]
+    .venv/bin/python -m benchmarks.runs [--quick] [--levels 50,200,500] [--redis-cluster]
 
 At 50, 200 and 500 concurrent runs, on one worker (concurrency 500), it prints runs
 per second and p50/p95 run latency for two built-in workloads, twice: end to end
@@ -50,6 +50,9 @@ from servicekit.redisclient import make_redis
 WORKLOADS = {"arithmetic": "what is 17 * 23",
              "spend": "What did I spend on each model over the last 7 days, and how can I cut it?"}
 USERS = 25
+#: a user's runs active at once (BACKEND_MAX_ACTIVE_RUNS_PER_USER): a level past
+#: USERS times this has more users
+PER_USER = 20
 
 
 def _figures(latencies: list[float], elapsed: float) -> dict[str, float]:
@@ -111,9 +114,9 @@ class User:
         await self.client.aclose()
 
 
-async def _users(stack: LocalStack) -> list[User]:
+async def _users(stack: LocalStack, count: int) -> list[User]:
     users = []
-    for n in range(USERS):
+    for n in range(count):
         client = ChatClient(stack.auth_url, stack.backend_url(), timeout=120)
         await client.signup(unique_email(f"runs{n}"), PASSWORD)
         await client.post_usage(generate(f"bench-{n}", 7, per_day=30))
@@ -146,7 +149,7 @@ async def full(users: list[User], runs: int, text: str, pids: dict[str, list[int
                ) -> dict[str, float]:
     """``runs`` runs at once, spread over the users; latency = POST → terminal event.
     Also the CPU seconds each process used meanwhile (``cpu_<name>``)."""
-    per_user = [runs // USERS + (n < runs % USERS) for n in range(USERS)]
+    per_user = [runs // len(users) + (n < runs % len(users)) for n in range(len(users))]
     for user, count in zip(users, per_user, strict=True):  # fresh threads, made beforehand
         user.threads = [await user.client.create_thread() for _ in range(count)]
 
@@ -185,7 +188,7 @@ async def full(users: list[User], runs: int, text: str, pids: dict[str, list[int
 async def main_async(stack: LocalStack, levels: list[int]) -> None:
     pids = {name: _pids(stack, name) for name in SERVICES}
     worker = pids["worker"][0]
-    users = await _users(stack)
+    users = await _users(stack, max(USERS, -(-max(levels) // PER_USER)))
     await asyncio.sleep(3)  # the seeded usage reaches ClickHouse
     rss_before = rss_kib(worker)
     rows: list[tuple[str, int, dict[str, float]]] = []
@@ -228,10 +231,13 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true", help="50 runs only")
+    parser.add_argument("--levels", default="50,200,500",
+                        help="how many runs at once, row after row (default 50,200,500); "
+                        "past 500, more users (20 active runs each)")
     parser.add_argument("--redis-cluster", action="store_true",
                         help="a local Redis Cluster (Redis 7+) in place of the one Redis")
     args = parser.parse_args()
-    levels = [50] if args.quick else [50, 200, 500]
+    levels = [50] if args.quick else [int(n) for n in args.levels.split(",")]
     with tempfile.TemporaryDirectory() as tmp:
         config = StackConfig.for_tests(Path(tmp), env={
             "WORKER_CONCURRENCY": "500", "BACKEND_WS_SEND_QUEUE": "20000"},

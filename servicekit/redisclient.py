@@ -15,10 +15,12 @@ few places that differ (the stream shards, ``SPUBLISH``, cross-slot scripts).
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Awaitable, Callable
 from typing import Any, cast
 
 from redis.asyncio import BlockingConnectionPool, Redis, RedisCluster
+from redis.asyncio.cluster import ClusterPipeline
 from redis.asyncio.retry import Retry
 from redis.backoff import ExponentialBackoff
 from redis.event import (
@@ -34,14 +36,16 @@ __all__ = ["is_cluster", "make_redis", "on_topology_change"]
 def make_redis(url: str, *, timeout: float = 2.0, max_connections: int = 64,
                cluster: bool = False) -> Redis:
     if cluster:
-        client = RedisCluster.from_url(
-            url, max_connections=max_connections, socket_timeout=timeout,
+        client = cast(_WaitingCluster, _WaitingCluster.from_url(
+            url, max_connections=max_connections + _PIPELINE_CONNECTIONS,
+            socket_timeout=timeout,
             socket_connect_timeout=timeout,
             # a failover takes the node timeout (seconds) to promote a replica: a
             # command retries across it (about 4 s) instead of failing at once
             retry=Retry(ExponentialBackoff(cap=0.5, base=0.05), retries=12),
             retry_on_error=[ConnectionError, TimeoutError],
-            event_dispatcher=EventDispatcher())
+            event_dispatcher=EventDispatcher()))
+        client.commands_at_once = asyncio.Semaphore(max_connections)
         return cast(Redis, client)
     retry = Retry(ExponentialBackoff(cap=0.5, base=0.05), retries=3)
     pool = BlockingConnectionPool.from_url(
@@ -49,6 +53,37 @@ def make_redis(url: str, *, timeout: float = 2.0, max_connections: int = 64,
         socket_connect_timeout=timeout, health_check_interval=30, retry=retry,
         retry_on_error=[ConnectionError, TimeoutError])
     return Redis(connection_pool=pool)
+
+
+#: connections per node beyond ``max_connections`` for the pipelines (each holds one
+#: per node while it executes; the services run a few)
+_PIPELINE_CONNECTIONS = 16
+
+
+class _WaitingCluster(RedisCluster):
+    """A Redis Cluster client whose callers wait for a free connection, as with one
+    Redis's blocking pool (redis-py's cluster raises ``MaxConnectionsError`` at once
+    instead: a burst of requests would fail). A command or a pipeline's execution
+    holds one of ``commands_at_once`` (a pipeline: one connection per node)."""
+
+    commands_at_once: asyncio.Semaphore
+
+    async def execute_command(self, *args: Any, **kwargs: Any) -> Any:
+        async with self.commands_at_once:
+            return await super().execute_command(*args, **kwargs)
+
+    def pipeline(self, transaction: Any | None = None,
+                 shard_hint: Any | None = None) -> ClusterPipeline:
+        if shard_hint:
+            return super().pipeline(transaction, shard_hint)  # (refused)
+        return _WaitingPipeline(self, transaction)  # type: ignore[abstract]  # as redis-py does
+
+
+class _WaitingPipeline(ClusterPipeline):
+    async def execute(self, raise_on_error: bool = True,
+                      allow_redirections: bool = True) -> list[Any]:
+        async with cast(_WaitingCluster, self.cluster_client).commands_at_once:
+            return await super().execute(raise_on_error, allow_redirections)
 
 
 def is_cluster(redis: Any) -> bool:

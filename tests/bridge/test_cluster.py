@@ -225,3 +225,26 @@ async def test_request_cancel_sets_the_key_and_tells_the_workers(cluster: Redis)
         await pubsub.aclose()
     await request_cancel(cluster, run_id)
     assert await cluster.get(cancel_key(run_id)) == b"user"
+
+
+async def test_a_burst_waits_for_a_connection_instead_of_failing(
+        redis_cluster: LocalStack) -> None:
+    """200 callers at once on a client of 4 connections: commands and pipelines wait
+    for one, as on one Redis (redis-py's cluster client alone raises
+    MaxConnectionsError)."""
+    client = make_redis(f"redis://127.0.0.1:{redis_cluster.redis_cluster_ports[0]}",
+                        cluster=True, max_connections=4)
+
+    async def one(n: int) -> list[Any]:
+        await client.set(f"burst:{n}", n)
+        async with client.pipeline(transaction=False) as pipe:
+            pipe.get(f"burst:{n}")
+            pipe.incr(f"burst:count:{n}")
+            return await pipe.execute()
+
+    try:
+        replies = await asyncio.gather(*(one(n) for n in range(200)))
+        assert [(int(value), count) for value, count in replies] == [
+            (n, 1) for n in range(200)]
+    finally:
+        await client.aclose()
