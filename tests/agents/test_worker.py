@@ -14,11 +14,12 @@ from redis.asyncio import Redis
 from agents.builtin import builtin_agents
 from agents.config import WorkerSettings
 from agents.context import StopReason
-from agents.worker import Worker
+from agents.worker import QueueEntry, Worker
 from bridge.cancel import request_cancel
 from bridge.queue import RunRequest
 from bridge.streams import UserStreams
 from e2e.checks import check_run_invariants
+from servicekit.rediskeys import RUN_QUEUE
 
 USER = "usr_worker"
 
@@ -35,8 +36,9 @@ async def _events(redis: Redis, run_id: str) -> list[dict[str, Any]]:
 
 async def _run(worker: Worker, run_id: str) -> asyncio.Task[None]:
     # as if read from the queue
-    worker._start(b"0-1", RunRequest(run_id=run_id, user_id=USER, thread_id="thr_w",
-                                     agent="supervisor", input="what is 17 * 23"))
+    worker._start(QueueEntry(RUN_QUEUE, b"0-1"),
+                  RunRequest(run_id=run_id, user_id=USER, thread_id="thr_w",
+                             agent="supervisor", input="what is 17 * 23"))
     return worker._running[run_id][1]
 
 

@@ -18,11 +18,13 @@ from typing import Any, cast
 import pytest
 from redis.asyncio import Redis
 
+from bridge.approvals import Answered, Approvals
 from bridge.cancel import request_cancel
 from bridge.emitter import EventEmitter, RunEmitter
 from bridge.errors import RunFinished
 from bridge.fanout import EventSink, Subscription, UserEventHub
 from bridge.groups import SHARD_POLL_MS, ensure_group, read_shards
+from bridge.queue import RunRequest
 from bridge.streams import UserStreams
 from e2e.redis_cluster import master_of
 from e2e.stack import LocalStack
@@ -31,6 +33,7 @@ from servicekit.rediskeys import (
     CANCEL_CHANNEL,
     CLUSTER_SHARDS,
     LIFECYCLE_STREAM,
+    RUN_QUEUE,
     StreamShards,
     UserKeys,
     cancel_key,
@@ -248,3 +251,31 @@ async def test_a_burst_waits_for_a_connection_instead_of_failing(
             (n, 1) for n in range(200)]
     finally:
         await client.aclose()
+
+
+async def test_an_approval_on_the_cluster_queues_one_resume_on_the_users_shard(
+        cluster: Redis) -> None:
+    """The answer is recorded by the script on the run's slot, then the resume entry
+    goes to the user's queue shard and the run's hash marks it; a second answer and
+    a stop find the first."""
+    user, run = f"usr_appr_{uuid.uuid4().hex}", "run_appr"
+    request = RunRequest(run_id=run, user_id=user, thread_id="thr_appr", agent="supervisor",
+                         input="what is 6 * 7")
+    approvals = Approvals(cluster)
+    now = int(time.time() * 1000)
+    await cluster.hset(UserKeys(user).run(run), "n", 3)
+    await approvals.park(user, run, call_id="tcl_1", expires_ms=now + 60_000,
+                         state='{"paused": true}', asked={"call_id": "tcl_1"})
+    assert await approvals.answer(request, "tcl_1", approve=True, now_ms=now) is Answered.OK
+    assert await approvals.answer(request, "tcl_1", approve=False, now_ms=now) \
+        is Answered.ANSWERED
+    assert await approvals.stop(user, run, "user", now_ms=now) is Answered.ANSWERED
+    shard = StreamShards.of(RUN_QUEUE, cluster=True).for_user(user)
+    entries: Any = await cluster.xrange(shard)
+    mine = [(i, f) for i, f in entries if f[b"run_id"] == run.encode()]
+    assert len(mine) == 1
+    assert RunRequest.from_fields(mine[0][1]) == RunRequest(**{**request.fields(),
+                                                               "resume": "1"})
+    assert await cluster.hget(UserKeys(user).run(run), "q") == mine[0][0]
+    taken = await approvals.take(user, run)
+    assert taken is not None and taken.approved and taken.events == 3
