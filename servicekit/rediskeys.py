@@ -199,7 +199,8 @@ class UserKeys:
 
     def run(self, run_id: str) -> str:
         """Hash of one run: events stored (``n``), ended (``done``), its queue entry
-        (``q``), its stored start and end (``st``; ``end``, ``et``, ``ep``), and
+        (``q``; on a Redis Cluster also the entry that claimed the run, ``w``), its
+        stored start and end (``st``; ``end``, ``et``, ``ep``), and
         while it waits for a tool approval the call (``wc``), its deadline (``wx``),
         the run's paused state (``ws``), the call as shown (``wp``) and the answer
         (``wa``): bridge/approvals.py."""
