@@ -309,13 +309,14 @@ class Worker:
         try:
             # the lease, and a stop requested before the run was taken: one round trip
             # shared with the other runs starting now
-            _, requested, claimed = await asyncio.gather(
-                self._auto.execute(*self._leases.hold_command(ctx.run_id,
-                                                                self._settings.worker_id)),
-                self._auto.execute("GET", cancel_key(ctx.run_id)),
-                self._claimed(entry_id, ctx, resume))
+            first = [self._auto.execute(*self._leases.hold_command(ctx.run_id,
+                                                                    self._settings.worker_id)),
+                     self._auto.execute("GET", cancel_key(ctx.run_id))]
+            if self._redis_cluster and not resume:
+                first.append(self._claimed(entry_id, ctx))
+            _, requested, *claimed = await asyncio.gather(*first)
             resumed = await self._resumed(ctx) if resume else None
-            if not claimed or (resume and resumed is None):  # taken by another worker
+            if not all(claimed) or (resume and resumed is None):  # taken by another worker
                 for command in _done_commands(entry_id):
                     await self._auto.execute(*command)
                 return
@@ -350,13 +351,12 @@ class Worker:
                 self._per_user[ctx.user_id] = left
             self._freed.set()
 
-    async def _claimed(self, entry_id: QueueEntry, ctx: RunContext, resume: bool) -> bool:
+    async def _claimed(self, entry_id: QueueEntry, ctx: RunContext) -> bool:
         """Whether this entry is the run's: on a Redis Cluster the dispatch's append
         and its mark are two steps, and two racing appends could queue a run twice;
         the first entry started claims the run (the same entry, taken over from a
-        vanished worker, still holds it). One Redis appends once, atomically."""
-        if not self._redis_cluster or resume:
-            return True
+        vanished worker, still holds it). One Redis appends once, atomically, and a
+        resume entry's run is taken once (bridge/approvals.py)."""
         claim = f"{entry_id.stream} {entry_id.id.decode()}"
         holder = await self._auto.script(self._claim, [UserKeys(ctx.user_id).run(ctx.run_id)],
                                          [claim])

@@ -173,7 +173,7 @@ class Connection:
                 await self.ws.send_text(action.text)
                 delivery.sent()
             elif isinstance(action, ReadPosition):
-                position = await _patiently(lambda: streams.position(user_id))
+                position = await _patiently(functools.partial(streams.position, user_id))
                 delivery.position_read(position.epoch, position.last_seq)
             elif isinstance(action, ReadHistory):
                 page = await _patiently(functools.partial(

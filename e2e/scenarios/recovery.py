@@ -39,7 +39,7 @@ from e2e.scenarios.base import (
 )
 from servicekit.rediskeys import UserKeys
 
-__all__ = ["FAULTS", "failure_recovery", "faults"]
+__all__ = ["failure_recovery", "faults"]
 
 
 def _ticks(ctx: Context) -> tuple[int, int]:
@@ -340,23 +340,13 @@ async def auth_down(ctx: Context) -> None:
             await ctx.driver.start_service("auth")
 
 
-FAULTS: dict[str, Callable[[Context], Awaitable[None]]] = {
-    "socket_drop": socket_drop,
-    "backend_kill": backend_kill,
-    "redis_restart": redis_restart,
-    "worker_kill": worker_kill,
-    "auth_down": auth_down,
-}
-
-
 def faults(ctx: Context) -> dict[str, Callable[[Context], Awaitable[None]]]:
-    """The faults for this stack: on a Redis Cluster a master's failover takes the
-    place of the one Redis's restart."""
-    if not ctx.driver.redis_cluster:
-        return FAULTS
-    return {("redis_failover" if name == "redis_restart" else name):
-            (redis_failover if name == "redis_restart" else run)
-            for name, run in FAULTS.items()}
+    """The faults in turn: on a Redis Cluster a master's failover takes the place of
+    the one Redis's restart."""
+    redis = (("redis_failover", redis_failover) if ctx.driver.redis_cluster
+             else ("redis_restart", redis_restart))
+    return dict([("socket_drop", socket_drop), ("backend_kill", backend_kill), redis,
+                 ("worker_kill", worker_kill), ("auth_down", auth_down)])
 
 
 async def _restore(ctx: Context) -> None:
