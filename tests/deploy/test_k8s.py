@@ -641,3 +641,19 @@ def test_the_documented_commands_name_real_paths() -> None:
         for word in shlex.split(command.rstrip("\\"), comments=True):
             if word.startswith("deploy/"):
                 assert (ROOT / word).exists(), word
+
+
+def test_production_opens_nothing_it_need_not() -> None:
+    """Auth's Service carries its public port alone (the internal one is scraped on
+    the pods); the workers' way to a model provider skips the private networks; no
+    proxy is trusted for the login throttle until the operator names one."""
+    services = objects("production", "Service")
+    assert [p["port"] for p in services["auth"]["spec"]["ports"]] == [8001]
+    egress = objects("production", "NetworkPolicy")["worker-egress"]["spec"]["egress"]
+    (anywhere,) = [to["ipBlock"] for rule in egress for to in rule.get("to", [])
+                   if "ipBlock" in to and to["ipBlock"]["cidr"] == "0.0.0.0/0"]
+    assert set(anywhere["except"]) >= {"10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16",
+                                       "169.254.0.0/16"}
+    config = objects("production", "ConfigMap")
+    (settings,) = [c for name, c in config.items() if name.startswith("agentchat-config")]
+    assert settings["data"]["forwarded-allow-ips"] == "127.0.0.1"
