@@ -85,8 +85,9 @@ def command_calls(commandstats: dict[str, Any]) -> dict[str, int]:
 
 def max_overlap(intervals: Iterable[tuple[float, float]]) -> int:
     """The most intervals (start, end) open at one time."""
-    edges = sorted([(start, 1) for start, _ in intervals] + [(end, -1) for _, end in intervals],
-                   key=lambda edge: (edge[0], edge[1]))  # an end before a start at a tie
+    intervals = list(intervals)  # read twice (a generator would be spent by the first)
+    # an end (-1) sorts before a start (+1) at a tie
+    edges = sorted([(start, 1) for start, _ in intervals] + [(end, -1) for _, end in intervals])
     most = now = 0
     for _, step in edges:
         now += step

@@ -37,6 +37,7 @@ def test_max_overlap_counts_runs_open_at_once() -> None:
     assert max_overlap([]) == 0
     assert max_overlap([(0, 2), (1, 3), (2, 4)]) == 2  # one ends as the next starts
     assert max_overlap([(0, 10), (1, 2), (3, 4), (3.5, 5)]) == 3
+    assert max_overlap(iter([(0, 1), (2, 3), (4, 5)])) == 1  # as sizing passes them
 
 
 def test_net_takes_the_background_off_and_never_goes_below_zero() -> None:
