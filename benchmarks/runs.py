@@ -38,6 +38,7 @@ from agents.builtin import builtin_agents
 from agents.config import WorkerSettings
 from agents.context import RunContext
 from agents.runtime import Runtime
+from backend.config import BackendSettings
 from bridge.emitter import EventEmitter, RunEmitter
 from bridge.events import TERMINAL_TYPES, parse_timestamp
 from e2e.client import ChatClient, EventSocket
@@ -50,9 +51,9 @@ from servicekit.redisclient import make_redis
 WORKLOADS = {"arithmetic": "what is 17 * 23",
              "spend": "What did I spend on each model over the last 7 days, and how can I cut it?"}
 USERS = 25
-#: a user's runs active at once (BACKEND_MAX_ACTIVE_RUNS_PER_USER): a level past
-#: USERS times this has more users
-PER_USER = 20
+#: a user's runs active at once (the backend's default): a level past USERS times
+#: this has more users
+PER_USER: int = BackendSettings.model_fields["max_active_runs_per_user"].default
 
 
 def _figures(latencies: list[float], elapsed: float) -> dict[str, float]:
@@ -233,7 +234,7 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="50 runs only")
     parser.add_argument("--levels", default="50,200,500",
                         help="how many runs at once, row after row (default 50,200,500); "
-                        "past 500, more users (20 active runs each)")
+                        f"past {USERS * PER_USER}, more users ({PER_USER} active runs each)")
     parser.add_argument("--redis-cluster", action="store_true",
                         help="a local Redis Cluster (Redis 7+) in place of the one Redis")
     args = parser.parse_args()

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import base64
 import importlib.util
-import os
 import re
 import shlex
 import shutil
@@ -28,6 +27,7 @@ from agents.config import WorkerSettings
 from auth.config import AuthSettings
 from backend.config import BackendSettings
 from servicekit.settings import problem_lines
+from tests.production import TOKEN, clear_service_variables
 
 ROOT = Path(__file__).resolve().parents[2]
 K8S = ROOT / "deploy" / "k8s"
@@ -389,9 +389,7 @@ def _settings_problems(overlay: str, secret: dict[str, str], environment: str,
             if not any(variable.startswith(prefix) for variable in env):
                 continue
             with monkeypatch.context() as patch:
-                for variable in list(os.environ):
-                    if variable.startswith(tuple(SETTINGS)):
-                        patch.delenv(variable)
+                clear_service_variables(patch)
                 for variable, value in env.items():
                     patch.setenv(variable, value)
                 patch.setenv(f"{prefix}ENVIRONMENT", environment)
@@ -416,9 +414,8 @@ def test_the_development_values_work_in_development_and_are_refused_in_productio
 
 
 def test_production_starts_with_strong_secrets(monkeypatch: pytest.MonkeyPatch) -> None:
-    strong = "7f3a9c2e" * 4
-    secret = {key: (re.sub(r"dev-insecure[a-z-]*", strong, value) if "://" in value
-                    else strong) for key, value in dev_secret().items()}
+    secret = {key: (re.sub(r"dev-insecure[a-z-]*", TOKEN, value) if "://" in value
+                    else TOKEN) for key, value in dev_secret().items()}
     problems = _settings_problems("production", secret, "production", monkeypatch)
     assert problems and all(lines == [] for lines in problems.values()), problems
 
