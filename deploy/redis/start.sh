@@ -18,6 +18,8 @@
 #             socket leases (+time: scored in Redis' clock, inside a script), follows
 #             the revocation channel
 #   worker    the run queue, emits into users' streams, leases, cancel requests
+#   queuewatch  the run queue's length and pending entries, read only (an autoscaler
+#             such as KEDA; made only when REDIS_QUEUEWATCH_PASSWORD is set)
 #   health    PING only (the healthcheck; no password, no key)
 set -eu
 
@@ -42,4 +44,7 @@ user auth on #$(hash "$REDIS_AUTH_PASSWORD") resetchannels $BASE +publish ~throt
 user backend on #$(hash "$REDIS_BACKEND_PASSWORD") resetchannels $BASE +@pubsub +time ~u:* ~runs:* ~run:* ~agents:catalog ~analytics:ingest ~analytics:ingest:* ~analytics:dead ~reaper:lock ~worker:alive:* %R~revoked:sid:* ~wsticket:* &u:* &hub:control &runs:cancel &auth:revocations
 user worker on #$(hash "$REDIS_WORKER_PASSWORD") resetchannels $BASE +@pubsub ~u:* ~runs:queue ~runs:queue:* ~runs:lifecycle ~runs:lifecycle:* ~run:* ~worker:alive:* ~agents:catalog ~analytics:ingest ~analytics:ingest:* &u:* &runs:cancel
 ACL
+if [ -n "${REDIS_QUEUEWATCH_PASSWORD:-}" ]; then
+  echo "user queuewatch on #$(hash "$REDIS_QUEUEWATCH_PASSWORD") resetchannels -@all +@connection +xinfo +xpending +xlen ~runs:queue ~runs:queue:*" >> "$ACL"
+fi
 exec redis-server --aclfile "$ACL" "$@"

@@ -138,3 +138,17 @@ def test_any_shard_is_one_of_the_keys() -> None:
     picked = {shards.any() for _ in range(400)}
     assert picked <= set(shards.keys)
     assert len(picked) > 1
+
+
+def test_the_queue_watcher_reads_the_queue_alone() -> None:
+    """The autoscaler's user (KEDA) may read the run queue's lengths, on one Redis
+    and on every shard of a cluster, and nothing else: no write, no other key."""
+    (line,) = [line for line in START.read_text().splitlines() if "user queuewatch on" in line]
+    words = line.rstrip().removesuffix('" >> "$ACL"').split()
+    keys = [w.split("~", 1)[1] for w in words if w.startswith("~")]
+    assert [w for w in words if w.startswith(("+", "-"))] == [
+        "-@all", "+@connection", "+xinfo", "+xpending", "+xlen"]
+    assert all(_granted(k, keys) for k in StreamShards.of(RUN_QUEUE, cluster=True).keys)
+    assert _granted(RUN_QUEUE, keys)
+    assert not any(_granted(k, keys) for k in [*USER_KEYS, *AUTH_KEYS, LIFECYCLE_STREAM,
+                                               INGEST_STREAM, lease_key("r")])
