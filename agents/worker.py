@@ -48,6 +48,7 @@ from bridge.leases import RunLeases
 from bridge.memory import decode_memory
 from bridge.queue import RunRequest
 from servicekit.autopipeline import AutoPipeline
+from servicekit.heap import settle_heap
 from servicekit.logs import configure_logging
 from servicekit.redisclient import is_cluster, make_redis
 from servicekit.rediskeys import (
@@ -132,6 +133,7 @@ class Worker:
 
     async def run(self) -> None:
         await retry_until(self._prepare, what="joining the run queue", timeout=60.0)
+        settle_heap()
         helpers = [asyncio.create_task(self._listen_for_cancels(), name="cancel-listener"),
                    asyncio.create_task(self._heartbeat(), name="heartbeat")]
         try:

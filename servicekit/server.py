@@ -29,6 +29,8 @@ import uvicorn
 from uvicorn.config import STARTUP_FAILURE
 from uvicorn.lifespan.on import LifespanOn
 
+from servicekit.heap import settle_heap
+
 __all__ = ["Listener", "serve"]
 
 log = logging.getLogger(__name__)
@@ -105,6 +107,7 @@ class _Process:
         await self.lifespan.startup()
         if self.lifespan.should_exit:
             return STARTUP_FAILURE
+        settle_heap()
         code = 0
         try:
             if await self._start():
