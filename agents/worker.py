@@ -64,6 +64,7 @@ from servicekit.rediskeys import (
 )
 from servicekit.settings import load_settings
 from servicekit.startup import retry_until
+from servicekit.tasks import cancel_and_wait
 
 __all__ = ["QueueEntry", "Worker", "main"]
 
@@ -140,11 +141,7 @@ class Worker:
             await self._consume()
         finally:
             await self._drain()
-            for task in helpers:
-                task.cancel()
-            for task in helpers:
-                with contextlib.suppress(asyncio.CancelledError):
-                    await task
+            await cancel_and_wait(*helpers)
             _health_file(self._settings.health_file, alive=False)
             with contextlib.suppress(RedisError, OSError):
                 await self._redis.delete(worker_alive_key(self._settings.worker_id))

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
@@ -56,6 +55,7 @@ from servicekit.postgres import create_pool
 from servicekit.redaction import redact_url
 from servicekit.redisclient import make_redis
 from servicekit.startup import retry_until
+from servicekit.tasks import cancel_and_wait
 
 __all__ = ["analytics_failed", "create_app", "socket_first"]
 
@@ -164,11 +164,7 @@ def create_app(settings: BackendSettings) -> ServiceApps:
             yield
         finally:
             await gateway.close_all()
-            for task in tasks:
-                task.cancel()
-            for task in tasks:
-                with contextlib.suppress(asyncio.CancelledError):
-                    await task
+            await cancel_and_wait(*tasks)
             await hub.stop()
             await http.aclose()
             await redis.aclose()

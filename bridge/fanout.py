@@ -28,6 +28,7 @@ from redis.exceptions import RedisError
 from bridge.batch import epoch_of_line, seq_of_line, split_batch
 from servicekit.redisclient import is_cluster, on_topology_change
 from servicekit.rediskeys import HUB_CONTROL_CHANNEL, UserKeys
+from servicekit.tasks import cancel_and_wait
 
 __all__ = ["EventSink", "Subscription", "UserEventHub"]
 
@@ -97,9 +98,7 @@ class UserEventHub:
 
     async def stop(self) -> None:
         if self._reader is not None:
-            self._reader.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._reader
+            await cancel_and_wait(self._reader)
         if self._pubsub is not None:
             with contextlib.suppress(RedisError, OSError):
                 await self._pubsub.aclose()

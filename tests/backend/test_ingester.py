@@ -15,6 +15,7 @@ from redis.asyncio import Redis
 from backend.analytics import AnalyticsStore, Ingester, _parse_row
 from bridge.ingest import append_rows
 from servicekit.rediskeys import DEAD_STREAM, INGEST_STREAM
+from servicekit.tasks import cancel_and_wait
 
 
 def _row(user: str, n: int) -> dict[str, object]:
@@ -50,8 +51,7 @@ async def test_a_poison_entry_does_not_block_the_rows_after_it(redis: Redis,
         assert all(b"reason" in fields and b"id" in fields for _, fields in dead)
         assert await redis.xlen(INGEST_STREAM) == 0  # acknowledged, then trimmed
     finally:
-        task.cancel()
-        await asyncio.gather(task, return_exceptions=True)
+        await cancel_and_wait(task)
         await store._call(store._connect().close)  # chDB: one engine a process, one path
         store.close()
 
@@ -82,8 +82,7 @@ async def test_a_database_from_before_the_source_column_gets_it_and_rows_carry_i
                     break
                 await asyncio.sleep(0.05)
         finally:
-            task.cancel()
-            await asyncio.gather(task, return_exceptions=True)
+            await cancel_and_wait(task)
         rows = await store.query("SELECT prompt_tokens, source FROM {db}.usage "
                                  "ORDER BY prompt_tokens", {})
         assert [(r["prompt_tokens"], r["source"]) for r in rows] == [

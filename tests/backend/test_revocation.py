@@ -4,7 +4,6 @@ name, and a lost link is followed by a recheck of every open socket."""
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import time
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
@@ -18,6 +17,7 @@ from backend.tokens import Principal, TokenVerifier
 from e2e.stack import free_port
 from servicekit.rediskeys import revoked_session_key
 from servicekit.revocation import KeyRevoked, SessionsRevoked, announce
+from servicekit.tasks import cancel_and_wait
 
 
 @dataclass
@@ -89,9 +89,7 @@ async def test_the_follower_applies_announcements_and_rechecks_after_a_lost_link
         await announce(redis, SessionsRevoked(("ses_2",)))  # and it follows again
         await _until(lambda: sockets[1].closed)
     finally:
-        task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await task
+        await cancel_and_wait(task)
 
 
 async def test_a_malformed_announcement_is_ignored(redis: Redis,
@@ -105,6 +103,4 @@ async def test_a_malformed_announcement_is_ignored(redis: Redis,
         await announce(redis, SessionsRevoked(("ses_1",)))
         await _until(lambda: sockets[0].closed)
     finally:
-        task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await task
+        await cancel_and_wait(task)
