@@ -8,10 +8,13 @@ whose worker vanished is declared lost by the reaper and finishes the same way,
 ``agent_failed``). Each start and finish *tops up* its user: the oldest waiting
 runs that may go now are dispatched.
 
-Locks: the thread's row, then the user's advisory lock (transaction-scoped), so
-creations on one thread, and a user's dispatch decisions on any replica, are
-serialised by Postgres. No Redis round trip happens under a lock: a transaction
-decides which runs go (``dispatched_at``) and returns them; the caller appends
+Creation, ending and top-up are Postgres functions (migration 0005), each called
+in one statement: one round trip, one transaction, its locks held for the time
+Postgres itself takes, never across a network wait. Locks: the thread's row, then
+the user's advisory lock (transaction-scoped), so creations on one thread, and a
+user's dispatch decisions on any replica, are serialised by Postgres. No Redis
+round trip happens under a lock: a function decides which runs go
+(``dispatched_at``) and returns them; the caller appends
 their queue entries after the commit (:meth:`Dispatch.send`). A dispatch decided
 but never appended (the process died in between) is appended again by
 :meth:`RunTransitions.resend_unsent`: the append stores the entry's id in the
@@ -63,52 +66,14 @@ RETRY_AFTER_S = 5
 #: A dispatch older than this without its queue entry is appended again.
 RESEND_AFTER_S = 5.0
 
-#: With the thread locked: the user message, the run and the thread's updated_at, in
-#: one statement. With $8 (check idle), nothing is written and no row comes back
-#: while the thread has an active run; $9: dispatched now, or waiting its turn.
-_CREATE = """
-WITH allowed AS (
-    SELECT 1 WHERE NOT $8 OR NOT EXISTS (
-        SELECT 1 FROM app.runs WHERE thread_id = $1 AND status = ANY($7::text[]))
-), message AS (
-    INSERT INTO app.messages (id, thread_id, user_id, role, content, run_id)
-    SELECT $5, $1, $2, 'user', $3, $4 FROM allowed
-), touched AS (
-    UPDATE app.threads SET updated_at = now() WHERE id = $1 AND EXISTS (SELECT 1 FROM allowed)
-)
-INSERT INTO app.runs (id, thread_id, user_id, agent, status, input, dispatched_at)
-SELECT $4, $1, $2, $6, 'queued', $3, CASE WHEN $9 THEN now() END FROM allowed
-RETURNING *
-"""
-#: The user's active runs, and those of them waiting in the queue.
-_USER_COUNTS = """
-SELECT count(*) AS active,
-       count(*) FILTER (WHERE status = 'queued' AND dispatched_at IS NOT NULL) AS in_queue
-FROM app.runs WHERE user_id = $1 AND status IN ('queued', 'running')
-"""
-#: Runs waiting their turn on a thread (queued, not dispatched).
-_THREAD_WAITING = """
-SELECT count(*) FROM app.runs
-WHERE thread_id = $1 AND status = 'queued' AND dispatched_at IS NULL
-"""
-#: With the user's lock: dispatch the user's oldest waiting runs that may go now,
-#: the first of each free thread, as many as the window has room for.
-_TOP_UP = """
-WITH room AS (
-    SELECT greatest($2 - count(*), 0) AS n FROM app.runs
-    WHERE user_id = $1 AND status = 'queued' AND dispatched_at IS NOT NULL
-), firsts AS (
-    SELECT DISTINCT ON (r.thread_id) r.id, r.created_at FROM app.runs r
-    WHERE r.user_id = $1 AND r.status = 'queued' AND r.dispatched_at IS NULL
-      AND NOT EXISTS (SELECT 1 FROM app.runs a WHERE a.thread_id = r.thread_id
-                      AND a.status IN ('queued', 'running') AND a.dispatched_at IS NOT NULL)
-    ORDER BY r.thread_id, r.created_at, r.id
-), chosen AS (
-    SELECT id FROM firsts ORDER BY created_at, id LIMIT (SELECT n FROM room)
-)
-UPDATE app.runs SET dispatched_at = now() WHERE id IN (SELECT id FROM chosen)
-RETURNING *
-"""
+#: A run, or why not (``app.create_run``: the outcomes are documented there).
+_CREATE_RUN = "SELECT outcome, run, runs FROM app.create_run($1, $2, $3, $4, $5, $6, $7, $8, " \
+              "$9, $10, $11)"
+#: A run's end, and the runs it let go (``app.finish_run``).
+_FINISH_RUN = "SELECT kind, run FROM app.finish_run($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, " \
+              "$11, $12)"
+#: With the user's lock: the user's waiting runs that may go now (``app.top_up``).
+_TOP_UP = "SELECT * FROM app.top_up($1, $2)"
 #: Runs that started: running, from queued only (a late start never reopens an end).
 _START = """
 UPDATE app.runs SET status = 'running', started_at = s.ts
@@ -120,33 +85,6 @@ RETURNING app.runs.user_id
 _USERS_WAITING = """
 SELECT DISTINCT user_id FROM app.runs
 WHERE user_id = ANY($1::text[]) AND status = 'queued' AND dispatched_at IS NULL
-"""
-#: The run's final status, its answer as an assistant message and its analytics row
-#: (the outbox), in one statement; no row when the run was already final. ``waiting``:
-#: whether the user has runs waiting for a dispatch (a top-up is due).
-_FINISH = """
-WITH done AS (
-    UPDATE app.runs SET status = $2, result = $3, error = $4::jsonb, finished_at = $5,
-                        started_at = coalesce(started_at, $5), tools_note = $10,
-                        answer_tokens = $11
-    WHERE id = $1 AND status IN ('queued', 'running') RETURNING *
-), answer AS (
-    INSERT INTO app.messages (id, thread_id, user_id, role, content, run_id)
-    SELECT $6, thread_id, user_id, 'assistant', $3, id FROM done WHERE $3::text IS NOT NULL
-), outbox AS (
-    INSERT INTO app.run_outbox (run_id, row)
-    SELECT id, jsonb_build_object(
-        'run_id', id, 'user_id', user_id, 'thread_id', thread_id, 'agent', agent,
-        'status', status, 'created_at', created_at, 'started_at', started_at,
-        'finished_at', finished_at,
-        'duration_ms', coalesce(nullif($7::bigint, 0),
-                                (extract(epoch FROM finished_at - started_at) * 1000)::bigint),
-        'tool_calls', $8::int, 'error_code', $9::text)
-    FROM done ON CONFLICT DO NOTHING
-)
-SELECT done.*, EXISTS (SELECT 1 FROM app.runs w WHERE w.user_id = done.user_id
-                       AND w.status = 'queued' AND w.dispatched_at IS NULL) AS waiting
-FROM done
 """
 #: Rows to put on the ingest stream (their transaction commits once they are there).
 _OUTBOX_TAKE = """
@@ -231,15 +169,6 @@ class Finished:
     dispatch: Dispatch
 
 
-class _ThreadBusyUnknown(Exception):
-    """Active runs whose end Redis may know of: the transaction is retried once
-    with that knowledge (no Redis round trip under the thread's lock)."""
-
-    def __init__(self, run_ids: list[str]) -> None:
-        super().__init__(run_ids)
-        self.run_ids = run_ids
-
-
 class RunTransitions:
     """A run's life in Postgres and its queue entry in Redis; one per process."""
 
@@ -293,13 +222,33 @@ class RunTransitions:
         if known is not None and agent not in known:
             raise ProblemError(422, "unknown_agent", f"no agent named {agent!r}")
         await self._check_history_quota(user_id)
-        ended: set[str] = set()
-        try:
-            return await self._create(user_id, thread_id, text, agent, multitask, ended, None)
-        except _ThreadBusyUnknown as busy:
-            ended = await self._registry.ended(user_id, busy.run_ids)
-            return await self._create(user_id, thread_id, text, agent, multitask, ended,
-                                      set(busy.run_ids))
+        args = (thread_id, user_id, text, new_id("run"), new_id("msg"), agent,
+                self._max_active, self._window, self._max_waiting, multitask)
+        outcome, row, live = await self._create_run(*args, None)
+        if outcome == "ask":  # no Redis round trip under the locks: asked, called again
+            ended = await self._registry.ended(user_id, live)
+            outcome, row, live = await self._create_run(*args, sorted(ended))
+        if outcome == "not_found":
+            raise ProblemError(404, "not_found", "no such thread")
+        if outcome == "too_many_runs":
+            raise ProblemError(
+                429, "too_many_runs",
+                f"at most {self._max_active} active runs per user; wait for one to end",
+                {"Retry-After": str(RETRY_AFTER_S)})
+        if outcome == "thread_busy":
+            raise ProblemError(409, "thread_busy", f"run {live[0]} is active on this thread")
+        if outcome == "too_many_waiting":
+            raise ProblemError(
+                429, "too_many_runs", f"at most {self._max_waiting} runs wait on one thread",
+                {"Retry-After": str(RETRY_AFTER_S)})
+        dispatch = Dispatch([row] if row["dispatched_at"] is not None else [], self)
+        interrupt = tuple(live) if multitask == "interrupt" else ()
+        return Created(run_json(row), dispatch, interrupt, user_id)
+
+    async def _create_run(self, *args: Any) -> tuple[str, asyncpg.Record, list[str]]:
+        """``app.create_run``'s one row: its outcome, the run, the thread's live runs."""
+        rows = await self.pool.fetch(_CREATE_RUN, *args)
+        return rows[0]["outcome"], rows[0]["run"], rows[0]["runs"]
 
     async def _check_history_quota(self, user_id: str) -> None:
         """429 ``quota_exceeded`` while the user's runs have written more history
@@ -332,53 +281,6 @@ class RunTransitions:
         if self._approvals is not None:
             await self._approvals.stop(user_id, run_id, by, thread_id=thread_id, agent=agent)
 
-    async def _create(self, user_id: str, thread_id: str, text: str, agent: str,
-                      multitask: Multitask, ended: set[str], checked: set[str] | None
-                      ) -> Created:
-        async with self.pool.acquire() as conn, conn.transaction():
-            owner = await conn.fetchval(
-                "SELECT user_id FROM app.threads WHERE id = $1 FOR UPDATE", thread_id)
-            if owner != user_id:
-                raise ProblemError(404, "not_found", "no such thread")
-            await _lock_user(conn, user_id)
-            counts = await conn.fetchrow(_USER_COUNTS, user_id)
-            if counts["active"] >= self._max_active:
-                raise ProblemError(
-                    429, "too_many_runs",
-                    f"at most {self._max_active} active runs per user; wait for one to end",
-                    {"Retry-After": str(RETRY_AFTER_S)})
-            window_free = counts["in_queue"] < self._window
-            # a free thread (the usual case) takes one statement; a busy one a few more.
-            # This statement's snapshot is taken after the locks, so it sees every run
-            # created before (those creations held the lock until they committed).
-            args = (thread_id, user_id, text, new_id("run"), new_id("msg"), agent, list(ACTIVE))
-            row = await conn.fetchrow(_CREATE, *args, True, window_free)
-            interrupt: list[str] = []
-            if row is None:
-                active = [r["id"] for r in await conn.fetch(
-                    "SELECT id FROM app.runs WHERE thread_id = $1 AND status = ANY($2::text[])",
-                    thread_id, list(ACTIVE))]
-                unknown = [run_id for run_id in active if run_id not in ended]
-                if checked is None and unknown:
-                    raise _ThreadBusyUnknown(unknown)  # rolls back; asked of Redis, retried
-                # a run whose terminal event is out is over, even if its record lags
-                live = [run_id for run_id in active if run_id not in ended]
-                if live and multitask == "reject":
-                    raise ProblemError(409, "thread_busy",
-                                       f"run {live[0]} is active on this thread")
-                if live and await conn.fetchval(_THREAD_WAITING, thread_id) >= self._max_waiting:
-                    raise ProblemError(
-                        429, "too_many_runs",
-                        f"at most {self._max_waiting} runs wait on one thread",
-                        {"Retry-After": str(RETRY_AFTER_S)})
-                if multitask == "interrupt":
-                    interrupt = live
-                # with runs still live, the new one waits its turn (enqueue, interrupt):
-                # it is dispatched when the thread's last run ends
-                row = await conn.fetchrow(_CREATE, *args, False, window_free and not live)
-        dispatch = Dispatch([row] if row["dispatched_at"] is not None else [], self)
-        return Created(run_json(row), dispatch, tuple(interrupt), user_id)
-
     # -- start and finish (the lifecycle stream) --------------------------------------
     async def start(self, started: Sequence[tuple[str, datetime]]) -> Dispatch:
         """Mark runs running; their users' freed queue places go to waiting runs."""
@@ -395,10 +297,10 @@ class RunTransitions:
         users = list(users)
         if not users:
             return dispatch
-        for user in await self.pool.fetch(_USERS_WAITING, users):
-            async with self.pool.acquire() as conn, conn.transaction():
-                await _lock_user(conn, user["user_id"])
-                dispatch.rows += await _top_up(conn, user["user_id"], self._window)
+        waiting = await self.pool.fetch(_USERS_WAITING, users)
+        for rows in await asyncio.gather(*(self.pool.fetch(_TOP_UP, user["user_id"], self._window)
+                                           for user in waiting)):
+            dispatch.rows += rows
         return dispatch
 
     async def finish(self, run_id: str, event_type: str, payload: dict[str, Any],
@@ -409,24 +311,16 @@ class RunTransitions:
         status = final_status(event_type, payload)
         result = payload.get("result") if event_type == "agent_completed" else None
         error = json.dumps(payload["error"]) if event_type == "agent_failed" else None
-        async with self.pool.acquire() as conn, conn.transaction():
-            # the thread's lock orders this with run creation (multitask policies)
-            owner = await conn.fetchrow(
-                "SELECT t.id, t.user_id FROM app.runs r JOIN app.threads t "
-                "ON t.id = r.thread_id WHERE r.id = $1 FOR UPDATE OF t", run_id)
-            if owner is None:
-                return Finished(None, Dispatch())  # unknown run (its thread was deleted)
-            row = await conn.fetchrow(
-                _FINISH, run_id, status, result, error, ts, new_id("msg"),
-                int(payload.get("duration_ms") or 0), int(payload.get("tool_calls") or 0),
-                str((payload.get("error") or {}).get("code", "")),
-                str(payload.get("tools_note") or "") or None,
-                _count(payload.get("answer_tokens")))
-            rows: list[asyncpg.Record] = []
-            if row is not None and row["waiting"]:  # the thread's next run, the window
-                await _lock_user(conn, owner["user_id"])
-                rows = await _top_up(conn, owner["user_id"], self._window)
-        return Finished(row, Dispatch(rows, self))
+        rows = await self.pool.fetch(
+            _FINISH_RUN, run_id, status, result, error, ts, new_id("msg"),
+            int(payload.get("duration_ms") or 0), int(payload.get("tool_calls") or 0),
+            str((payload.get("error") or {}).get("code", "")),
+            str(payload.get("tools_note") or "") or None, _count(payload.get("answer_tokens")),
+            self._window)
+        finished = [r["run"] for r in rows if r["kind"] == "finished"]
+        row = finished[0] if finished else None
+        return Finished(row, Dispatch([r["run"] for r in rows if r["kind"] == "dispatched"],
+                                      self))
 
     async def flush_outbox(self, limit: int = 500) -> int:
         """Put finished runs' analytics rows on the ingest stream; each leaves the
@@ -588,12 +482,3 @@ def _count(value: Any) -> int | None:
     if isinstance(value, int) and not isinstance(value, bool) and 0 < value < 2**31:
         return value
     return None
-
-
-async def _lock_user(conn: asyncpg.Connection, user_id: str) -> None:
-    await conn.execute("SELECT pg_advisory_xact_lock(hashtextextended($1, 0))", user_id)
-
-
-async def _top_up(conn: asyncpg.Connection, user_id: str, window: int) -> list[asyncpg.Record]:
-    """Dispatch the user's waiting runs that may go now (the user's lock held)."""
-    return list(await conn.fetch(_TOP_UP, user_id, window))
