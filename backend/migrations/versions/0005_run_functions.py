@@ -66,17 +66,18 @@ BEGIN
     END IF;
     PERFORM pg_advisory_xact_lock(hashtextextended(p_user, 0));
     -- each statement's snapshot is taken after the locks: every run created before
-    -- is seen (those creations held the locks until they committed)
-    SELECT count(*), count(*) FILTER (WHERE status = 'queued' AND dispatched_at IS NOT NULL)
-      INTO v_active, v_in_queue
+    -- is seen (those creations held the locks until they committed). One pass over
+    -- the user's active runs: the limit, the window, the thread's live runs.
+    SELECT count(*), count(*) FILTER (WHERE status = 'queued' AND dispatched_at IS NOT NULL),
+           coalesce(array_agg(id ORDER BY created_at, id)
+                    FILTER (WHERE thread_id = p_thread
+                            AND NOT id = ANY(coalesce(p_ended, '{}'))), '{}')
+      INTO v_active, v_in_queue, v_live
       FROM app.runs WHERE user_id = p_user AND status IN ('queued', 'running');
     IF v_active >= p_max_active THEN
         RETURN QUERY SELECT 'too_many_runs', NULL::app.runs, NULL::text[];
         RETURN;
     END IF;
-    SELECT coalesce(array_agg(id ORDER BY created_at, id), '{}') INTO v_live FROM app.runs
-     WHERE thread_id = p_thread AND status IN ('queued', 'running')
-       AND NOT id = ANY(coalesce(p_ended, '{}'));
     IF cardinality(v_live) > 0 THEN
         IF p_ended IS NULL THEN
             RETURN QUERY SELECT 'ask', NULL::app.runs, v_live;
@@ -92,13 +93,16 @@ BEGIN
             RETURN;
         END IF;
     END IF;
+    WITH message AS (
+        INSERT INTO app.messages (id, thread_id, user_id, role, content, run_id)
+        VALUES (p_message, p_thread, p_user, 'user', p_input, p_run)
+    ), touched AS (
+        UPDATE app.threads SET updated_at = now() WHERE id = p_thread
+    )
     INSERT INTO app.runs (id, thread_id, user_id, agent, status, input, dispatched_at)
     VALUES (p_run, p_thread, p_user, p_agent, 'queued', p_input,
             CASE WHEN v_in_queue < p_window AND cardinality(v_live) = 0 THEN now() END)
     RETURNING * INTO v_run;
-    INSERT INTO app.messages (id, thread_id, user_id, role, content, run_id)
-    VALUES (p_message, p_thread, p_user, 'user', p_input, p_run);
-    UPDATE app.threads SET updated_at = now() WHERE id = p_thread;
     RETURN QUERY SELECT 'created', v_run, v_live;
 END
 $$
@@ -125,28 +129,31 @@ BEGIN
     IF NOT FOUND THEN
         RETURN;
     END IF;
-    UPDATE app.runs SET status = p_status, result = p_result, error = p_error,
-                        finished_at = p_ts, started_at = coalesce(started_at, p_ts),
-                        tools_note = p_tools_note, answer_tokens = p_answer_tokens
-     WHERE id = p_run AND status IN ('queued', 'running')
-    RETURNING * INTO v_run;
+    WITH done AS (
+        UPDATE app.runs SET status = p_status, result = p_result, error = p_error,
+                            finished_at = p_ts, started_at = coalesce(started_at, p_ts),
+                            tools_note = p_tools_note, answer_tokens = p_answer_tokens
+         WHERE id = p_run AND status IN ('queued', 'running') RETURNING *
+    ), answer AS (
+        INSERT INTO app.messages (id, thread_id, user_id, role, content, run_id)
+        SELECT p_message, thread_id, user_id, 'assistant', p_result, id FROM done
+         WHERE p_result IS NOT NULL
+    ), outbox AS (
+        INSERT INTO app.run_outbox (run_id, row)
+        SELECT id, jsonb_build_object(
+            'run_id', id, 'user_id', user_id, 'thread_id', thread_id, 'agent', agent,
+            'status', status, 'created_at', created_at, 'started_at', started_at,
+            'finished_at', finished_at,
+            'duration_ms', coalesce(nullif(p_duration_ms, 0),
+                                    (extract(epoch FROM finished_at - started_at)
+                                     * 1000)::bigint),
+            'tool_calls', p_tool_calls, 'error_code', p_error_code)
+        FROM done ON CONFLICT DO NOTHING
+    )
+    SELECT * INTO v_run FROM done;
     IF NOT FOUND THEN
         RETURN;
     END IF;
-    IF p_result IS NOT NULL THEN
-        INSERT INTO app.messages (id, thread_id, user_id, role, content, run_id)
-        VALUES (p_message, v_run.thread_id, v_run.user_id, 'assistant', p_result, v_run.id);
-    END IF;
-    INSERT INTO app.run_outbox (run_id, row)
-    VALUES (v_run.id, jsonb_build_object(
-        'run_id', v_run.id, 'user_id', v_run.user_id, 'thread_id', v_run.thread_id,
-        'agent', v_run.agent, 'status', v_run.status, 'created_at', v_run.created_at,
-        'started_at', v_run.started_at, 'finished_at', v_run.finished_at,
-        'duration_ms', coalesce(nullif(p_duration_ms, 0),
-                                (extract(epoch FROM v_run.finished_at - v_run.started_at)
-                                 * 1000)::bigint),
-        'tool_calls', p_tool_calls, 'error_code', p_error_code))
-    ON CONFLICT DO NOTHING;
     RETURN QUERY SELECT 'finished', v_run;
     IF EXISTS (SELECT 1 FROM app.runs w WHERE w.user_id = v_user AND w.status = 'queued'
                AND w.dispatched_at IS NULL) THEN
