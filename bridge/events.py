@@ -192,4 +192,5 @@ def parse_timestamp(text: str) -> datetime:
 def utc_timestamp(now: datetime | None = None) -> str:
     """The contract's timestamp: ISO 8601, UTC, milliseconds, ``Z`` suffix."""
     now = now or datetime.now(UTC)
-    return now.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.") + f"{now.microsecond // 1000:03d}Z"
+    # isoformat, not strftime: a few times cheaper, and every event carries one
+    return now.astimezone(UTC).isoformat(timespec="milliseconds").removesuffix("+00:00") + "Z"
