@@ -134,7 +134,6 @@ class Worker:
 
     async def run(self) -> None:
         await retry_until(self._prepare, what="joining the run queue", timeout=60.0)
-        settle_heap()
         helpers = [asyncio.create_task(self._listen_for_cancels(), name="cancel-listener"),
                    asyncio.create_task(self._heartbeat(), name="heartbeat")]
         try:
@@ -475,6 +474,7 @@ async def serve(settings: WorkerSettings) -> None:
     backend = BackendClient(settings.backend_url, token, timeout_s=settings.tool_timeout_s)
     agents = builtin_agents(settings)
     worker = Worker(settings, redis, agents, Services(backend=backend))
+    settle_heap()  # the process's, not a Worker's (tests run Workers inside pytest's)
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, worker.stop)
