@@ -1,6 +1,7 @@
 """Runs benchmark: the agent service under concurrent runs, beside the runtime alone.
 
-    .venv/bin/python -m benchmarks.runs [--quick] [--levels 50,200,500] [--redis-cluster]
+    .venv/bin/python -m benchmarks.runs [--quick] [--levels 50,200,500] [--repeat N]
+                                        [--redis-cluster]
 
 At 50, 200 and 500 concurrent runs, on one worker (concurrency 500), it prints runs
 per second and p50/p95 run latency for two built-in workloads, twice: end to end
@@ -21,18 +22,28 @@ before and after.
 ``--redis-cluster``: the same on a local Redis Cluster (three masters with a
 replica each, on this one machine: its six nodes share the cores; their CPU is
 summed under ``redis``).
+
+``--repeat N``: every row N times over, on the same stack and users; each figure
+printed is the median of its N rounds, with the lowest and highest p95 beside it
+(on a shared virtual machine one round's p95 moves by a fifth).
+
+The benchmark's own event loop is uvloop, as the services' are: its clients share
+the cores with what they measure, so they should cost as little as the services'
+own sockets do.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import statistics
 import tempfile
 import time
 from pathlib import Path
 from typing import Any
 
 import aiohttp
+import uvloop
 
 from agents.builtin import builtin_agents
 from agents.config import WorkerSettings
@@ -186,46 +197,61 @@ async def full(users: list[User], runs: int, text: str, pids: dict[str, list[int
     return {**figures, **cpu}
 
 
-async def main_async(stack: LocalStack, levels: list[int]) -> None:
+async def main_async(stack: LocalStack, levels: list[int], repeat: int = 1) -> None:
     pids = {name: _pids(stack, name) for name in SERVICES}
     worker = pids["worker"][0]
     users = await _users(stack, max(USERS, -(-max(levels) // PER_USER)))
     await asyncio.sleep(3)  # the seeded usage reaches ClickHouse
     rss_before = rss_kib(worker)
-    rows: list[tuple[str, int, dict[str, float]]] = []
+    # each row's figures, one set per round; printed as their medians
+    rows: dict[tuple[str, int], list[dict[str, float]]] = {}
     try:
-        for level in levels:
-            rows.append(("baseline: runtime alone, arithmetic", level,
-                         await baseline(stack.redis_url, level,
-                                        cluster=stack.config.redis_cluster)))
-            for name, text in WORKLOADS.items():
-                figures = await full(users, level, text, pids)
-                rows.append((f"full path, {name}", level, figures))
-                print(f"  {name} x{level}: " + ", ".join(f"{k}={v:,.1f}"
-                                                         for k, v in figures.items()),
-                      flush=True)
+        for round_ in range(1, repeat + 1):
+            if repeat > 1:
+                print(f"round {round_} of {repeat}", flush=True)
+            for level in levels:
+                rows.setdefault(("baseline: runtime alone, arithmetic", level), []).append(
+                    await baseline(stack.redis_url, level, cluster=stack.config.redis_cluster))
+                for name, text in WORKLOADS.items():
+                    figures = await full(users, level, text, pids)
+                    rows.setdefault((f"full path, {name}", level), []).append(figures)
+                    print(f"  {name} x{level}: " + ", ".join(f"{k}={v:,.1f}"
+                                                             for k, v in figures.items()),
+                          flush=True)
         rss_after = rss_kib(worker)
     finally:
         for user in users:
             await user.aclose()
+    _report(rows, repeat)
+    print(f"\nworker RSS: {rss_before / 1024:,.1f} MiB before, {rss_after / 1024:,.1f} MiB "
+          f"after {sum(levels) * len(WORKLOADS) * repeat:,} runs")
+
+
+def _report(rows: dict[tuple[str, int], list[dict[str, float]]], repeat: int) -> None:
+    """The rows' tables: each figure the median of its rounds (and, over several
+    rounds, the lowest and highest p95: how much the machine moved meanwhile)."""
+    median = {key: {name: statistics.median(each[name] for each in rounds)
+                    for name in rounds[0]} for key, rounds in rows.items()}
+    spread = f"{'p95 range':>16}" if repeat > 1 else ""
     print(f"\n{'workload':<38}{'runs':>6}{'runs/s':>9}{'p50 ms':>9}{'p95 ms':>9}"
-          f"{'worker p50':>12}{'worker p95':>12}")
-    for name, level, figures in rows:
+          f"{'worker p50':>12}{'worker p95':>12}{spread}"
+          + (f"   (medians of {repeat} rounds)" if repeat > 1 else ""))
+    for (name, level), figures in median.items():
+        p95s = [each["p95_ms"] for each in rows[name, level]]
         print(f"{name:<38}{level:>6}{figures['runs_per_s']:>9,.1f}{figures['p50_ms']:>9,.0f}"
               f"{figures['p95_ms']:>9,.0f}{figures.get('worker_p50_ms', float('nan')):>12,.0f}"
-              f"{figures.get('worker_p95_ms', float('nan')):>12,.0f}")
+              f"{figures.get('worker_p95_ms', float('nan')):>12,.0f}"
+              + (f"{f'{min(p95s):,.0f}-{max(p95s):,.0f}':>16}" if repeat > 1 else ""))
     print("\nCPU seconds used while the runs of a row ran (two cores: at most twice "
           "the wall time)")
     print(f"{'workload':<38}{'runs':>6}{'wall s':>8}"
           + "".join(f"{name:>10}" for name in (*SERVICES, "clients")) + f"{'total':>8}")
-    for name, level, figures in rows:
+    for (name, level), figures in median.items():
         if "cpu_backend" not in figures:
             continue
         cpu = [figures[f"cpu_{service}"] for service in (*SERVICES, "clients")]
         print(f"{name:<38}{level:>6}{level / figures['runs_per_s']:>8.2f}"
               + "".join(f"{value:>10.2f}" for value in cpu) + f"{sum(cpu):>8.2f}")
-    print(f"\nworker RSS: {rss_before / 1024:,.1f} MiB before, {rss_after / 1024:,.1f} MiB "
-          f"after {sum(levels) * len(WORKLOADS):,} runs")
 
 
 def main() -> None:
@@ -235,6 +261,9 @@ def main() -> None:
     parser.add_argument("--levels", default="50,200,500",
                         help="how many runs at once, row after row (default 50,200,500); "
                         f"past {USERS * PER_USER}, more users ({PER_USER} active runs each)")
+    parser.add_argument("--repeat", type=int, default=1,
+                        help="rounds of every row; each figure is the median of its rounds "
+                        "(default 1)")
     parser.add_argument("--redis-cluster", action="store_true",
                         help="a local Redis Cluster (Redis 7+) in place of the one Redis")
     args = parser.parse_args()
@@ -244,7 +273,7 @@ def main() -> None:
             "WORKER_CONCURRENCY": "500", "BACKEND_WS_SEND_QUEUE": "20000"},
             redis_cluster=args.redis_cluster)
         with LocalStack(config) as stack:
-            asyncio.run(main_async(stack, levels))
+            uvloop.run(main_async(stack, levels, max(1, args.repeat)))
 
 
 if __name__ == "__main__":
