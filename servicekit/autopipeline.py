@@ -9,15 +9,15 @@ idle caller is not delayed: a batch leaves as soon as the previous one is
 answered, never waiting to fill up.
 
 A command's error reaches its caller only; a lost connection fails every
-command of its batch, as it would have failed each of them alone. Nothing is
-kept once a batch is answered.
+command of its batch, as it would have failed each of them alone. The batching
+itself is :class:`servicekit.batching.Batcher`'s (a cancelled caller's command
+not yet sent is not sent).
 """
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 from redis.asyncio import Redis
@@ -25,17 +25,15 @@ from redis.asyncio.client import Pipeline
 from redis.commands.core import AsyncScript
 from redis.exceptions import NoScriptError, RedisError
 
+from servicekit.batching import Batcher
+
 __all__ = ["AutoPipeline"]
 
 
+@dataclass(frozen=True, slots=True, eq=False)
 class _Command:
-    __slots__ = ("add", "future", "script")
-
-    def __init__(self, add: Callable[[Pipeline], object], future: asyncio.Future[Any],
-                 script: AsyncScript | None) -> None:
-        self.add = add
-        self.future = future
-        self.script = script
+    add: Callable[[Pipeline], object]
+    script: AsyncScript | None
 
 
 class AutoPipeline:
@@ -46,76 +44,46 @@ class AutoPipeline:
 
     def __init__(self, redis: Redis, *, max_batch: int = 512) -> None:
         self._redis = redis
-        self._max_batch = max_batch
-        self._pending: list[_Command] = []
-        self._sender: asyncio.Task[None] | None = None
-        self.batches = 0  # pipelines sent (for tests and metrics)
+        self._batcher: Batcher[_Command, Any] = Batcher(
+            self._send_batch, max_batch=max_batch, name="redis-autopipeline",
+            shutdown_error=RedisError)
+
+    @property
+    def batches(self) -> int:
+        """Pipelines sent (for tests and metrics)."""
+        return self._batcher.batches
 
     async def execute(self, *args: Any) -> Any:
         """Run one command (``"GET", key``…); returns its parsed reply."""
-        return await self._submit(lambda pipe: pipe.execute_command(*args), None)
+        return await self._batcher.submit(_Command(lambda pipe: pipe.execute_command(*args),
+                                                   None))
 
     async def script(self, script: AsyncScript, keys: Sequence[Any], args: Sequence[Any]
                      ) -> Any:
         """Run a registered script by its digest, loading it first when Redis lacks it."""
-        return await self._submit(
-            lambda pipe: pipe.evalsha(script.sha, len(keys), *keys, *args), script)
+        return await self._batcher.submit(_Command(
+            lambda pipe: pipe.evalsha(script.sha, len(keys), *keys, *args), script))
 
-    async def _submit(self, add: Callable[[Pipeline], object], script: AsyncScript | None
-                      ) -> Any:
-        future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
-        self._pending.append(_Command(add, future, script))
-        if self._sender is None:
-            self._sender = asyncio.create_task(self._send(), name="redis-autopipeline")
-        return await future
-
-    async def _send(self) -> None:
-        try:
-            while self._pending:
-                batch = self._pending[:self._max_batch]
-                del self._pending[:self._max_batch]
-                await self._send_batch(batch)
-        finally:
-            self._sender = None
-            for command in self._pending:  # only when the sender itself was cancelled
-                _fail(command.future, RedisError("the command was not sent: shutting down"))
-            self._pending.clear()
-
-    async def _send_batch(self, batch: list[_Command]) -> None:
-        pipe = self._redis.pipeline(transaction=False)
-        for command in batch:
-            command.add(pipe)
-        self.batches += 1
-        try:
-            replies = await pipe.execute(raise_on_error=False)
-        except asyncio.CancelledError:
-            for command in batch:
-                _fail(command.future, RedisError("the command's answer was lost: shutting down"))
-            raise
-        except Exception as exc:
-            for command in batch:
-                _fail(command.future, exc)
-            return
-        missing: list[_Command] = []
-        for command, reply in zip(batch, replies, strict=True):
-            if isinstance(reply, NoScriptError) and command.script is not None:
-                missing.append(command)  # not run: Redis lost its scripts (restart)
-            elif isinstance(reply, Exception):
-                _fail(command.future, reply)
-            elif not command.future.done():
-                command.future.set_result(reply)
+    async def _send_batch(self, batch: list[_Command]) -> list[Any]:
+        """Each command's reply or error; a lost connection raises (every caller)."""
+        replies = await self._pipeline(batch)
+        # not run: Redis lost its scripts (a restart); loaded, then sent once more
+        missing = [n for n, (command, reply) in enumerate(zip(batch, replies, strict=True))
+                   if isinstance(reply, NoScriptError) and command.script is not None]
         if missing:
             try:
-                for script in {id(c.script): c.script for c in missing}.values():
+                for script in {id(batch[n].script): batch[n].script for n in missing}.values():
                     assert script is not None
                     await self._redis.script_load(script.script)
-            except RedisError as exc:
-                for command in missing:
-                    _fail(command.future, exc)
-                return
-            self._pending[:0] = missing
+                again = await self._pipeline([batch[n] for n in missing])
+            except RedisError as exc:  # those commands fail; the others ran
+                again = [exc] * len(missing)
+            for n, reply in zip(missing, again, strict=True):
+                replies[n] = reply
+        return replies
 
-
-def _fail(future: asyncio.Future[Any], exc: BaseException) -> None:
-    with contextlib.suppress(asyncio.InvalidStateError):
-        future.set_exception(exc)
+    async def _pipeline(self, commands: list[_Command]) -> list[Any]:
+        pipe = self._redis.pipeline(transaction=False)
+        for command in commands:
+            command.add(pipe)
+        return list(await pipe.execute(raise_on_error=False))
