@@ -19,7 +19,7 @@ import asyncpg
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
-from backend.runs import RunTransitions
+from backend.runs import Ending, RunTransitions
 from bridge.errors import IngestBusy
 from bridge.events import parse_timestamp
 from bridge.groups import autoclaim, ensure_group, read_group, trim_consumed
@@ -95,8 +95,8 @@ class LifecycleApplier:
     async def apply_all(self, entries: list[tuple[bytes, dict[bytes, bytes]]],
                         stream: str = LIFECYCLE_STREAM) -> None:
         """Apply a batch of entries, then acknowledge them together. The runs that
-        started are marked in one statement; each ending is its own transaction
-        (with its analytics row in the outbox), all at once; the rows go to the ingest stream
+        started are marked in one statement, the endings (with their analytics
+        rows in the outbox) in another; the rows go to the ingest stream
         together, before the acknowledgement. Applying an entry twice changes
         nothing in Postgres, so a batch cut short is safe to apply again."""
         if not entries:
@@ -104,11 +104,9 @@ class LifecycleApplier:
         events = [_parse(fields) for _, fields in entries]
         started = [(run_id, ts) for kind, run_id, ts, _ in events if kind == "agent_started"]
         dispatches = [await self._runs.start(started)]
-        # each ending is one statement on a connection of its own: together, they
-        # take the time of the slowest, not of all (Postgres orders those of a thread)
-        dispatches += [finished.dispatch for finished in await asyncio.gather(
-            *(self._runs.finish(run_id, kind, payload, ts)
-              for kind, run_id, ts, payload in events if kind != "agent_started"))]
+        dispatches += [finished.dispatch for finished in await self._runs.finish_all(
+            [Ending(run_id, kind, payload, ts)
+             for kind, run_id, ts, payload in events if kind != "agent_started"])]
         for dispatch in dispatches:
             await dispatch.send()
         # the ended runs' analytics rows, before the acknowledgement (a row that

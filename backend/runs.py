@@ -10,7 +10,11 @@ runs that may go now are dispatched.
 
 Creation, ending and top-up are Postgres functions (migration 0005), each called
 in one statement: one round trip, one transaction, its locks held for the time
-Postgres itself takes, never across a network wait. Locks: the thread's row, then
+Postgres itself takes, never across a network wait. Concurrent creations go
+together (group commit, :class:`~servicekit.batching.Batcher`), as do the
+endings of a lifecycle batch: ``app.create_runs`` and ``app.finish_runs``
+(migration 0006) apply the single functions to each in one transaction, having
+first taken all their locks in the same order. Locks: the thread's row, then
 the user's advisory lock (transaction-scoped), so creations on one thread, and a
 user's dispatch decisions on any replica, are serialised by Postgres. No Redis
 round trip happens under a lock: a function decides which runs go
@@ -31,10 +35,10 @@ import asyncio
 import json
 import logging
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any
+from typing import Any, TypeVar
 
 import asyncpg
 from redis.asyncio import Redis
@@ -53,12 +57,16 @@ from bridge.queue import RunRequest
 from bridge.registry import ThreadRunRegistry
 from servicekit import ProblemError
 from servicekit.autopipeline import AutoPipeline
+from servicekit.batching import Batcher
 from servicekit.redisclient import is_cluster
 from servicekit.rediskeys import AGENTS_CATALOG, RUN_QUEUE, StreamShards, UserKeys
 
-__all__ = ["Created", "Dispatch", "Finished", "RunTransitions", "final_status"]
+__all__ = ["Created", "Dispatch", "Ending", "Finished", "RunTransitions", "final_status"]
 
 log = logging.getLogger(__name__)
+
+T = TypeVar("T")
+R = TypeVar("R")
 
 _AGENTS_TTL_S = 1.0
 #: Seconds a refused client is told to wait: runs last seconds to minutes.
@@ -69,9 +77,15 @@ RESEND_AFTER_S = 5.0
 #: A run, or why not (``app.create_run``: the outcomes are documented there).
 _CREATE_RUN = "SELECT outcome, run, runs FROM app.create_run($1, $2, $3, $4, $5, $6, $7, $8, " \
               "$9, $10, $11)"
+#: Many of them in one transaction (``app.create_runs``): (idx, outcome, run, runs).
+_CREATE_RUNS = "SELECT idx, outcome, run, runs FROM app.create_runs($1, $2, $3, $4, $5, $6, " \
+               "$7, $8, $9, $10)"
 #: A run's end, and the runs it let go (``app.finish_run``).
 _FINISH_RUN = "SELECT kind, run FROM app.finish_run($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, " \
               "$11, $12)"
+#: Many of them in one transaction (``app.finish_runs``): (idx, kind, run).
+_FINISH_RUNS = "SELECT idx, kind, run FROM app.finish_runs($1, $2, $3, $4, $5, $6, $7, $8, $9, " \
+               "$10, $11, $12)"
 #: With the user's lock: the user's waiting runs that may go now (``app.top_up``).
 _TOP_UP = "SELECT * FROM app.top_up($1, $2)"
 #: Runs that started: running, from queued only (a late start never reopens an end).
@@ -162,6 +176,40 @@ class Created:
 
 
 @dataclass(frozen=True, slots=True)
+class _Creation:
+    """A creation's arguments of its own (the limits are the process's)."""
+
+    thread_id: str
+    user_id: str
+    text: str
+    run_id: str
+    message_id: str
+    agent: str
+    multitask: str
+
+
+@dataclass(frozen=True, slots=True)
+class Ending:
+    """A run's terminal event, as the lifecycle stream carries it."""
+
+    run_id: str
+    event_type: str
+    payload: dict[str, Any]
+    ts: datetime
+
+    def arguments(self, message_id: str) -> tuple[Any, ...]:
+        """``app.finish_run``'s arguments but the window: status, answer, error..."""
+        payload, event_type = self.payload, self.event_type
+        return (self.run_id, final_status(event_type, payload),
+                payload.get("result") if event_type == "agent_completed" else None,
+                json.dumps(payload["error"]) if event_type == "agent_failed" else None,
+                self.ts, message_id, int(payload.get("duration_ms") or 0),
+                int(payload.get("tool_calls") or 0),
+                str((payload.get("error") or {}).get("code", "")),
+                str(payload.get("tools_note") or "") or None, _count(payload.get("answer_tokens")))
+
+
+@dataclass(frozen=True, slots=True)
 class Finished:
     """A run's ending as applied: its record (None: it was final already)."""
 
@@ -194,6 +242,9 @@ class RunTransitions:
         self._shards = StreamShards.of(RUN_QUEUE, cluster=self._cluster)
         self._agents: set[str] | None = None
         self._agents_read_at = float("-inf")
+        # concurrent creations, and concurrent reads of memory, share statements
+        self._creations = Batcher(self._create_batch, name="run-creations")
+        self._turns = Batcher(self._turns_batch, name="run-memory")
 
     @property
     def pool(self) -> asyncpg.Pool:
@@ -222,12 +273,12 @@ class RunTransitions:
         if known is not None and agent not in known:
             raise ProblemError(422, "unknown_agent", f"no agent named {agent!r}")
         await self._check_history_quota(user_id)
-        args = (thread_id, user_id, text, new_id("run"), new_id("msg"), agent,
-                self._max_active, self._window, self._max_waiting, multitask)
-        outcome, row, live = await self._create_run(*args, None)
+        creation = _Creation(thread_id, user_id, text, new_id("run"), new_id("msg"), agent,
+                             multitask)
+        outcome, row, live = await self._creations.submit(creation)
         if outcome == "ask":  # no Redis round trip under the locks: asked, called again
             ended = await self._registry.ended(user_id, live)
-            outcome, row, live = await self._create_run(*args, sorted(ended))
+            outcome, row, live = await self._create_run(creation, sorted(ended))
         if outcome == "not_found":
             raise ProblemError(404, "not_found", "no such thread")
         if outcome == "too_many_runs":
@@ -245,10 +296,30 @@ class RunTransitions:
         interrupt = tuple(live) if multitask == "interrupt" else ()
         return Created(run_json(row), dispatch, interrupt, user_id)
 
-    async def _create_run(self, *args: Any) -> tuple[str, asyncpg.Record, list[str]]:
+    async def _create_run(self, c: _Creation, ended: list[str] | None = None
+                          ) -> tuple[str, asyncpg.Record, list[str]]:
         """``app.create_run``'s one row: its outcome, the run, the thread's live runs."""
-        rows = await self.pool.fetch(_CREATE_RUN, *args)
+        rows = await self.pool.fetch(
+            _CREATE_RUN, c.thread_id, c.user_id, c.text, c.run_id, c.message_id, c.agent,
+            self._max_active, self._window, self._max_waiting, c.multitask, ended)
         return rows[0]["outcome"], rows[0]["run"], rows[0]["runs"]
+
+    async def _create_batch(self, batch: list[_Creation]
+                            ) -> list[tuple[str, asyncpg.Record, list[str]] | BaseException]:
+        """The creations of concurrent requests in one statement; should it fail, each
+        alone (a request's bad value then fails that request only)."""
+        if len(batch) > 1:
+            try:
+                rows = await self.pool.fetch(
+                    _CREATE_RUNS, *(list(column) for column in zip(
+                        *((c.thread_id, c.user_id, c.text, c.run_id, c.message_id, c.agent,
+                           c.multitask) for c in batch), strict=True)),
+                    self._max_active, self._window, self._max_waiting)
+                by_index = {r["idx"]: (r["outcome"], r["run"], r["runs"]) for r in rows}
+                return [by_index[i] for i in range(1, len(batch) + 1)]
+            except (asyncpg.PostgresError, asyncpg.InterfaceError, OSError) as exc:
+                log.info("%d creations together failed (%s); each alone", len(batch), exc)
+        return await _one_by_one(self._create_run, batch)
 
     async def _check_history_quota(self, user_id: str) -> None:
         """429 ``quota_exceeded`` while the user's runs have written more history
@@ -308,15 +379,33 @@ class RunTransitions:
         """End the run's record with its answer and its analytics row (the outbox);
         when the user has runs waiting, the thread's next one and those the window
         lets go are dispatched in the same transaction."""
-        status = final_status(event_type, payload)
-        result = payload.get("result") if event_type == "agent_completed" else None
-        error = json.dumps(payload["error"]) if event_type == "agent_failed" else None
-        rows = await self.pool.fetch(
-            _FINISH_RUN, run_id, status, result, error, ts, new_id("msg"),
-            int(payload.get("duration_ms") or 0), int(payload.get("tool_calls") or 0),
-            str((payload.get("error") or {}).get("code", "")),
-            str(payload.get("tools_note") or "") or None, _count(payload.get("answer_tokens")),
-            self._window)
+        return await self._finish_one(Ending(run_id, event_type, payload, ts))
+
+    async def finish_all(self, endings: Sequence[Ending]) -> list[Finished]:
+        """:meth:`finish` for each ending, in one transaction; should it fail, each
+        in its own, all at once (an ending that cannot apply fails alone)."""
+        if len(endings) > 1:
+            try:
+                rows = await self.pool.fetch(
+                    _FINISH_RUNS, *(list(column) for column in zip(
+                        *(e.arguments(new_id("msg")) for e in endings), strict=True)),
+                    self._window)
+                return [self._finished([r for r in rows if r["idx"] == i])
+                        for i in range(1, len(endings) + 1)]
+            except (asyncpg.PostgresError, asyncpg.InterfaceError, OSError) as exc:
+                log.info("%d endings together failed (%s); each alone", len(endings), exc)
+        finished: list[Finished] = []
+        for outcome in await _one_by_one(self._finish_one, endings):
+            if isinstance(outcome, BaseException):
+                raise outcome
+            finished.append(outcome)
+        return finished
+
+    async def _finish_one(self, ending: Ending) -> Finished:
+        return self._finished(await self.pool.fetch(
+            _FINISH_RUN, *ending.arguments(new_id("msg")), self._window))
+
+    def _finished(self, rows: list[asyncpg.Record]) -> Finished:
         finished = [r["run"] for r in rows if r["kind"] == "finished"]
         row = finished[0] if finished else None
         return Finished(row, Dispatch([r["run"] for r in rows if r["kind"] == "dispatched"],
@@ -346,23 +435,29 @@ class RunTransitions:
 
     async def _memory(self, rows: list[asyncpg.Record]) -> dict[str, str]:
         """Each run's memory: its thread's earlier answered runs within the budget
-        (one statement for all the runs)."""
+        (one statement for all the runs, and for those of concurrent callers)."""
         if self._memory_tokens <= 0:
             return {}
+        return await self._turns.submit(rows)
+
+    async def _turns_batch(self, batch: list[list[asyncpg.Record]]) -> list[dict[str, str]]:
+        rows = [row for rows in batch for row in rows]
         try:
             earlier = await self.pool.fetch(
                 _TURNS, [r["id"] for r in rows], [r["thread_id"] for r in rows],
                 [r["created_at"] for r in rows], _MEMORY_TURNS)
         except (asyncpg.PostgresError, OSError) as exc:  # a run without memory still runs
             log.warning("thread memory not read: %s", exc)
-            return {}
+            return [{} for _ in batch]
         newest_first: dict[str, list[Turn]] = {}
         for turn in sorted(earlier, key=lambda t: t["created_at"], reverse=True):
             newest_first.setdefault(turn["run_id"], []).append(
                 Turn(input=turn["input"], answer=turn["result"], tools=turn["tools_note"] or "",
                      answer_tokens=turn["answer_tokens"] or 0))
-        return {run_id: encode_memory(within_budget(turns, self._memory_tokens))
-                for run_id, turns in newest_first.items()}
+        memory = {run_id: encode_memory(within_budget(turns, self._memory_tokens))
+                  for run_id, turns in newest_first.items()}
+        # each caller its own runs' memory only
+        return [{r["id"]: memory[r["id"]] for r in rows if r["id"] in memory} for rows in batch]
 
     async def _append_one(self, row: asyncpg.Record, memory: str, again: bool) -> None:
         request = RunRequest(run_id=row["id"], user_id=row["user_id"],
@@ -475,6 +570,13 @@ class RunTransitions:
         if status not in ACTIVE:
             raise ProblemError(409, "run_finished", f"the run already ended ({status})")
         await self.stop(user_id, run_id, "user")
+
+
+async def _one_by_one(call: Callable[[T], Awaitable[R]], items: Sequence[T]
+                      ) -> list[R | BaseException]:
+    """``call`` on each item at once (each on its own connection); each its answer
+    or its exception."""
+    return await asyncio.gather(*(call(item) for item in items), return_exceptions=True)
 
 
 def _count(value: Any) -> int | None:

@@ -1,10 +1,12 @@
 """RunTransitions against the shared stack's Postgres (``app.create_run``,
-``app.finish_run``, ``app.top_up``) and a Redis of its own: every outcome of a
-creation, and an ending that lets the thread's next run go. Nothing is appended to
+``app.finish_run``, ``app.top_up``, and their batches ``app.create_runs`` and
+``app.finish_runs``) and a Redis of its own: every outcome of a creation, alone
+and among concurrent ones, and endings that let the next runs go. Nothing is appended to
 the stack's queue (``Dispatch.send`` is never called): its worker runs nothing."""
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime
@@ -13,7 +15,7 @@ import asyncpg
 import pytest
 from redis.asyncio import Redis
 
-from backend.runs import RunTransitions
+from backend.runs import Ending, RunTransitions
 from backend.store import Store
 from bridge.registry import ThreadRunRegistry
 from e2e.stack import LocalStack
@@ -131,3 +133,98 @@ async def test_the_window_holds_runs_back_and_an_ending_lets_the_next_go(
     messages, _ = await Store(pool).messages(user, threads[0]["id"], 10, None)
     assert [(m["role"], m["content"]) for m in messages] == [("user", "one"),
                                                              ("assistant", "done")]
+
+
+async def test_concurrent_creations_share_statements_and_keep_each_outcome(
+        pool: asyncpg.Pool, redis: Redis, user: str) -> None:
+    """Thirty requests at once, of two users: each gets the answer it would have
+    had alone (created, dispatched within the window, the user's limit, another
+    user's thread), in fewer statements than requests."""
+    runs = _transitions(pool, redis, max_active=12, window=4)
+    other = f"{user}_b"
+    mine = [await Store(pool).create_thread(user, f"t{n}") for n in range(15)]
+    theirs = [await Store(pool).create_thread(other, f"t{n}") for n in range(10)]
+    requests = ([(user, t["id"]) for t in mine] + [(other, t["id"]) for t in theirs]
+                + [(user, theirs[0]["id"])] * 5)  # not mine: not found
+    outcomes = await asyncio.gather(
+        *(runs.create(owner, thread, f"go {n}", "supervisor")
+          for n, (owner, thread) in enumerate(requests)), return_exceptions=True)
+    assert runs._creations.batches < len(requests)
+    code = [getattr(o, "code", "created") for o in outcomes]
+    assert sorted(code[:15]) == ["created"] * 12 + ["too_many_runs"] * 3  # mine
+    assert code[15:25] == ["created"] * 10  # theirs
+    assert code[25:] == ["not_found"] * 5  # theirs, asked by me
+    created = [o for o in outcomes if not isinstance(o, BaseException)]
+    for owner in (user, other):  # the window: four of each user's runs dispatched
+        assert sum(bool(c.dispatch.rows) for c in created if c.user_id == owner) == 4
+    assert await pool.fetchval("SELECT count(*) FROM app.runs WHERE user_id = ANY($1)",
+                               [user, other]) == 22
+
+
+async def test_a_creation_that_fails_fails_alone(pool: asyncpg.Pool, redis: Redis,
+                                                 user: str) -> None:
+    """A value Postgres refuses (a NUL character) fails its batch: each creation is
+    then made alone, and only that one fails."""
+    runs = _transitions(pool, redis)
+    threads = [await Store(pool).create_thread(user, f"t{n}") for n in range(6)]
+    texts = ["fine", "fine", "bad \x00 input", "fine", "fine", "fine"]
+    outcomes = await asyncio.gather(
+        *(runs.create(user, t["id"], text, "supervisor") for t, text in zip(
+            threads, texts, strict=True)), return_exceptions=True)
+    failed = [n for n, o in enumerate(outcomes) if isinstance(o, BaseException)]
+    assert failed == [2], outcomes
+    assert runs._creations.batches < len(threads)  # they went together first
+    assert isinstance(outcomes[2], asyncpg.PostgresError)
+    assert await pool.fetchval("SELECT count(*) FROM app.runs WHERE user_id = $1", user) == 5
+
+
+async def test_endings_applied_together(pool: asyncpg.Pool, redis: Redis,
+                                        user: str) -> None:
+    """Endings of one lifecycle batch in one transaction: each its record, the
+    runs they let go dispatched once; an unknown run and a repeated ending change
+    nothing."""
+    runs = _transitions(pool, redis, window=2)
+    threads = [await Store(pool).create_thread(user, f"t{n}") for n in range(4)]
+    created = [await runs.create(user, t["id"], f"run {n}", "supervisor")
+               for n, t in enumerate(threads)]
+    assert [bool(c.dispatch.rows) for c in created] == [True, True, False, False]
+    now = datetime.now(UTC)
+    done = {"result": "done", "duration_ms": 5, "tool_calls": 0}
+    endings = [Ending(created[0].run["id"], "agent_completed", done, now),
+               Ending(created[1].run["id"], "agent_failed",
+                      {"error": {"code": "boom", "message": "no"}, "cause": "error"}, now),
+               Ending("run_unknown", "agent_completed", done, now),
+               Ending(created[0].run["id"], "agent_completed", done, now)]
+    finished = await runs.finish_all(endings)
+    assert [f.row["status"] if f.row else None for f in finished] == [
+        "succeeded", "failed", None, None]
+    dispatched = [row["id"] for f in finished for row in f.dispatch.rows]
+    assert sorted(dispatched) == sorted(c.run["id"] for c in created[2:])
+    messages, _ = await Store(pool).messages(user, threads[0]["id"], 10, None)
+    assert [(m["role"], m["content"]) for m in messages] == [("user", "run 0"),
+                                                             ("assistant", "done")]
+
+
+async def test_batches_on_the_same_threads_and_users_never_deadlock(
+        pool: asyncpg.Pool, redis: Redis, user: str) -> None:
+    """Creations and endings of overlapping threads and users, at once and in every
+    order, in batches and alone: all of them apply (Postgres would abort one of a
+    lock cycle with deadlock_detected)."""
+    runs = _transitions(pool, redis, max_active=100, max_waiting=100, window=3)
+    users = [f"{user}_{n}" for n in range(3)]
+    threads = [(u, (await Store(pool).create_thread(u, "t"))["id"])
+               for u in users for _ in range(3)]
+    first = await asyncio.gather(*(runs.create(u, t, "one", "supervisor", "enqueue")
+                                   for u, t in threads))
+    now = datetime.now(UTC)
+    done = {"result": "done"}
+    for _ in range(3):
+        endings = [Ending(c.run["id"], "agent_completed", done, now) for c in first]
+        results = await asyncio.gather(
+            runs.finish_all(endings[::2]), runs.finish_all(endings[1::2][::-1]),
+            *(runs.create(u, t, "again", "supervisor", "enqueue")
+              for u, t in reversed(threads)), return_exceptions=True)
+        assert [r for r in results if isinstance(r, BaseException)] == []
+        first = results[2:]  # type: ignore[assignment]
+    assert await pool.fetchval("SELECT count(*) FROM app.runs WHERE user_id = ANY($1)",
+                               users) == 4 * len(threads)
