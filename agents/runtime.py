@@ -26,7 +26,7 @@ from ulid import ULID
 from agents.context import RunContext, ToolRecord
 from agents.errors import AgentError, StepLimitError, ToolError
 from agents.pause import Paused, encode
-from agents.planner import Final, Planner, ToolCall, ToolOutcome, Transcript
+from agents.planner import Decision, Final, Planner, ToolCall, ToolOutcome, Transcript
 from agents.tools import ToolRegistry
 from bridge.errors import BridgeError
 from bridge.events import Cause, cancelled, completed, failed, utc_timestamp
@@ -164,8 +164,11 @@ class Runtime:
         for step in range(first_step, self._max_steps + 1):
             decision = await agent.planner.next_step(transcript)
             if decision.thought:
-                await ctx.emitter.emit("agent_thinking", {"text": decision.thought,
-                                                          "step": step}, agent=decision.agent)
+                thinking = {"text": decision.thought, "step": step}
+                if _followed_at_once(agent, decision):  # one round trip for both
+                    ctx.emitter.hold("agent_thinking", thinking, agent=decision.agent)
+                else:
+                    await ctx.emitter.emit("agent_thinking", thinking, agent=decision.agent)
             if isinstance(decision, Final):
                 return await self._stream(ctx, decision)
             if isinstance(decision, ToolCall):
@@ -211,8 +214,15 @@ class Runtime:
                 # on a fixed schedule: the emit's own time does not slow the pace
                 await asyncio.sleep(max(0.0, start + n * final.delta_interval_s - loop.time()))
         else:
-            while batch := list(itertools.islice(deltas, self._stream_batch)):
-                await ctx.emitter.emit_many("partial_result", batch, agent=agent)
+            batch = list(itertools.islice(deltas, self._stream_batch))
+            while batch:
+                following = list(itertools.islice(deltas, self._stream_batch))
+                if following:
+                    await ctx.emitter.emit_many("partial_result", batch, agent=agent)
+                else:  # the last ones go with the run's end, emitted at once after
+                    for payload in batch:
+                        ctx.emitter.hold("partial_result", payload, agent=agent)
+                batch = following
         return final.answer
 
     async def _park(self, ctx: RunContext, transcript: Transcript, pause: _Pause, *,
@@ -277,6 +287,15 @@ class Runtime:
             duration_ms=payload["duration_ms"], ts=utc_timestamp()))
         ok = payload["ok"]
         return ToolOutcome(call=call, ok=ok, result=payload["result"] if ok else payload["error"])
+
+
+def _followed_at_once(agent: Agent, decision: Decision) -> bool:
+    """Whether the decision's next event comes at once, with no wait before it: a
+    call's ``tool_executing`` (unless the call waits for its user's approval), or
+    an answer known whole (a stream's first piece may take a while)."""
+    if isinstance(decision, ToolCall):
+        return not agent.tools.needs_approval(decision.tool)
+    return isinstance(decision, Final) and decision.stream is None
 
 
 class _Pause(Exception):  # a control-flow signal, not an error

@@ -242,6 +242,12 @@ class EventEmitter:
             self._waiting -= 1
 
 
+def _interrupted(call_id: str, tool: str) -> dict[str, Any]:
+    """The ``tool_completed`` of a call its run's end cut short."""
+    return {"call_id": call_id, "tool": tool, "ok": False, "duration_ms": 0,
+            "error": {"code": "interrupted", "message": "the run ended during the call"}}
+
+
 class RunEmitter:
     """The emitter of one run: keeps the contract's invariants for that run.
 
@@ -268,6 +274,7 @@ class RunEmitter:
         # number is never given to the next event (which would pass for a retry)
         self._numbers = 0
         self._acked = 0  # the last number Redis acknowledged as stored
+        self._held: list[tuple[str, EventType, dict[str, Any]]] = []  # (hold)
 
     @property
     def started(self) -> bool:
@@ -290,33 +297,23 @@ class RunEmitter:
         self, type: EventType, payload: dict[str, Any], *, agent: str | None = None,
         lifecycle_extra: dict[str, Any] | None = None,
     ) -> EmittedEvent:
+        """Store and publish one event (after those held, in the same script call);
+        a terminal one closes the open calls first (``interrupted``)."""
         self._check(type, payload)
+        agent = agent or self.agent
+        items: list[tuple[str, EventType, dict[str, Any]]] = []
         if type in TERMINAL_TYPES:
-            await self._close_open_calls(agent)
-        try:
-            event = await self._emitter.emit(
-                user_id=self.user_id,
-                run_id=self.run_id,
-                thread_id=self.thread_id,
-                agent=agent or self.agent,
-                type=type,
-                payload=payload,
-                number=(number := self._take(1)),
-                acked=self._acked,
-                lifecycle_extra=lifecycle_extra,
-            )
-        except RunFinished:
-            self._finished = True
-            raise
-        self._acked = number
-        self._started = True
-        self._finished = type in TERMINAL_TYPES
-        self.events_emitted += 1
+            items += [(agent, "tool_completed", _interrupted(call_id, tool))
+                      for call_id, tool in self._open_calls.items()]
+        items.append((agent, type, payload))
+        events = await self._send(items, lifecycle_extra)
         if type == "tool_executing":
             self._open_calls[payload["call_id"]] = payload["tool"]
         elif type == "tool_completed":
             self._open_calls.pop(payload["call_id"], None)
-        return event
+        elif type in TERMINAL_TYPES:
+            self._open_calls.clear()
+        return events[-1]
 
     async def emit_many(
         self, type: EventType, payloads: Sequence[dict[str, Any]], *, agent: str | None = None
@@ -326,20 +323,40 @@ class RunEmitter:
         Only for types that neither start nor end the run nor open or close a
         tool call: ``partial_result``, ``agent_thinking``.
         """
-        if type not in _BATCHABLE:
-            raise InvariantError(f"{type} cannot be emitted in a batch")
+        self._check_batchable(type)
         if not payloads:
             return []
         self._check(type, payloads[0])
+        return await self._send([(agent or self.agent, type, payload) for payload in payloads])
+
+    def hold(self, type: EventType, payload: dict[str, Any], *, agent: str | None = None
+             ) -> None:
+        """Keep an event to go out with the next one, in its script call (one round
+        trip, one pub/sub message): for an event its caller follows at once with
+        another, nothing between them that waits (a thought before the call it
+        announces, an answer's last deltas before its end). Only the types of
+        :meth:`emit_many`; held events are not yet stored (a worker lost now loses
+        them, and its run ends ``worker_lost``)."""
+        self._check_batchable(type)
+        self._check(type, payload)
+        self._held.append((agent or self.agent, type, payload))
+
+    async def _send(self, items: list[tuple[str, EventType, dict[str, Any]]],
+                    lifecycle_extra: dict[str, Any] | None = None) -> list[EmittedEvent]:
+        """The held events and ``items``, in one script call."""
+        items = [*self._held, *items]
+        self._held.clear()
         try:
             events = await self._emitter.emit_batch(
                 user_id=self.user_id, run_id=self.run_id, thread_id=self.thread_id,
-                items=[(agent or self.agent, type, payload) for payload in payloads],
-                first_number=(first := self._take(len(payloads))), acked=self._acked)
+                items=items, first_number=(first := self._take(len(items))),
+                acked=self._acked, lifecycle_extra=lifecycle_extra)
         except RunFinished:
             self._finished = True
             raise
-        self._acked = first + len(payloads) - 1
+        self._acked = first + len(items) - 1
+        self._started = True
+        self._finished = items[-1][1] in TERMINAL_TYPES
         self.events_emitted += len(events)
         return events
 
@@ -359,24 +376,7 @@ class RunEmitter:
         if type == "tool_completed" and payload.get("call_id") not in self._open_calls:
             raise InvariantError(f"{self.run_id}: no open tool call {payload.get('call_id')}")
 
-    async def _close_open_calls(self, agent: str | None) -> None:
-        for call_id, tool in list(self._open_calls.items()):
-            await self._emitter.emit(
-                user_id=self.user_id,
-                run_id=self.run_id,
-                thread_id=self.thread_id,
-                agent=agent or self.agent,
-                type="tool_completed",
-                payload={
-                    "call_id": call_id,
-                    "tool": tool,
-                    "ok": False,
-                    "error": {"code": "interrupted", "message": "the run ended during the call"},
-                    "duration_ms": 0,
-                },
-                number=(number := self._take(1)),
-                acked=self._acked,
-            )
-            self._acked = number
-            self.events_emitted += 1
-            del self._open_calls[call_id]
+    @staticmethod
+    def _check_batchable(type: EventType) -> None:
+        if type not in _BATCHABLE:
+            raise InvariantError(f"{type} cannot be emitted in a batch")

@@ -348,3 +348,58 @@ async def test_an_emit_that_failed_unacknowledged_keeps_the_epoch(redis: Redis) 
     assert [s for s, _ in page.events] == [1, 2, 3, 4]
     assert {json.loads(line)["epoch"] for _, line in page.events} == {started["epoch"]}
     assert int(await redis.hget(UserKeys("usr_skip").run("run_s"), "n") or 0) == 6
+
+
+async def test_held_events_go_out_with_the_next_one_in_one_message(redis: Redis) -> None:
+    """A thought held before the call it announces, an answer's last deltas held
+    before the end (which closes the open call first): each with the event after
+    it, in one script call and one pub/sub message, numbered in order."""
+    pubsub = redis.pubsub()
+    await pubsub.subscribe(UserKeys("usr_h").channel)
+    try:
+        run = RunEmitter(EventEmitter(redis), user_id="usr_h", run_id="run_h",
+                         thread_id="thr", agent="a")
+        await run.emit("agent_started", {"input": "x"})
+        run.hold("agent_thinking", {"text": "calling", "step": 1})
+        executing = await run.emit("tool_executing", {"call_id": "tcl_1", "tool": "t",
+                                                      "arguments": {}})
+        assert executing["seq"] == 3
+        run.hold("partial_result", {"delta": "a"})
+        run.hold("partial_result", {"delta": "b"})
+        end = await run.emit("agent_completed", {"result": "ab", "duration_ms": 1,
+                                                 "tool_calls": 1})
+        assert end["seq"] == 7 and run.events_emitted == 7 and run.finished
+        lines: list[int] = []
+        for _ in range(100):  # (a read that meets the subscription's answer gives None)
+            message = await pubsub.get_message(ignore_subscribe_messages=True, timeout=0.1)
+            if message is not None:
+                lines.append(len(message["data"].splitlines()))
+            if len(lines) == 3:
+                break
+        assert lines == [1, 2, 4]
+        page = await UserStreams(redis).read_after("usr_h", 0)
+        events = [json.loads(raw) for _, raw in page.events]
+        assert [e["type"] for e in events] == [
+            "agent_started", "agent_thinking", "tool_executing", "partial_result",
+            "partial_result", "tool_completed", "agent_completed"]
+        assert events[5]["payload"]["error"]["code"] == "interrupted"
+        with pytest.raises(InvariantError):
+            run.hold("partial_result", {"delta": "late"})
+    finally:
+        await pubsub.aclose()
+
+
+async def test_only_batchable_events_of_a_started_run_are_held(redis: Redis) -> None:
+    run = RunEmitter(EventEmitter(redis), user_id="usr_i", run_id="run_i", thread_id="thr",
+                     agent="a")
+    with pytest.raises(InvariantError, match="first event"):
+        run.hold("agent_thinking", {"text": "t", "step": 1})
+    await run.emit("agent_started", {"input": "x"})
+    for kind in ("tool_executing", "agent_completed"):
+        with pytest.raises(InvariantError, match="cannot be emitted in a batch"):
+            run.hold(kind, {})
+    run.hold("agent_thinking", {"text": "t", "step": 1})
+    await run.emit("agent_failed", {"error": {"code": "x", "message": "y"}, "cause": "error"})
+    page = await UserStreams(redis).read_after("usr_i", 0)
+    assert [json.loads(raw)["type"] for _, raw in page.events] == [
+        "agent_started", "agent_thinking", "agent_failed"]
