@@ -228,3 +228,20 @@ async def test_batches_on_the_same_threads_and_users_never_deadlock(
         first = results[2:]  # type: ignore[assignment]
     assert await pool.fetchval("SELECT count(*) FROM app.runs WHERE user_id = ANY($1)",
                                users) == 4 * len(threads)
+
+
+async def test_a_batch_naming_another_users_thread_never_waits_for_or_holds_it(
+        pool: asyncpg.Pool, redis: Redis, user: str) -> None:
+    """``app.create_runs`` answers ``not_found`` for a thread that is not the
+    requester's without touching its lock: held elsewhere, the batch does not wait;
+    and no batch holds a victim's thread while the rest of it runs."""
+    victim = f"{user}_victim"
+    theirs = await Store(pool).create_thread(victim, "t")
+    mine = await Store(pool).create_thread(user, "t")
+    async with pool.acquire() as holder, holder.transaction():
+        await holder.execute("SELECT 1 FROM app.threads WHERE id = $1 FOR UPDATE", theirs["id"])
+        rows = await asyncio.wait_for(pool.fetch(
+            "SELECT idx, outcome FROM app.create_runs($1, $2, $3, $4, $5, $6, $7, 20, 4, 10)",
+            [theirs["id"], mine["id"]], [user, user], ["x", "y"], ["run_a1", "run_a2"],
+            ["msg_a1", "msg_a2"], ["supervisor"] * 2, ["reject"] * 2), timeout=5)
+    assert [(r["idx"], r["outcome"]) for r in rows] == [(1, "not_found"), (2, "created")]

@@ -19,13 +19,17 @@ revision = "0006"
 down_revision = "0005"
 
 #: Takes the threads' rows, then the users' advisory locks, each set in one order.
+#: ``p_threads[i]`` is locked only if it is ``p_users[i]``'s: a request naming
+#: another user's thread never holds that thread for the rest of the batch.
 LOCK_ALL = """
 CREATE FUNCTION app.lock_threads_and_users(p_threads text[], p_users text[])
 RETURNS void LANGUAGE plpgsql AS $$
 DECLARE
     v_key bigint;
 BEGIN
-    PERFORM 1 FROM app.threads WHERE id = ANY(p_threads) ORDER BY id FOR UPDATE;
+    PERFORM 1 FROM app.threads t JOIN unnest(p_threads, p_users) AS o(thread, owner)
+        ON t.id = o.thread AND t.user_id = o.owner
+      ORDER BY t.id FOR UPDATE OF t;
     FOR v_key IN SELECT DISTINCT hashtextextended(u, 0) FROM unnest(p_users) AS u ORDER BY 1
     LOOP
         PERFORM pg_advisory_xact_lock(v_key);
@@ -36,7 +40,9 @@ $$
 
 #: ``app.create_run`` for each element (``idx`` from 1), the limits shared; a
 #: request is never asked again here (``p_ended`` NULL: ``ask`` comes back as
-#: from a single call).
+#: from a single call). A thread that is not the requester's is answered
+#: ``not_found`` without a lock (``app.create_run`` would lock it first, and the
+#: batch's transaction hold it).
 CREATE_RUNS = """
 CREATE FUNCTION app.create_runs(
     p_thread text[], p_user text[], p_input text[], p_run text[], p_message text[],
@@ -46,6 +52,11 @@ LANGUAGE plpgsql AS $$
 BEGIN
     PERFORM app.lock_threads_and_users(p_thread, p_user);
     FOR i IN 1 .. cardinality(p_thread) LOOP
+        IF NOT EXISTS (SELECT 1 FROM app.threads
+                        WHERE id = p_thread[i] AND user_id = p_user[i]) THEN
+            RETURN QUERY SELECT i, 'not_found', NULL::app.runs, NULL::text[];
+            CONTINUE;
+        END IF;
         RETURN QUERY SELECT i, c.outcome, c.run, c.runs FROM app.create_run(
             p_thread[i], p_user[i], p_input[i], p_run[i], p_message[i], p_agent[i],
             p_max_active, p_window, p_max_waiting, p_multitask[i], NULL) AS c;
