@@ -308,18 +308,13 @@ class RunTransitions:
                             ) -> list[tuple[str, asyncpg.Record, list[str]] | BaseException]:
         """The creations of concurrent requests in one statement; should it fail, each
         alone (a request's bad value then fails that request only)."""
-        if len(batch) > 1:
-            try:
-                rows = await self.pool.fetch(
-                    _CREATE_RUNS, *(list(column) for column in zip(
-                        *((c.thread_id, c.user_id, c.text, c.run_id, c.message_id, c.agent,
-                           c.multitask) for c in batch), strict=True)),
-                    self._max_active, self._window, self._max_waiting)
-                by_index = {r["idx"]: (r["outcome"], r["run"], r["runs"]) for r in rows}
-                return [by_index[i] for i in range(1, len(batch) + 1)]
-            except (asyncpg.PostgresError, asyncpg.InterfaceError, OSError) as exc:
-                log.info("%d creations together failed (%s); each alone", len(batch), exc)
-        return await _one_by_one(self._create_run, batch)
+        rows = await self._together(
+            _CREATE_RUNS, [(c.thread_id, c.user_id, c.text, c.run_id, c.message_id, c.agent,
+                            c.multitask) for c in batch],
+            self._max_active, self._window, self._max_waiting)
+        if rows is None:
+            return await _one_by_one(self._create_run, batch)
+        return [(r["outcome"], r["run"], r["runs"]) for r in rows]
 
     async def _check_history_quota(self, user_id: str) -> None:
         """429 ``quota_exceeded`` while the user's runs have written more history
@@ -384,22 +379,35 @@ class RunTransitions:
     async def finish_all(self, endings: Sequence[Ending]) -> list[Finished]:
         """:meth:`finish` for each ending, in one transaction; should it fail, each
         in its own, all at once (an ending that cannot apply fails alone)."""
-        if len(endings) > 1:
-            try:
-                rows = await self.pool.fetch(
-                    _FINISH_RUNS, *(list(column) for column in zip(
-                        *(e.arguments(new_id("msg")) for e in endings), strict=True)),
-                    self._window)
-                return [self._finished([r for r in rows if r["idx"] == i])
-                        for i in range(1, len(endings) + 1)]
-            except (asyncpg.PostgresError, asyncpg.InterfaceError, OSError) as exc:
-                log.info("%d endings together failed (%s); each alone", len(endings), exc)
+        rows = await self._together(
+            _FINISH_RUNS, [e.arguments(new_id("msg")) for e in endings], self._window)
+        if rows is not None:
+            by_ending: list[list[asyncpg.Record]] = [[] for _ in endings]
+            for row in rows:
+                by_ending[row["idx"] - 1].append(row)
+            return [self._finished(each) for each in by_ending]
         finished: list[Finished] = []
         for outcome in await _one_by_one(self._finish_one, endings):
             if isinstance(outcome, BaseException):
                 raise outcome
             finished.append(outcome)
         return finished
+
+    async def _together(self, sql: str, requests: Sequence[tuple[Any, ...]], *shared: Any
+                        ) -> list[asyncpg.Record] | None:
+        """One statement for several requests (each argument an array of theirs, then
+        the shared ones); its rows in the requests' order (``idx`` from 1). None for
+        a single request, or when the statement failed (logged): then the caller
+        applies each alone."""
+        if len(requests) < 2:
+            return None
+        try:
+            rows = await self.pool.fetch(
+                sql, *(list(column) for column in zip(*requests, strict=True)), *shared)
+        except (asyncpg.PostgresError, asyncpg.InterfaceError, OSError) as exc:
+            log.info("%d requests together failed (%s); each alone", len(requests), exc)
+            return None
+        return sorted(rows, key=lambda row: row["idx"])
 
     async def _finish_one(self, ending: Ending) -> Finished:
         return self._finished(await self.pool.fetch(

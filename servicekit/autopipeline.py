@@ -30,7 +30,7 @@ from servicekit.batching import Batcher
 __all__ = ["AutoPipeline"]
 
 
-@dataclass(frozen=True, slots=True, eq=False)
+@dataclass(slots=True, eq=False)  # not frozen: one is made per command, on the event path
 class _Command:
     add: Callable[[Pipeline], object]
     script: AsyncScript | None
