@@ -20,6 +20,7 @@ from auth.store import Store
 from auth.throttle import LoginThrottle, RegisterThrottle, ThrottlePolicy
 from auth.tokens import TokenIssuer
 from servicekit import (
+    NO_OPENTELEMETRY,
     BodyLimit,
     BodyLimits,
     Check,
@@ -85,7 +86,8 @@ def create_app(settings: AuthSettings) -> ServiceApps:
             await redis.aclose()
             await pool.close()
 
-    app = FastAPI(title="agentchat auth", version="0.1.0", lifespan=lifespan)
+    app = FastAPI(title="agentchat auth", version="0.1.0", lifespan=lifespan,
+                  telemetry=NO_OPENTELEMETRY)
     # middleware added later wraps what came before: the body cap runs before routing,
     # parsing and every dependency (authentication); only CORS (its 413 stays readable
     # by the page) and the request metrics (it is counted) see a request earlier

@@ -40,6 +40,7 @@ from bridge.machine import BridgeMachine, BridgeState
 from bridge.registry import ThreadRunRegistry
 from bridge.streams import UserStreams
 from servicekit import (
+    NO_OPENTELEMETRY,
     BodyLimit,
     BodyLimits,
     Check,
@@ -172,7 +173,8 @@ def create_app(settings: BackendSettings) -> ServiceApps:
             if analytics is not None:
                 analytics.close()
 
-    app = FastAPI(title="agentchat backend", version="0.1.0", lifespan=lifespan)
+    app = FastAPI(title="agentchat backend", version="0.1.0", lifespan=lifespan,
+                  telemetry=NO_OPENTELEMETRY)
     app.state.gateway = gateway
     install_problem_handlers(app)
     app.add_exception_handler(ClickHouseError, analytics_failed)

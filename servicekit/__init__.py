@@ -19,7 +19,7 @@ if TYPE_CHECKING:
     from servicekit.health import Check, ReadinessReport, check_all, install_health_routes
     from servicekit.internal import ServiceApps, create_internal_app
     from servicekit.logs import configure_logging
-    from servicekit.metrics import HttpMetrics
+    from servicekit.metrics import NO_OPENTELEMETRY, HttpMetrics
     from servicekit.migrations import migrate
     from servicekit.problems import (
         ProblemError,
@@ -34,12 +34,14 @@ _HOMES = {
     "Check": "health", "ReadinessReport": "health", "check_all": "health",
     "install_health_routes": "health", "ServiceApps": "internal",
     "create_internal_app": "internal", "configure_logging": "logs",
-    "HttpMetrics": "metrics", "migrate": "migrations", "ProblemError": "problems",
+    "HttpMetrics": "metrics", "NO_OPENTELEMETRY": "metrics", "migrate": "migrations",
+    "ProblemError": "problems",
     "install_problem_handlers": "problems", "problem": "problems",
     "problem_responses": "problems", "StorableStr": "text", "storable": "text",
 }
 
 __all__ = [
+    "NO_OPENTELEMETRY",
     "BodyLimit",
     "BodyLimits",
     "Check",

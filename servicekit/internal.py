@@ -18,7 +18,7 @@ from fastapi import FastAPI
 
 from servicekit.bodylimit import BodyLimit, BodyLimits
 from servicekit.health import Check, install_health_routes
-from servicekit.metrics import HttpMetrics
+from servicekit.metrics import NO_OPENTELEMETRY, HttpMetrics
 from servicekit.problems import install_problem_handlers
 
 __all__ = ["ServiceApps", "create_internal_app"]
@@ -44,7 +44,8 @@ def create_internal_app(
     """The internal app beside ``public``, sharing its state; no OpenAPI document.
     Request bodies over ``body_limits`` are refused before anything reads them."""
     app = FastAPI(title=f"{public.title} (internal)", version=public.version,
-                  openapi_url=None, docs_url=None, redoc_url=None)
+                  openapi_url=None, docs_url=None, redoc_url=None,
+                  telemetry=NO_OPENTELEMETRY)
     app.state = public.state
     install_problem_handlers(app)
     app.add_middleware(BodyLimit, limits=body_limits)  # inside the metrics only
