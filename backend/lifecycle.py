@@ -19,7 +19,7 @@ import asyncpg
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
-from backend.runs import Ending, RunTransitions
+from backend.runs import Dispatch, Ending, RunTransitions
 from bridge.errors import IngestBusy
 from bridge.events import parse_timestamp
 from bridge.groups import autoclaim, ensure_group, read_group, trim_consumed
@@ -95,23 +95,30 @@ class LifecycleApplier:
     async def apply_all(self, entries: list[tuple[bytes, dict[bytes, bytes]]],
                         stream: str = LIFECYCLE_STREAM) -> None:
         """Apply a batch of entries, then acknowledge them together. The runs that
-        started are marked in one statement, the endings (with their analytics
-        rows in the outbox) in another; the rows go to the ingest stream
-        together, before the acknowledgement. Applying an entry twice changes
+        started are marked in one statement (with their users' top-ups), the
+        endings (with their analytics rows in the outbox) in another; the runs both
+        let go are appended in one round trip, while the analytics rows go to the
+        ingest stream, before the acknowledgement. Applying an entry twice changes
         nothing in Postgres, so a batch cut short is safe to apply again."""
         if not entries:
             return
         events = [_parse(fields) for _, fields in entries]
         started = [(run_id, ts) for kind, run_id, ts, _ in events if kind == "agent_started"]
-        dispatches = [await self._runs.start(started)]
-        dispatches += [finished.dispatch for finished in await self._runs.finish_all(
-            [Ending(run_id, kind, payload, ts)
-             for kind, run_id, ts, payload in events if kind != "agent_started"])]
-        for dispatch in dispatches:
-            await dispatch.send()
-        # the ended runs' analytics rows, before the acknowledgement (a row that
-        # cannot go yet stays in the outbox, and the batch is applied again)
-        while await self._runs.flush_outbox(OUTBOX_BATCH) == OUTBOX_BATCH:
-            pass
+        go = await self._runs.start(started)
+        for finished in await self._runs.finish_all(
+                [Ending(run_id, kind, payload, ts)
+                 for kind, run_id, ts, payload in events if kind != "agent_started"]):
+            go.rows += finished.dispatch.rows
+        # the runs let go are appended together while the ended runs' analytics rows
+        # go to the ingest stream, before the acknowledgement (a row that cannot go
+        # yet stays in the outbox, and the batch is applied again)
+        for outcome in await asyncio.gather(Dispatch(go.rows, self._runs).send(),
+                                            self._flush_outbox(), return_exceptions=True):
+            if isinstance(outcome, BaseException):
+                raise outcome
         await self._redis.xack(stream, LIFECYCLE_GROUP,
                                *[entry_id for entry_id, _ in entries])
+
+    async def _flush_outbox(self) -> None:
+        while await self._runs.flush_outbox(OUTBOX_BATCH) == OUTBOX_BATCH:
+            pass

@@ -14,7 +14,8 @@ Postgres itself takes, never across a network wait. Concurrent creations go
 together (group commit, :class:`~servicekit.batching.Batcher`), as do the
 endings of a lifecycle batch: ``app.create_runs`` and ``app.finish_runs``
 (migration 0006) apply the single functions to each in one transaction, having
-first taken all their locks in the same order. Locks: the thread's row, then
+first taken all their locks in the same order. A batch's starts and their users'
+top-ups are one statement too (``app.start_runs``, migration 0007). Locks: the thread's row, then
 the user's advisory lock (transaction-scoped), so creations on one thread, and a
 user's dispatch decisions on any replica, are serialised by Postgres. No Redis
 round trip happens under a lock: a function decides which runs go
@@ -86,20 +87,10 @@ _FINISH_RUN = "SELECT kind, run FROM app.finish_run($1, $2, $3, $4, $5, $6, $7, 
 #: Many of them in one transaction (``app.finish_runs``): (idx, kind, run).
 _FINISH_RUNS = "SELECT idx, kind, run FROM app.finish_runs($1, $2, $3, $4, $5, $6, $7, $8, $9, " \
                "$10, $11, $12)"
-#: With the user's lock: the user's waiting runs that may go now (``app.top_up``).
-_TOP_UP = "SELECT * FROM app.top_up($1, $2)"
-#: Runs that started: running, from queued only (a late start never reopens an end).
-_START = """
-UPDATE app.runs SET status = 'running', started_at = s.ts
-FROM unnest($1::text[], $2::timestamptz[]) AS s(id, ts)
-WHERE app.runs.id = s.id AND status = 'queued'
-RETURNING app.runs.user_id
-"""
-#: Of these users, those with runs waiting for a dispatch.
-_USERS_WAITING = """
-SELECT DISTINCT user_id FROM app.runs
-WHERE user_id = ANY($1::text[]) AND status = 'queued' AND dispatched_at IS NULL
-"""
+#: Runs that started, and the runs their users' freed places let go (``app.start_runs``).
+_START_RUNS = "SELECT * FROM app.start_runs($1, $2, $3)"
+#: The runs these users' windows let go now (``app.top_up_users``).
+_TOP_UP_USERS = "SELECT * FROM app.top_up_users($1, $2)"
 #: Rows to put on the ingest stream (their transaction commits once they are there).
 _OUTBOX_TAKE = """
 DELETE FROM app.run_outbox WHERE run_id IN (
@@ -349,25 +340,21 @@ class RunTransitions:
 
     # -- start and finish (the lifecycle stream) --------------------------------------
     async def start(self, started: Sequence[tuple[str, datetime]]) -> Dispatch:
-        """Mark runs running; their users' freed queue places go to waiting runs."""
+        """Mark runs running; their users' freed queue places go to waiting runs, in
+        the same statement."""
         if not started:
             return Dispatch()
-        users = {r["user_id"] for r in await self.pool.fetch(
-            _START, [run_id for run_id, _ in started], [ts for _, ts in started])}
-        return await self.top_up(users)
+        return Dispatch(await self.pool.fetch(
+            _START_RUNS, [run_id for run_id, _ in started], [ts for _, ts in started],
+            self._window), self)
 
     async def top_up(self, users: Iterable[str]) -> Dispatch:
         """Dispatch what may go now of these users' waiting runs (after their runs
         started, or their thread was deleted)."""
-        dispatch = Dispatch(transitions=self)
         users = list(users)
         if not users:
-            return dispatch
-        waiting = await self.pool.fetch(_USERS_WAITING, users)
-        for rows in await asyncio.gather(*(self.pool.fetch(_TOP_UP, user["user_id"], self._window)
-                                           for user in waiting)):
-            dispatch.rows += rows
-        return dispatch
+            return Dispatch(transitions=self)
+        return Dispatch(await self.pool.fetch(_TOP_UP_USERS, users, self._window), self)
 
     async def finish(self, run_id: str, event_type: str, payload: dict[str, Any],
                      ts: datetime) -> Finished:

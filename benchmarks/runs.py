@@ -1,7 +1,7 @@
 """Runs benchmark: the agent service under concurrent runs, beside the runtime alone.
 
     .venv/bin/python -m benchmarks.runs [--quick] [--levels 50,200,500] [--repeat N]
-                                        [--redis-cluster]
+                                        [--workloads arithmetic,spend] [--redis-cluster]
 
 At 50, 200 and 500 concurrent runs, on one worker (concurrency 500), it prints runs
 per second and p50/p95 run latency for two built-in workloads, twice: end to end
@@ -26,6 +26,9 @@ summed under ``redis``).
 ``--repeat N``: every row N times over, on the same stack and users; each figure
 printed is the median of its N rounds, with the lowest and highest p95 beside it
 (on a shared virtual machine one round's p95 moves by a fifth).
+
+``--workloads``: only these workloads (default: both), for example to profile a
+service under one of them.
 
 The benchmark's own event loop is uvloop, as the services' are: its clients share
 the cores with what they measure, so they should cost as little as the services'
@@ -197,7 +200,8 @@ async def full(users: list[User], runs: int, text: str, pids: dict[str, list[int
     return {**figures, **cpu}
 
 
-async def main_async(stack: LocalStack, levels: list[int], repeat: int = 1) -> None:
+async def main_async(stack: LocalStack, levels: list[int], repeat: int = 1,
+                     workloads: tuple[str, ...] = tuple(WORKLOADS)) -> None:
     pids = {name: _pids(stack, name) for name in SERVICES}
     worker = pids["worker"][0]
     users = await _users(stack, max(USERS, -(-max(levels) // PER_USER)))
@@ -212,8 +216,8 @@ async def main_async(stack: LocalStack, levels: list[int], repeat: int = 1) -> N
             for level in levels:
                 rows.setdefault(("baseline: runtime alone, arithmetic", level), []).append(
                     await baseline(stack.redis_url, level, cluster=stack.config.redis_cluster))
-                for name, text in WORKLOADS.items():
-                    figures = await full(users, level, text, pids)
+                for name in workloads:
+                    figures = await full(users, level, WORKLOADS[name], pids)
                     rows.setdefault((f"full path, {name}", level), []).append(figures)
                     print(f"  {name} x{level}: " + ", ".join(f"{k}={v:,.1f}"
                                                              for k, v in figures.items()),
@@ -224,7 +228,7 @@ async def main_async(stack: LocalStack, levels: list[int], repeat: int = 1) -> N
             await user.aclose()
     _report(rows, repeat)
     print(f"\nworker RSS: {rss_before / 1024:,.1f} MiB before, {rss_after / 1024:,.1f} MiB "
-          f"after {sum(levels) * len(WORKLOADS) * repeat:,} runs")
+          f"after {sum(levels) * len(workloads) * repeat:,} runs")
 
 
 def _report(rows: dict[tuple[str, int], list[dict[str, float]]], repeat: int) -> None:
@@ -264,16 +268,21 @@ def main() -> None:
     parser.add_argument("--repeat", type=int, default=1,
                         help="rounds of every row; each figure is the median of its rounds "
                         "(default 1)")
+    parser.add_argument("--workloads", default=",".join(WORKLOADS),
+                        help=f"which workloads, in order (default {','.join(WORKLOADS)})")
     parser.add_argument("--redis-cluster", action="store_true",
                         help="a local Redis Cluster (Redis 7+) in place of the one Redis")
     args = parser.parse_args()
     levels = [50] if args.quick else [int(n) for n in args.levels.split(",")]
+    workloads = tuple(args.workloads.split(","))
+    if unknown := set(workloads) - set(WORKLOADS):
+        parser.error(f"unknown workloads: {', '.join(sorted(unknown))}")
     with tempfile.TemporaryDirectory() as tmp:
         config = StackConfig.for_tests(Path(tmp), env={
             "WORKER_CONCURRENCY": "500", "BACKEND_WS_SEND_QUEUE": "20000"},
             redis_cluster=args.redis_cluster)
         with LocalStack(config) as stack:
-            uvloop.run(main_async(stack, levels, max(1, args.repeat)))
+            uvloop.run(main_async(stack, levels, max(1, args.repeat), workloads))
 
 
 if __name__ == "__main__":

@@ -1,6 +1,6 @@
 """RunTransitions against the shared stack's Postgres (``app.create_run``,
-``app.finish_run``, ``app.top_up``, and their batches ``app.create_runs`` and
-``app.finish_runs``) and a Redis of its own: every outcome of a creation, alone
+``app.finish_run``, ``app.top_up``, their batches ``app.create_runs`` and
+``app.finish_runs``, and ``app.start_runs``) and a Redis of its own: every outcome of a creation, alone
 and among concurrent ones, and endings that let the next runs go. Nothing is appended to
 the stack's queue (``Dispatch.send`` is never called): its worker runs nothing."""
 
@@ -205,11 +205,42 @@ async def test_endings_applied_together(pool: asyncpg.Pool, redis: Redis,
                                                              ("assistant", "done")]
 
 
+async def test_starts_mark_runs_running_and_let_the_next_go(
+        pool: asyncpg.Pool, redis: Redis, user: str) -> None:
+    """Starts of two users at once: each started run is running, each user's freed
+    places go to that user's waiting runs (the window counts runs not yet started);
+    a start of a run that ended, or of no run, changes nothing."""
+    runs = _transitions(pool, redis, window=2)
+    other = f"{user}_b"
+    created = {u: [await runs.create(u, (await Store(pool).create_thread(u, f"t{n}"))["id"],
+                                     f"run {n}", "supervisor") for n in range(4)]
+               for u in (user, other)}
+    for mine in created.values():
+        assert [bool(c.dispatch.rows) for c in mine] == [True, True, False, False]
+    now = datetime.now(UTC)
+    ended = created[other][1].run["id"]
+    await runs.finish(ended, "agent_completed", {"result": "done"}, now)
+    dispatch = await runs.start([(created[user][0].run["id"], now),
+                                 (created[other][0].run["id"], now), (ended, now),
+                                 ("run_unknown", now)])
+    # user: one place freed (a run started); other: two (one started, one ended)
+    assert sorted(row["id"] for row in dispatch.rows) == sorted(
+        [created[user][2].run["id"], created[other][3].run["id"]])
+    statuses = dict(await pool.fetch("SELECT id, status FROM app.runs WHERE user_id = ANY($1)",
+                                     [user, other]))
+    assert statuses[created[user][0].run["id"]] == "running"
+    assert statuses[created[other][0].run["id"]] == "running"
+    assert statuses[ended] == "succeeded"  # a late start never reopens an end
+    assert (await runs.start([])).rows == []
+    again = await runs.start([(created[user][0].run["id"], now)])  # started already
+    assert again.rows == []
+
+
 async def test_batches_on_the_same_threads_and_users_never_deadlock(
         pool: asyncpg.Pool, redis: Redis, user: str) -> None:
-    """Creations and endings of overlapping threads and users, at once and in every
-    order, in batches and alone: all of them apply (Postgres would abort one of a
-    lock cycle with deadlock_detected)."""
+    """Creations, starts and endings of overlapping threads and users, at once and
+    in every order, in batches and alone: all of them apply (Postgres would abort
+    one of a lock cycle with deadlock_detected)."""
     runs = _transitions(pool, redis, max_active=100, max_waiting=100, window=3)
     users = [f"{user}_{n}" for n in range(3)]
     threads = [(u, (await Store(pool).create_thread(u, "t"))["id"])
@@ -220,12 +251,14 @@ async def test_batches_on_the_same_threads_and_users_never_deadlock(
     done = {"result": "done"}
     for _ in range(3):
         endings = [Ending(c.run["id"], "agent_completed", done, now) for c in first]
+        starts = [(c.run["id"], now) for c in first]
         results = await asyncio.gather(
             runs.finish_all(endings[::2]), runs.finish_all(endings[1::2][::-1]),
+            runs.start(starts[::-1]), runs.start(starts[1::2]),
             *(runs.create(u, t, "again", "supervisor", "enqueue")
               for u, t in reversed(threads)), return_exceptions=True)
         assert [r for r in results if isinstance(r, BaseException)] == []
-        first = results[2:]  # type: ignore[assignment]
+        first = results[4:]  # type: ignore[assignment]
     assert await pool.fetchval("SELECT count(*) FROM app.runs WHERE user_id = ANY($1)",
                                users) == 4 * len(threads)
 

@@ -37,7 +37,7 @@ async def test_backend_refuses_an_unmigrated_schema(roles_server: RolesServer,
     settings = BackendSettings(database_url=roles_server.url(roles_database, "agentchat_app"),
                                migrate_on_start=False, startup_timeout_s=0.5)
     with pytest.raises(SchemaNotCurrent, match="schema app is at revision none, this build "
-                       "needs 0006: run the migrations"):
+                       "needs 0007: run the migrations"):
         await _start(create_backend(settings).public)
     conn = await roles_server.connect(roles_database)
     try:  # and it tried nothing: the schema is as the roles' script left it
