@@ -33,6 +33,8 @@ log = logging.getLogger(__name__)
 #: by length: an entry not yet applied is never lost)
 TRIM_EVERY_S = 5.0
 OUTBOX_BATCH = 500
+#: the most entries applied together (each batch pays its round trips once)
+READ_BATCH = 1000
 
 
 def _parse(fields: dict[bytes, bytes]) -> tuple[str, str, datetime, dict[str, Any]]:
@@ -75,7 +77,7 @@ class LifecycleApplier:
         next_trim = loop.time() + TRIM_EVERY_S
         while True:
             entries = await read_group(self._redis, stream, LIFECYCLE_GROUP,
-                                       self._consumer, start=start,
+                                       self._consumer, start=start, count=READ_BATCH,
                                        block_ms=1000 if start == ">" else None)
             if start == "0" and not entries:
                 start = ">"
