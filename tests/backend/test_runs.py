@@ -1,8 +1,9 @@
 """RunTransitions against the shared stack's Postgres (``app.create_run``,
 ``app.finish_run``, ``app.top_up``, their batches ``app.create_runs`` and
-``app.finish_runs``, and ``app.start_runs``) and a Redis of its own: every outcome of a creation, alone
-and among concurrent ones, and endings that let the next runs go. Nothing is appended to
-the stack's queue (``Dispatch.send`` is never called): its worker runs nothing."""
+``app.finish_runs``, and ``app.start_runs``) and a Redis of its own: every outcome
+of a creation, alone and among concurrent ones, and starts and endings that let
+the next runs go. Nothing is appended to the stack's queue (``Dispatch.send`` is
+never called): its worker runs nothing."""
 
 from __future__ import annotations
 
