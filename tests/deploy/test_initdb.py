@@ -6,6 +6,8 @@ from __future__ import annotations
 import asyncpg
 import pytest
 
+from backend.app import MIGRATIONS as BACKEND_MIGRATIONS
+from servicekit.migrations import migrate
 from tests.deploy.conftest import PASSWORDS, RolesServer
 
 ROLES = sorted(PASSWORDS)
@@ -72,5 +74,45 @@ async def test_the_owner_owns_the_schemas_and_public_is_closed(
                 role, roles_database)
             assert dict(can) == {"connect": True, "create_schema": False, "temporary": False,
                                  "create_in_public": False}, role
+    finally:
+        await conn.close()
+
+
+async def test_only_its_service_may_call_a_schemas_functions(
+        roles_server: RolesServer, roles_database: str) -> None:
+    """The functions the owner's migrations create (``app.create_run`` and the
+    rest) run for ``agentchat_app`` only: PUBLIC, and so the auth service's role,
+    may not call them; so after the migrations, and after the script again."""
+    await migrate(roles_server.url(roles_database, "agentchat"), BACKEND_MIGRATIONS, "app")
+    await _only_the_app_executes(roles_server, roles_database)
+    again = roles_server.apply_roles(roles_database)
+    assert again.returncode == 0, again.stderr
+    await _only_the_app_executes(roles_server, roles_database)
+    app = await roles_server.connect(roles_database, "agentchat_app")
+    try:  # the backend's role calls them (a user with no runs: nothing to dispatch)
+        assert await app.fetch("SELECT * FROM app.top_up_users($1, 4)", ["usr_none"]) == []
+    finally:
+        await app.close()
+
+
+async def _only_the_app_executes(roles_server: RolesServer, database: str) -> None:
+    conn = await roles_server.connect(database)
+    try:
+        functions = [row["oid"] for row in await conn.fetch(
+            "SELECT p.oid::regprocedure::text AS oid FROM pg_proc p "
+            "WHERE p.pronamespace = 'app'::regnamespace")]
+        assert "app.create_run(text,text,text,text,text,text,integer,integer,integer," \
+               "text,text[])" in functions
+        for function in functions:
+            public = await conn.fetchval(
+                "SELECT count(*) FROM pg_proc, aclexplode(coalesce(proacl, "
+                "acldefault('f', proowner))) AS acl WHERE oid = $1::regprocedure "
+                "AND acl.grantee = 0", function)
+            assert public == 0, function
+            can = {role: await conn.fetchval(
+                "SELECT has_function_privilege($1, $2, 'EXECUTE')", role, function)
+                for role in ROLES}
+            assert can == {"agentchat": True, "agentchat_app": True,
+                           "agentchat_auth": False}, function
     finally:
         await conn.close()
