@@ -298,11 +298,14 @@ class RunTransitions:
     async def _create_batch(self, batch: list[_Creation]
                             ) -> list[tuple[str, asyncpg.Record, list[str]] | BaseException]:
         """The creations of concurrent requests in one statement; should it fail, each
-        alone (a request's bad value then fails that request only)."""
+        alone (a request's bad value then fails that request only). A creation
+        alone goes the same way: ``app.create_runs`` answers another user's thread
+        without its lock, where ``app.create_run`` locks a thread before it knows
+        whose it is."""
         rows = await self._together(
             _CREATE_RUNS, [(c.thread_id, c.user_id, c.text, c.run_id, c.message_id, c.agent,
                             c.multitask) for c in batch],
-            self._max_active, self._window, self._max_waiting)
+            self._max_active, self._window, self._max_waiting, even_one=True)
         if rows is None:
             return await _one_by_one(self._create_run, batch)
         return [(r["outcome"], r["run"], r["runs"]) for r in rows]
@@ -380,13 +383,13 @@ class RunTransitions:
             finished.append(outcome)
         return finished
 
-    async def _together(self, sql: str, requests: Sequence[tuple[Any, ...]], *shared: Any
-                        ) -> list[asyncpg.Record] | None:
+    async def _together(self, sql: str, requests: Sequence[tuple[Any, ...]], *shared: Any,
+                        even_one: bool = False) -> list[asyncpg.Record] | None:
         """One statement for several requests (each argument an array of theirs, then
         the shared ones); its rows in the requests' order (``idx`` from 1). None for
-        a single request, or when the statement failed (logged): then the caller
-        applies each alone."""
-        if len(requests) < 2:
+        a single request (unless ``even_one``), or when the statement failed
+        (logged): then the caller applies each alone."""
+        if len(requests) < (1 if even_one else 2):
             return None
         try:
             rows = await self.pool.fetch(

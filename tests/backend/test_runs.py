@@ -279,3 +279,19 @@ async def test_a_batch_naming_another_users_thread_never_waits_for_or_holds_it(
             [theirs["id"], mine["id"]], [user, user], ["x", "y"], ["run_a1", "run_a2"],
             ["msg_a1", "msg_a2"], ["supervisor"] * 2, ["reject"] * 2), timeout=5)
     assert [(r["idx"], r["outcome"]) for r in rows] == [(1, "not_found"), (2, "created")]
+
+
+async def test_a_creation_alone_naming_another_users_thread_never_waits_for_it(
+        pool: asyncpg.Pool, redis: Redis, user: str) -> None:
+    """A creation with no other to share its statement is answered ``not_found`` for
+    a thread that is not its requester's without waiting for that thread's lock:
+    an attacker naming a victim's thread never queues behind, or holds, the victim's
+    writes on it."""
+    runs = _transitions(pool, redis)
+    theirs = await Store(pool).create_thread(f"{user}_victim", "t")
+    async with pool.acquire() as holder, holder.transaction():
+        await holder.execute("SELECT 1 FROM app.threads WHERE id = $1 FOR UPDATE", theirs["id"])
+        problem = await asyncio.wait_for(
+            _problem(runs, user, theirs["id"], "x", "supervisor"), timeout=5)
+    assert (problem.status, problem.code) == (404, "not_found")
+    assert runs._creations.batches == 1
