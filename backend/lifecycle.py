@@ -19,7 +19,7 @@ import asyncpg
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
-from backend.runs import Dispatch, Ending, RunTransitions
+from backend.runs import Ending, RunTransitions
 from bridge.errors import IngestBusy
 from bridge.events import parse_timestamp
 from bridge.groups import autoclaim, ensure_group, read_group, trim_consumed
@@ -114,8 +114,8 @@ class LifecycleApplier:
         # the runs let go are appended together while the ended runs' analytics rows
         # go to the ingest stream, before the acknowledgement (a row that cannot go
         # yet stays in the outbox, and the batch is applied again)
-        for outcome in await asyncio.gather(Dispatch(go.rows, self._runs).send(),
-                                            self._flush_outbox(), return_exceptions=True):
+        for outcome in await asyncio.gather(go.send(), self._flush_outbox(),
+                                            return_exceptions=True):
             if isinstance(outcome, BaseException):
                 raise outcome
         await self._redis.xack(stream, LIFECYCLE_GROUP,

@@ -14,9 +14,10 @@ Postgres itself takes, never across a network wait. Concurrent creations go
 together (group commit, :class:`~servicekit.batching.Batcher`), as do the
 endings of a lifecycle batch: ``app.create_runs`` and ``app.finish_runs``
 (migration 0006) apply the single functions to each in one transaction, having
-first taken all their locks in the same order. A batch's starts and their users'
-top-ups are one statement too (``app.start_runs``, migration 0007). Locks: the thread's row, then
-the user's advisory lock (transaction-scoped), so creations on one thread, and a
+first taken all their locks in the same order (a creation alone goes the same
+way). A batch's starts and their users' top-ups are one statement too
+(``app.start_runs``, migration 0007). Locks: the thread's row, then the user's
+advisory lock (transaction-scoped), so creations on one thread, and a
 user's dispatch decisions on any replica, are serialised by Postgres. No Redis
 round trip happens under a lock: a function decides which runs go
 (``dispatched_at``) and returns them; the caller appends
@@ -305,7 +306,7 @@ class RunTransitions:
         rows = await self._together(
             _CREATE_RUNS, [(c.thread_id, c.user_id, c.text, c.run_id, c.message_id, c.agent,
                             c.multitask) for c in batch],
-            self._max_active, self._window, self._max_waiting, even_one=True)
+            self._max_active, self._window, self._max_waiting)
         if rows is None:
             return await _one_by_one(self._create_run, batch)
         return [(r["outcome"], r["run"], r["runs"]) for r in rows]
@@ -346,7 +347,7 @@ class RunTransitions:
         """Mark runs running; their users' freed queue places go to waiting runs, in
         the same statement."""
         if not started:
-            return Dispatch()
+            return Dispatch(transitions=self)
         return Dispatch(await self.pool.fetch(
             _START_RUNS, [run_id for run_id, _ in started], [ts for _, ts in started],
             self._window), self)
@@ -383,14 +384,14 @@ class RunTransitions:
             finished.append(outcome)
         return finished
 
-    async def _together(self, sql: str, requests: Sequence[tuple[Any, ...]], *shared: Any,
-                        even_one: bool = False) -> list[asyncpg.Record] | None:
-        """One statement for several requests (each argument an array of theirs, then
-        the shared ones); its rows in the requests' order (``idx`` from 1). None for
-        a single request (unless ``even_one``), or when the statement failed
-        (logged): then the caller applies each alone."""
-        if len(requests) < (1 if even_one else 2):
-            return None
+    async def _together(self, sql: str, requests: Sequence[tuple[Any, ...]], *shared: Any
+                        ) -> list[asyncpg.Record] | None:
+        """One statement for the requests, however many (each argument an array of
+        theirs, then the shared ones); its rows in the requests' order (``idx`` from
+        1). None when the statement failed (logged): then the caller applies each
+        alone."""
+        if not requests:
+            return []
         try:
             rows = await self.pool.fetch(
                 sql, *(list(column) for column in zip(*requests, strict=True)), *shared)
