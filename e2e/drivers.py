@@ -12,7 +12,6 @@ from __future__ import annotations
 import abc
 import asyncio
 import contextlib
-import math
 import shutil
 import tempfile
 from collections.abc import Callable
@@ -42,11 +41,6 @@ class Shape:
     def union(self, other: Shape) -> Shape:
         return Shape(max(self.backends, other.backends), max(self.workers, other.workers),
                      max(self.worker_concurrency, other.worker_concurrency))
-
-    @classmethod
-    def for_runs(cls, runs: int, workers: int) -> Shape:
-        """Enough concurrency for ``runs`` at once over ``workers`` workers."""
-        return cls(workers=workers, worker_concurrency=max(50, math.ceil(runs / workers)))
 
 
 def replica_names(service: str, count: int) -> list[str]:
