@@ -17,6 +17,7 @@ import itertools
 import json
 import logging
 import time
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -182,28 +183,10 @@ class Runtime:
     async def _stream(self, ctx: RunContext, final: Final) -> str:
         """Emit the answer as ``partial_result`` events; returns the answer. Paced
         deltas go one by one; unpaced ones in batches of one script call each; a
-        provider's stream piece by piece as it arrives."""
+        provider's stream as it arrives (:meth:`_relay`)."""
         agent = final.agent
         if final.stream is not None:
-            pieces: list[str] = []
-            room = self._max_answer_chars
-            stream = final.stream
-            try:
-                async for piece in stream:
-                    if not piece:
-                        continue
-                    cut = len(piece) > room
-                    piece = piece[:room] + (ANSWER_CUT if cut else "")
-                    room -= len(piece)
-                    pieces.append(piece)
-                    await ctx.emitter.emit("partial_result", {"delta": piece}, agent=agent)
-                    if cut:  # no more of it is read: the request to the provider ends
-                        break
-            finally:
-                aclose = getattr(stream, "aclose", None)
-                if aclose is not None:
-                    await aclose()
-            return "".join(pieces)
+            return await self._relay(ctx, final.stream, agent)
         # one delta (or one batch) at a time: a long answer is never held whole
         deltas = ({"delta": delta} for delta in final.deltas)
         if final.delta_interval_s:
@@ -224,6 +207,58 @@ class Runtime:
                         ctx.emitter.hold("partial_result", payload, agent=agent)
                 batch = following
         return final.answer
+
+    async def _relay(self, ctx: RunContext, stream: AsyncIterator[str], agent: str | None
+                     ) -> str:
+        """A provider's answer, one ``partial_result`` per piece, cut at the run's
+        limit; returns it. The stream is read on its own task: the pieces that
+        arrive while an emit is in flight go together in the next one (one script
+        call), so the answer keeps the model's pace whatever Redis's round trip.
+        Pieces read before the stream failed go out before its error."""
+        read: asyncio.Queue[str | None] = asyncio.Queue()  # None: the stream ended
+
+        async def reader() -> None:
+            room = self._max_answer_chars
+            try:
+                async for piece in stream:
+                    if not piece:
+                        continue
+                    cut = len(piece) > room
+                    piece = piece[:room] + (ANSWER_CUT if cut else "")
+                    room -= len(piece)
+                    read.put_nowait(piece)
+                    if cut:  # no more of it is read: the request to the provider ends
+                        return
+            finally:
+                read.put_nowait(None)
+
+        pieces: list[str] = []
+        task = asyncio.create_task(reader(), name=f"answer-{ctx.run_id}")
+        try:
+            ended = False
+            while not ended:
+                batch: list[str] = []
+                piece = await read.get()
+                while piece is not None:
+                    batch.append(piece)
+                    if len(batch) == self._stream_batch or read.empty():
+                        break
+                    piece = read.get_nowait()
+                ended = piece is None
+                if batch:
+                    pieces += batch
+                    await ctx.emitter.emit_many(
+                        "partial_result", [{"delta": piece} for piece in batch], agent=agent)
+            await task  # the stream's error, if any
+        finally:
+            task.cancel()
+            await asyncio.wait((task,))
+            if not task.cancelled():
+                task.exception()  # retrieved: an emit's failure is the one raised
+            aclose = getattr(stream, "aclose", None)
+            if aclose is not None:
+                await aclose()
+        return "".join(pieces)
 
     async def _park(self, ctx: RunContext, transcript: Transcript, pause: _Pause, *,
                     elapsed_s: float) -> None:

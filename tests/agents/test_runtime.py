@@ -11,13 +11,15 @@ from pydantic import BaseModel
 from redis.asyncio import Redis
 
 from agents.context import RunContext
-from agents.errors import ToolError
+from agents.errors import ProviderError, ToolError
 from agents.planner import Final, ToolCall, Transcript
 from agents.runtime import ANSWER_CUT, MAX_RESULT_CHARS, Agent, Runtime, bounded_result
 from agents.tools import CALCULATOR, Tool, ToolRegistry
+from bridge.batch import split_batch
 from bridge.emitter import EventEmitter, RunEmitter
 from bridge.streams import UserStreams
 from e2e.checks import check_run_invariants, check_schema
+from servicekit.rediskeys import UserKeys
 
 
 class NoArgs(BaseModel):
@@ -181,3 +183,76 @@ async def test_a_streamed_answer_is_cut_at_the_limit_and_its_stream_closed(
     deltas = "".join(e["payload"]["delta"] for e in events if e["type"] == "partial_result")
     assert deltas == answer
     assert check_run_invariants(events, ["run_cut"]) == []
+
+
+async def _published_deltas(redis: Redis, run_id: str, *steps: ToolCall | Final
+                            ) -> tuple[str, list[list[str]]]:
+    """Runs the steps; returns the ending and the deltas of each message published
+    on the user's channel (one message per script call)."""
+    pubsub = redis.pubsub()
+    await pubsub.subscribe(UserKeys("usr_rt").channel)
+    try:
+        ending, _ = await _run(redis, run_id, *steps)
+        messages: list[list[str]] = []
+        while (message := await pubsub.get_message(timeout=0.5)) is not None:
+            if message["type"] != "message":  # the subscription's confirmation
+                continue
+            data = message["data"]
+            events = [json.loads(line) for line in split_batch(
+                data.decode() if isinstance(data, bytes) else data)]
+            deltas = [e["payload"]["delta"] for e in events if e["type"] == "partial_result"]
+            if deltas:
+                messages.append(deltas)
+        return ending, messages
+    finally:
+        await pubsub.aclose()
+
+
+async def test_pieces_that_arrive_while_an_emit_is_in_flight_go_out_together(
+        redis: Redis) -> None:
+    async def model() -> AsyncIterator[str]:  # one piece, then nine at once
+        yield "p1 "
+        await asyncio.sleep(0)  # the runtime takes the first and emits it
+        for n in range(2, 11):
+            yield f"p{n} "
+
+    ending, messages = await _published_deltas(redis, "run_burst",
+                                               Final("", stream=model()))
+    assert ending == "agent_completed"
+    # an event per piece, as they came; the nine that came during the first emit
+    # went in one script call, not nine
+    assert messages == [["p1 "], [f"p{n} " for n in range(2, 11)]]
+
+
+async def test_the_pieces_read_before_a_stream_failed_go_out_before_its_error(
+        redis: Redis) -> None:
+    async def model() -> AsyncIterator[str]:
+        yield "half "
+        yield "an answer"
+        raise ProviderError("the model provider failed mid-stream")
+
+    ending, events = await _run(redis, "run_broken_stream", Final("", stream=model()))
+    assert ending == "agent_failed"
+    deltas = [e["payload"]["delta"] for e in events if e["type"] == "partial_result"]
+    assert deltas == ["half ", "an answer"]
+    assert events[-1]["type"] == "agent_failed"
+    assert "mid-stream" in events[-1]["payload"]["error"]["message"]
+
+
+async def test_a_run_that_times_out_mid_answer_closes_the_models_stream(
+        redis: Redis) -> None:
+    closed = asyncio.Event()
+
+    async def model() -> AsyncIterator[str]:  # starts, then stalls
+        try:
+            yield "the start "
+            await asyncio.sleep(30)
+            yield "never sent"
+        finally:
+            closed.set()
+
+    ending, events = await _run(redis, "run_stalled", Final("", stream=model()), timeout=0.5)
+    assert ending == "agent_failed" and closed.is_set()
+    assert [e["payload"]["delta"] for e in events
+            if e["type"] == "partial_result"] == ["the start "]
+    assert events[-1]["payload"]["cause"] == "timeout"
