@@ -30,6 +30,7 @@ import sys
 import threading
 import time
 import warnings
+from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -64,11 +65,21 @@ class StackError(RuntimeError):
     """A service could not be started or reached; the message says which and why."""
 
 
+#: the ports free_port handed out lately: a port is free only until its server binds it
+_HANDED_OUT: deque[int] = deque(maxlen=4096)
+
+
 def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
+    """A port free on 127.0.0.1 now and not handed out by this process lately: the
+    kernel may answer two calls in a row with the same port, free again once the
+    first call's probe closed, before the first caller's server binds it."""
+    while True:
+        with socket.socket() as sock:
+            sock.bind(("127.0.0.1", 0))
+            port: int = sock.getsockname()[1]
+        if port not in _HANDED_OUT:
+            _HANDED_OUT.append(port)
+            return port
 
 
 @dataclass(frozen=True)

@@ -27,7 +27,6 @@ import importlib.metadata
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -37,6 +36,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
+
+from e2e.stack import free_port
 
 __all__ = ["HOW_TO_INSTALL", "MODEL_BYTES", "MODEL_NAME", "MODEL_SHA256", "PARTS",
            "XLLAMACPP_VERSION", "LlamaServer", "ModelMissing", "cache_dir", "llama_server",
@@ -174,13 +175,6 @@ class LlamaServer:
     log_path: Path
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
-
-
 def _die_with_parent() -> None:
     with contextlib.suppress(Exception):
         ctypes.CDLL("libc.so.6", use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
@@ -193,7 +187,7 @@ def llama_server(model: Path, *, log_path: Path, ctx_size: int = 4096, threads: 
     problem = xllamacpp_problem()
     if problem is not None:
         raise ModelMissing(problem)
-    port = _free_port()
+    port = free_port()
     argv = [sys.executable, "-m", "tests.model", "serve", "--model", str(model),
             "--port", str(port), "--ctx-size", str(ctx_size), "--threads", str(threads)]
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(

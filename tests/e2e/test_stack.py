@@ -8,7 +8,14 @@ from pathlib import Path
 
 import pytest
 
-from e2e.stack import LocalStack, StackConfig, StackError, StackPorts
+from e2e.stack import LocalStack, StackConfig, StackError, StackPorts, free_port
+
+
+def test_ports_handed_out_one_after_another_are_all_different() -> None:
+    # the kernel hands out a port again once its probe closed: 500 draws of about
+    # 28,000 ephemeral ports repeat one a few times on average
+    ports = [free_port() for _ in range(500)]
+    assert len(set(ports)) == len(ports)
 
 
 @pytest.mark.parametrize(("port", "service"), [("redis", "redis"),
