@@ -8,7 +8,6 @@ from __future__ import annotations
 import asyncio
 import json
 import random
-import socket
 import time
 from collections import defaultdict
 from collections.abc import AsyncIterator
@@ -27,6 +26,7 @@ from backend.app import create_app
 from backend.config import BackendSettings
 from e2e.client import ChatClient
 from e2e.scenarios import PASSWORD, Target, unique_email
+from e2e.stack import free_port
 from e2e.usage import generate
 from tests.conftest import starts_servers
 
@@ -256,13 +256,6 @@ async def test_a_request_the_statement_could_not_take_fails_alone(seeded: Seeded
     assert await ancient == _expected(seeded.rows[USERS[1]], everything)
 
 
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port: int = probe.getsockname()[1]
-        return port
-
-
 def _handler(app: FastAPI, exc: Exception) -> Any:
     """The handler ``app`` answers ``exc`` with, found as Starlette finds it."""
     for cls in type(exc).__mro__:
@@ -273,7 +266,7 @@ def _handler(app: FastAPI, exc: Exception) -> Any:
 
 async def test_the_backends_answer_to_an_unreachable_clickhouse_is_503() -> None:
     # a store whose ClickHouse does not answer: the error it raises is the real one
-    store = AnalyticsStore(f"http://127.0.0.1:{_free_port()}", "analytics")
+    store = AnalyticsStore(f"http://127.0.0.1:{free_port()}", "analytics")
     try:
         with pytest.raises(ClickHouseError) as raised:
             await store.ping()
