@@ -106,6 +106,7 @@ bench: $(STAMP)
 	@$(BIN)/python -m benchmarks.delivery
 	@$(BIN)/python -m benchmarks.runs
 	@$(BIN)/python -m benchmarks.fairness
+	@$(BIN)/python -m benchmarks.answers
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache reports .local-stack *.egg-info
