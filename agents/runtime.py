@@ -248,7 +248,7 @@ class Runtime:
                 if batch:
                     pieces += batch
                     await ctx.emitter.emit_many(
-                        "partial_result", [{"delta": piece} for piece in batch], agent=agent)
+                        "partial_result", [{"delta": text} for text in batch], agent=agent)
             await task  # the stream's error, if any
         finally:
             task.cancel()
