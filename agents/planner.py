@@ -46,7 +46,8 @@ class Final:
     events first, ``delta_interval_s`` apart; any iterable, consumed once as the
     deltas are emitted (a generator: built one at a time, never all at once). A
     provider that streams sets ``stream`` instead: each piece is emitted as it
-    arrives, and the answer is their concatenation (``answer`` is then ignored)."""
+    arrives (those that arrive during an emit, together in the next one), and the
+    answer is their concatenation (``answer`` is then ignored)."""
 
     answer: str
     thought: str = ""
