@@ -149,13 +149,13 @@ def final_status(event_type: str, payload: dict[str, Any]) -> str:
 class Dispatch:
     """Runs a committed transaction dispatched, to append to the queue after it."""
 
+    transitions: RunTransitions
     rows: list[asyncpg.Record] = field(default_factory=list)
-    transitions: RunTransitions | None = None
 
     async def send(self) -> None:
         """Append the runs' queue entries. A failure is logged, not raised: the run
         is committed, and :meth:`RunTransitions.resend_unsent` appends it later."""
-        if self.rows and self.transitions is not None:
+        if self.rows:
             await self.transitions.append(self.rows)
 
 
@@ -284,7 +284,7 @@ class RunTransitions:
             raise ProblemError(
                 429, "too_many_runs", f"at most {self._max_waiting} runs wait on one thread",
                 {"Retry-After": str(RETRY_AFTER_S)})
-        dispatch = Dispatch([row] if row["dispatched_at"] is not None else [], self)
+        dispatch = Dispatch(self, [row] if row["dispatched_at"] is not None else [])
         interrupt = tuple(live) if multitask == "interrupt" else ()
         return Created(run_json(row), dispatch, interrupt, user_id)
 
@@ -347,18 +347,18 @@ class RunTransitions:
         """Mark runs running; their users' freed queue places go to waiting runs, in
         the same statement."""
         if not started:
-            return Dispatch(transitions=self)
-        return Dispatch(await self.pool.fetch(
+            return Dispatch(self)
+        return Dispatch(self, await self.pool.fetch(
             _START_RUNS, [run_id for run_id, _ in started], [ts for _, ts in started],
-            self._window), self)
+            self._window))
 
     async def top_up(self, users: Iterable[str]) -> Dispatch:
         """Dispatch what may go now of these users' waiting runs (after their runs
         started, or their thread was deleted)."""
         users = list(users)
         if not users:
-            return Dispatch(transitions=self)
-        return Dispatch(await self.pool.fetch(_TOP_UP_USERS, users, self._window), self)
+            return Dispatch(self)
+        return Dispatch(self, await self.pool.fetch(_TOP_UP_USERS, users, self._window))
 
     async def finish(self, run_id: str, event_type: str, payload: dict[str, Any],
                      ts: datetime) -> Finished:
@@ -407,8 +407,8 @@ class RunTransitions:
     def _finished(self, rows: list[asyncpg.Record]) -> Finished:
         finished = [r["run"] for r in rows if r["kind"] == "finished"]
         row = finished[0] if finished else None
-        return Finished(row, Dispatch([r["run"] for r in rows if r["kind"] == "dispatched"],
-                                      self))
+        return Finished(row, Dispatch(self, [r["run"] for r in rows
+                                             if r["kind"] == "dispatched"]))
 
     async def flush_outbox(self, limit: int = 500) -> int:
         """Put finished runs' analytics rows on the ingest stream; each leaves the

@@ -58,14 +58,18 @@ async def _other_run(emitter: EventEmitter, n: int, stop: asyncio.Event) -> None
         await run.emit("partial_result", {"delta": "x" * 100})
 
 
-async def _answer(emitter: EventEmitter, run_id: str, pieces: int, pace_ms: float,
-                  relay: bool) -> tuple[float, int]:
-    """Seconds from the start to the answer's end, and the events the run stored."""
+async def _alone(pieces: int, pace_ms: float) -> float:
+    """The baseline: seconds to read the stream with nothing emitted."""
     start = time.perf_counter()
-    if not relay:  # the baseline: the stream alone
-        async for _ in _model(pieces, pace_ms):
-            pass
-        return time.perf_counter() - start, 0
+    async for _ in _model(pieces, pace_ms):
+        pass
+    return time.perf_counter() - start
+
+
+async def _relayed(emitter: EventEmitter, run_id: str, pieces: int, pace_ms: float
+                   ) -> tuple[float, int]:
+    """Seconds from the start to the answer's end stored, and the events the run stored."""
+    start = time.perf_counter()
     run = RunEmitter(emitter, user_id="usr_answer", run_id=run_id, thread_id="thr_answer",
                      agent="answer")
     ctx = RunContext(run_id=run_id, user_id="usr_answer", thread_id="thr_answer",
@@ -91,9 +95,9 @@ async def measure(redis_url: str, pieces: int, others: list[int], paces: list[fl
                 load = [asyncio.create_task(_other_run(emitter, n, stop))
                         for n in range(count)]
                 await asyncio.sleep(0.2)  # the load is going
-                baseline, _ = await _answer(emitter, "", pieces, pace, relay=False)
-                took, events = await _answer(emitter, f"run_answer_{pace}_{count}", pieces,
-                                             pace, relay=True)
+                baseline = await _alone(pieces, pace)
+                took, events = await _relayed(emitter, f"run_answer_{pace}_{count}", pieces,
+                                              pace)
                 stop.set()
                 await asyncio.gather(*load)
                 print(f"{pace:>8g} {count:>7} {baseline:>11.3f} {took:>9.3f} {events:>7}")

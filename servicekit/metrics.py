@@ -19,8 +19,8 @@ __all__ = ["NO_OPENTELEMETRY", "HttpMetrics"]
 
 #: ``FastAPI(telemetry=...)`` of every app: its OpenTelemetry spans, metrics and
 #: logs off. The services export their own metrics here (Prometheus); left on,
-#: FastAPI asks OpenTelemetry for its providers on every request and socket,
-#: about 8 % of a run creation's CPU, to find none configured.
+#: FastAPI asks OpenTelemetry for its providers on every request and socket
+#: (6.4 µs each, about 1 % of a run creation's CPU) to find none configured.
 NO_OPENTELEMETRY: TelemetryConfig = {"tracing": False, "metrics": False, "logs": False}
 
 
